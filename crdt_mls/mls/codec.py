@@ -36,7 +36,7 @@ class Encodable(Protocol):
 class Reader:
     """Cursor over an immutable buffer (RFC 9420 section 2.1)."""
 
-    __slots__ = ("_buf", "_pos", "_end", "max_vector")
+    __slots__ = ("_buf", "_end", "_pos", "max_vector")
 
     def __init__(self, data: bytes | bytearray | memoryview, max_vector: int = DEFAULT_MAX_VECTOR):
         self._buf = bytes(data)
@@ -110,7 +110,7 @@ class Reader:
             rest = self.fixed(length - 1)
             for byte in rest:
                 value = (value << 8) | byte
-        if length == 2 and value < 0x40 or length == 4 and value < 0x4000:
+        if (length == 2 and value < 0x40) or (length == 4 and value < 0x4000):
             raise DecodeError("variable-length integer is not minimally encoded")
         return value
 

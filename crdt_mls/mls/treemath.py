@@ -89,7 +89,7 @@ def copath(x: int, n: int) -> tuple[int, ...]:
     """Siblings of ``x`` and of each node on its direct path, excluding the root."""
     if x == root(n):
         return ()
-    d = (x,) + direct_path(x, n)[:-1]
+    d = (x, *direct_path(x, n)[:-1])
     return tuple(sibling(y, n) for y in d)
 
 
