@@ -211,7 +211,7 @@ class Writer:
         inner = Writer()
         for x in items:
             item(inner, x)
-        self.opaque(inner._buf)
+        self.opaque(bytes(inner._buf))
 
     def optional(self, value: T | None, item: Callable[[Writer, T], None]) -> None:
         if value is None:
