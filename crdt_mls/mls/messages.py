@@ -1,0 +1,1565 @@
+"""RFC 9420 wire structs: every struct of the protocol as a frozen slotted dataclass.
+
+Each struct has ``encode(w: Writer)`` and a classmethod ``decode(r: Reader)`` (RFC 9420
+section 2.1 presentation language).  Decoders are strict: unknown values of closed enums,
+presence bytes other than 0/1, trailing bytes and non-minimal lengths raise `DecodeError`;
+vectors over the reader's limit raise `OversizeError`.
+
+Tagged unions are plain type aliases over their member classes (``Node``, ``Proposal``,
+``ProposalOrRef``, ``FramedContent.content``, ``MLSMessage.body``), with ``encode_*`` /
+``decode_*`` functions for the tagged encoding.  Sequences are tuples so that values stay
+hashable.  Byte-exact re-encoding follows from strict decoding (minimal varints only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+from typing import ClassVar, Protocol, TypeAlias, TypeVar
+
+from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState
+from crdt_mls.mls.codec import Reader, Writer, decode_with
+
+__all__ = [
+    "MLS10",
+    "Content",
+    "MLSMessageBody",
+    "PathSecret",
+    "content_type_of",
+    "read_ratchet_tree",
+    "write_ratchet_tree",
+    "Add",
+    "ApplicationId",
+    "AuthenticatedContent",
+    "Capabilities",
+    "Commit",
+    "ContentType",
+    "Credential",
+    "CredentialType",
+    "EncryptedGroupSecrets",
+    "Extension",
+    "ExtensionType",
+    "ExternalInit",
+    "ExternalPub",
+    "ExternalSender",
+    "FramedContent",
+    "FramedContentAuthData",
+    "GroupContext",
+    "GroupContextExtensions",
+    "GroupInfo",
+    "GroupSecrets",
+    "HPKECiphertext",
+    "KeyPackage",
+    "LeafNode",
+    "LeafNodeSource",
+    "Lifetime",
+    "MLSMessage",
+    "Node",
+    "NodeType",
+    "ParentNode",
+    "PreSharedKey",
+    "PreSharedKeyID",
+    "PrivateContentAAD",
+    "PrivateMessage",
+    "PrivateMessageContent",
+    "Proposal",
+    "ProposalOrRef",
+    "ProposalOrRefType",
+    "ProposalRef",
+    "ProposalType",
+    "PSKType",
+    "PublicMessage",
+    "ReInit",
+    "Remove",
+    "RequiredCapabilities",
+    "ResumptionPSKUsage",
+    "Sender",
+    "SenderData",
+    "SenderDataAAD",
+    "SenderType",
+    "UnknownProposal",
+    "Update",
+    "UpdatePath",
+    "UpdatePathNode",
+    "Welcome",
+    "WireFormat",
+    "authenticated_content_tbm",
+    "confirmed_transcript_hash_input",
+    "decode_node",
+    "decode_proposal",
+    "decode_proposal_or_ref",
+    "decode_ratchet_tree",
+    "encode_node",
+    "encode_proposal",
+    "encode_proposal_or_ref",
+    "encode_ratchet_tree",
+    "find_extension",
+    "framed_content_tbs",
+    "interim_transcript_hash_input",
+]
+
+#: ProtocolVersion mls10 (RFC 9420 section 6).
+MLS10 = 1
+
+_E = TypeVar("_E", bound=IntEnum)
+
+
+# ------------------------------------------------------------------------------ enums
+
+
+class WireFormat(IntEnum):
+    """RFC 9420 section 6 (uint16)."""
+
+    MLS_PUBLIC_MESSAGE = 1
+    MLS_PRIVATE_MESSAGE = 2
+    MLS_WELCOME = 3
+    MLS_GROUP_INFO = 4
+    MLS_KEY_PACKAGE = 5
+
+
+class ContentType(IntEnum):
+    """RFC 9420 section 6 (uint8)."""
+
+    APPLICATION = 1
+    PROPOSAL = 2
+    COMMIT = 3
+
+
+class SenderType(IntEnum):
+    """RFC 9420 section 6 (uint8)."""
+
+    MEMBER = 1
+    EXTERNAL = 2
+    NEW_MEMBER_PROPOSAL = 3
+    NEW_MEMBER_COMMIT = 4
+
+
+class LeafNodeSource(IntEnum):
+    """RFC 9420 section 7.2 (uint8)."""
+
+    KEY_PACKAGE = 1
+    UPDATE = 2
+    COMMIT = 3
+
+
+class NodeType(IntEnum):
+    """RFC 9420 section 7.8 (uint8)."""
+
+    LEAF = 1
+    PARENT = 2
+
+
+class PSKType(IntEnum):
+    """RFC 9420 section 8.4 (uint8)."""
+
+    EXTERNAL = 1
+    RESUMPTION = 2
+
+
+class ResumptionPSKUsage(IntEnum):
+    """RFC 9420 section 8.4 (uint8)."""
+
+    APPLICATION = 1
+    REINIT = 2
+    BRANCH = 3
+
+
+class ProposalOrRefType(IntEnum):
+    """RFC 9420 section 12.4 (uint8)."""
+
+    PROPOSAL = 1
+    REFERENCE = 2
+
+
+class ExtensionType(IntEnum):
+    """RFC 9420 section 17.3 (uint16).  Open: unknown values are kept as plain ints."""
+
+    APPLICATION_ID = 1
+    RATCHET_TREE = 2
+    REQUIRED_CAPABILITIES = 3
+    EXTERNAL_PUB = 4
+    EXTERNAL_SENDERS = 5
+
+
+class ProposalType(IntEnum):
+    """RFC 9420 section 17.4 (uint16).  Open: unknown values are kept as plain ints."""
+
+    ADD = 1
+    UPDATE = 2
+    REMOVE = 3
+    PSK = 4
+    REINIT = 5
+    EXTERNAL_INIT = 6
+    GROUP_CONTEXT_EXTENSIONS = 7
+
+
+class CredentialType(IntEnum):
+    """RFC 9420 section 17.5 (uint16).  Open: unknown values are kept as plain ints."""
+
+    BASIC = 1
+    X509 = 2
+
+
+def _enum(cls: type[_E], value: int, what: str) -> _E:
+    try:
+        return cls(value)
+    except ValueError:
+        raise DecodeError(f"invalid {what} value {value}") from None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _w_u16(w: Writer, v: int) -> None:
+    w.u16(v)
+
+
+def _w_u32(w: Writer, v: int) -> None:
+    w.u32(v)
+
+
+def _w_opaque(w: Writer, v: bytes) -> None:
+    w.opaque(v)
+
+
+def _r_u16(r: Reader) -> int:
+    return r.u16()
+
+
+def _r_u32(r: Reader) -> int:
+    return r.u32()
+
+
+def _r_opaque(r: Reader) -> bytes:
+    return r.opaque()
+
+
+def _w_struct(w: Writer, v: _Encodable) -> None:
+    v.encode(w)
+
+
+class _Encodable(Protocol):
+    """Typing helper: anything with ``encode(w)``."""
+
+    def encode(self, w: Writer) -> None: ...
+
+
+# ------------------------------------------------------------------------- extensions
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """``struct { ExtensionType extension_type; opaque extension_data<V>; }`` (RFC 9420 section 13)."""
+
+    extension_type: int
+    extension_data: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.extension_type)
+        w.opaque(self.extension_data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Extension:
+        return cls(r.u16(), r.opaque())
+
+    # typed constructors / accessors for the extensions RFC 9420 defines (sections 12.4.3.3, 13)
+    @classmethod
+    def application_id(cls, application_id: bytes) -> Extension:
+        return cls(ExtensionType.APPLICATION_ID, _to_bytes(ApplicationId(application_id)))
+
+    @classmethod
+    def ratchet_tree(cls, nodes: Sequence[Node | None]) -> Extension:
+        return cls(ExtensionType.RATCHET_TREE, encode_ratchet_tree(nodes))
+
+    @classmethod
+    def required_capabilities(cls, value: RequiredCapabilities) -> Extension:
+        return cls(ExtensionType.REQUIRED_CAPABILITIES, _to_bytes(value))
+
+    @classmethod
+    def external_pub(cls, external_pub: bytes) -> Extension:
+        return cls(ExtensionType.EXTERNAL_PUB, _to_bytes(ExternalPub(external_pub)))
+
+    @classmethod
+    def external_senders(cls, senders: Sequence[ExternalSender]) -> Extension:
+        w = Writer()
+        w.vector(senders, _w_struct)
+        return cls(ExtensionType.EXTERNAL_SENDERS, w.getvalue())
+
+    def _expect(self, t: ExtensionType) -> None:
+        if self.extension_type != t:
+            raise InvalidArgument(f"extension type {self.extension_type} is not {t.name.lower()}")
+
+    def as_application_id(self) -> bytes:
+        """Decode an application_id extension (RFC 9420 section 5.3.3)."""
+        self._expect(ExtensionType.APPLICATION_ID)
+        return decode_with(ApplicationId.decode, self.extension_data).application_id
+
+    def as_ratchet_tree(self) -> list[Node | None]:
+        """Decode a ratchet_tree extension (RFC 9420 section 12.4.3.3)."""
+        self._expect(ExtensionType.RATCHET_TREE)
+        return decode_ratchet_tree(self.extension_data)
+
+    def as_required_capabilities(self) -> RequiredCapabilities:
+        """Decode a required_capabilities extension (RFC 9420 section 11.1)."""
+        self._expect(ExtensionType.REQUIRED_CAPABILITIES)
+        return decode_with(RequiredCapabilities.decode, self.extension_data)
+
+    def as_external_pub(self) -> bytes:
+        """Decode an external_pub extension (RFC 9420 section 12.4.3.2)."""
+        self._expect(ExtensionType.EXTERNAL_PUB)
+        return decode_with(ExternalPub.decode, self.extension_data).external_pub
+
+    def as_external_senders(self) -> list[ExternalSender]:
+        """Decode an external_senders extension (RFC 9420 section 12.1.8.1)."""
+        self._expect(ExtensionType.EXTERNAL_SENDERS)
+        return decode_with(lambda r: r.vector(ExternalSender.decode), self.extension_data)
+
+
+def find_extension(extensions: Iterable[Extension], extension_type: int) -> Extension | None:
+    """The first extension of the given type, or None."""
+    for ext in extensions:
+        if ext.extension_type == extension_type:
+            return ext
+    return None
+
+
+def _to_bytes(v: _Encodable) -> bytes:
+    w = Writer()
+    v.encode(w)
+    return w.getvalue()
+
+
+def _w_extensions(w: Writer, exts: Sequence[Extension]) -> None:
+    inner = Writer()
+    for e in exts:
+        inner.u16(e.extension_type)
+        inner.opaque(e.extension_data)
+    w.opaque(inner.getvalue())
+
+
+def _r_extensions(r: Reader) -> tuple[Extension, ...]:
+    return tuple(r.vector(Extension.decode))
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationId:
+    """``struct { opaque application_id<V>; } ApplicationId`` (RFC 9420 section 5.3.3)."""
+
+    application_id: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.application_id)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ApplicationId:
+        return cls(r.opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalPub:
+    """``struct { HPKEPublicKey external_pub; } ExternalPub`` (RFC 9420 section 12.4.3.2)."""
+
+    external_pub: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.external_pub)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ExternalPub:
+        return cls(r.opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class RequiredCapabilities:
+    """RFC 9420 section 11.1."""
+
+    extension_types: tuple[int, ...] = ()
+    proposal_types: tuple[int, ...] = ()
+    credential_types: tuple[int, ...] = ()
+
+    def encode(self, w: Writer) -> None:
+        w.vector(self.extension_types, _w_u16)
+        w.vector(self.proposal_types, _w_u16)
+        w.vector(self.credential_types, _w_u16)
+
+    @classmethod
+    def decode(cls, r: Reader) -> RequiredCapabilities:
+        return cls(tuple(r.vector(_r_u16)), tuple(r.vector(_r_u16)), tuple(r.vector(_r_u16)))
+
+
+# ------------------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """RFC 9420 section 5.3.
+
+    Both defined credential bodies are a single variable-length vector (``opaque identity<V>``
+    for basic, ``Certificate certificates<V>`` for x509), so ``content`` holds the body of
+    that vector: the identity for basic, the encoded certificate list for x509, and the raw
+    body for unknown credential types (which therefore round-trip).
+    """
+
+    credential_type: int
+    content: bytes
+
+    @classmethod
+    def basic(cls, identity: bytes) -> Credential:
+        return cls(CredentialType.BASIC, identity)
+
+    @classmethod
+    def x509(cls, certificates: Sequence[bytes]) -> Credential:
+        inner = Writer()
+        for cert in certificates:
+            inner.opaque(cert)
+        return cls(CredentialType.X509, inner.getvalue())
+
+    @property
+    def identity(self) -> bytes:
+        """The identity of a basic credential."""
+        if self.credential_type != CredentialType.BASIC:
+            raise InvalidState(f"credential type {self.credential_type} is not basic")
+        return self.content
+
+    @property
+    def certificates(self) -> tuple[bytes, ...]:
+        """The DER certificate chain of an x509 credential."""
+        if self.credential_type != CredentialType.X509:
+            raise InvalidState(f"credential type {self.credential_type} is not x509")
+        r = Reader(self.content)
+        out: list[bytes] = []
+        while not r.at_end():
+            out.append(r.opaque())
+        return tuple(out)
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.credential_type)
+        w.opaque(self.content)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Credential:
+        ctype = r.u16()
+        if ctype == 0:
+            raise DecodeError("invalid credential_type value 0")
+        if ctype == CredentialType.X509:
+            start = r.position
+            r.vector(_r_opaque)
+            raw = r.slice_since(start)
+            return cls(ctype, decode_with(_r_opaque, raw))
+        return cls(ctype, r.opaque())
+
+
+# ----------------------------------------------------------------------- leaf nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """RFC 9420 section 7.2."""
+
+    versions: tuple[int, ...] = (MLS10,)
+    cipher_suites: tuple[int, ...] = ()
+    extensions: tuple[int, ...] = ()
+    proposals: tuple[int, ...] = ()
+    credentials: tuple[int, ...] = (CredentialType.BASIC,)
+
+    def encode(self, w: Writer) -> None:
+        w.vector(self.versions, _w_u16)
+        w.vector(self.cipher_suites, _w_u16)
+        w.vector(self.extensions, _w_u16)
+        w.vector(self.proposals, _w_u16)
+        w.vector(self.credentials, _w_u16)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Capabilities:
+        return cls(
+            tuple(r.vector(_r_u16)),
+            tuple(r.vector(_r_u16)),
+            tuple(r.vector(_r_u16)),
+            tuple(r.vector(_r_u16)),
+            tuple(r.vector(_r_u16)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """RFC 9420 section 7.2."""
+
+    not_before: int
+    not_after: int
+
+    def encode(self, w: Writer) -> None:
+        w.u64(self.not_before)
+        w.u64(self.not_after)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Lifetime:
+        return cls(r.u64(), r.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class LeafNode:
+    """RFC 9420 section 7.2.
+
+    ``lifetime`` is set iff ``leaf_node_source`` is key_package; ``parent_hash`` is set iff
+    it is commit.
+    """
+
+    encryption_key: bytes
+    signature_key: bytes
+    credential: Credential
+    capabilities: Capabilities
+    leaf_node_source: LeafNodeSource
+    lifetime: Lifetime | None = None
+    parent_hash: bytes | None = None
+    extensions: tuple[Extension, ...] = ()
+    signature: bytes = b""
+
+    def _check(self) -> None:
+        src = self.leaf_node_source
+        if (src == LeafNodeSource.KEY_PACKAGE) != (self.lifetime is not None):
+            raise InvalidArgument("LeafNode.lifetime must be set exactly when leaf_node_source is key_package")
+        if (src == LeafNodeSource.COMMIT) != (self.parent_hash is not None):
+            raise InvalidArgument("LeafNode.parent_hash must be set exactly when leaf_node_source is commit")
+
+    def _encode_content(self, w: Writer) -> None:
+        self._check()
+        w.opaque(self.encryption_key)
+        w.opaque(self.signature_key)
+        self.credential.encode(w)
+        self.capabilities.encode(w)
+        w.u8(self.leaf_node_source)
+        if self.lifetime is not None:
+            self.lifetime.encode(w)
+        elif self.parent_hash is not None:
+            w.opaque(self.parent_hash)
+        _w_extensions(w, self.extensions)
+
+    def encode(self, w: Writer) -> None:
+        self._encode_content(w)
+        w.opaque(self.signature)
+
+    @classmethod
+    def decode(cls, r: Reader) -> LeafNode:
+        encryption_key = r.opaque()
+        signature_key = r.opaque()
+        credential = Credential.decode(r)
+        capabilities = Capabilities.decode(r)
+        src = _enum(LeafNodeSource, r.u8(), "leaf_node_source")
+        lifetime = None
+        parent_hash = None
+        if src == LeafNodeSource.KEY_PACKAGE:
+            lifetime = Lifetime(r.u64(), r.u64())
+        elif src == LeafNodeSource.COMMIT:
+            parent_hash = r.opaque()
+        extensions = _r_extensions(r)
+        signature = r.opaque()
+        return cls(
+            encryption_key, signature_key, credential, capabilities, src, lifetime, parent_hash, extensions, signature
+        )
+
+    def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
+        """LeafNodeTBS (RFC 9420 section 7.2); group_id and leaf_index are needed unless the
+        source is key_package, and ignored if it is."""
+        w = Writer()
+        self._encode_content(w)
+        if self.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
+            if group_id is None or leaf_index is None:
+                raise InvalidArgument("LeafNodeTBS of an update/commit leaf needs group_id and leaf_index")
+            w.opaque(group_id)
+            w.u32(leaf_index)
+        return w.getvalue()
+
+    def without_signature(self) -> LeafNode:
+        """A copy with an empty signature (to be re-signed)."""
+        return replace(self, signature=b"")
+
+    def with_signature(self, signature: bytes) -> LeafNode:
+        return replace(self, signature=signature)
+
+
+@dataclass(frozen=True, slots=True)
+class ParentNode:
+    """RFC 9420 section 7.1."""
+
+    encryption_key: bytes
+    parent_hash: bytes = b""
+    unmerged_leaves: tuple[int, ...] = ()
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.encryption_key)
+        w.opaque(self.parent_hash)
+        w.vector(self.unmerged_leaves, _w_u32)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ParentNode:
+        return cls(r.opaque(), r.opaque(), tuple(r.vector(_r_u32)))
+
+
+#: ``struct { NodeType node_type; select (node_type) { leaf: LeafNode; parent: ParentNode } }``
+#: (RFC 9420 section 7.8), as a union of the two classes.
+Node: TypeAlias = LeafNode | ParentNode
+
+
+def encode_node(w: Writer, node: Node) -> None:
+    """Encode a Node with its node_type tag (RFC 9420 section 7.8)."""
+    if isinstance(node, LeafNode):
+        w.u8(NodeType.LEAF)
+    elif isinstance(node, ParentNode):
+        w.u8(NodeType.PARENT)
+    else:
+        raise InvalidArgument(f"not a tree node: {type(node).__name__}")
+    node.encode(w)
+
+
+def decode_node(r: Reader) -> Node:
+    """Decode a tagged Node (RFC 9420 section 7.8)."""
+    t = r.u8()
+    if t == NodeType.LEAF:
+        return LeafNode.decode(r)
+    if t == NodeType.PARENT:
+        return ParentNode.decode(r)
+    raise DecodeError(f"invalid node_type value {t}")
+
+
+def _w_opt_node(w: Writer, node: Node | None) -> None:
+    if node is None:
+        w.u8(0)
+    else:
+        w.u8(1)
+        encode_node(w, node)
+
+
+def _r_opt_node(r: Reader) -> Node | None:
+    return r.optional(decode_node)
+
+
+def write_ratchet_tree(w: Writer, nodes: Sequence[Node | None]) -> None:
+    """Write ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
+    w.vector(nodes, _w_opt_node)
+
+
+def read_ratchet_tree(r: Reader) -> list[Node | None]:
+    """Read ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
+    return r.vector(_r_opt_node)
+
+
+def encode_ratchet_tree(nodes: Sequence[Node | None]) -> bytes:
+    """The ratchet_tree extension body (RFC 9420 section 12.4.3.3), in array order."""
+    w = Writer()
+    write_ratchet_tree(w, nodes)
+    return w.getvalue()
+
+
+def decode_ratchet_tree(data: bytes) -> list[Node | None]:
+    """Parse a ratchet_tree extension body (RFC 9420 section 12.4.3.3).
+
+    Only the encoding is checked here; structural rules (odd length, last node non-blank,
+    leaves at even indices) are the ratchet tree's job.
+    """
+    return decode_with(read_ratchet_tree, data)
+
+
+# ---------------------------------------------------------------------- update paths
+
+
+@dataclass(frozen=True, slots=True)
+class HPKECiphertext:
+    """RFC 9420 section 7.6."""
+
+    kem_output: bytes
+    ciphertext: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.kem_output)
+        w.opaque(self.ciphertext)
+
+    @classmethod
+    def decode(cls, r: Reader) -> HPKECiphertext:
+        return cls(r.opaque(), r.opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePathNode:
+    """RFC 9420 section 7.6."""
+
+    encryption_key: bytes
+    encrypted_path_secret: tuple[HPKECiphertext, ...]
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.encryption_key)
+        w.vector(self.encrypted_path_secret, _w_struct)
+
+    @classmethod
+    def decode(cls, r: Reader) -> UpdatePathNode:
+        return cls(r.opaque(), tuple(r.vector(HPKECiphertext.decode)))
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePath:
+    """RFC 9420 section 7.6."""
+
+    leaf_node: LeafNode
+    nodes: tuple[UpdatePathNode, ...]
+
+    def encode(self, w: Writer) -> None:
+        self.leaf_node.encode(w)
+        w.vector(self.nodes, _w_struct)
+
+    @classmethod
+    def decode(cls, r: Reader) -> UpdatePath:
+        return cls(LeafNode.decode(r), tuple(r.vector(UpdatePathNode.decode)))
+
+
+# ----------------------------------------------------------------------- key packages
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPackage:
+    """RFC 9420 section 10."""
+
+    version: int
+    cipher_suite: int
+    init_key: bytes
+    leaf_node: LeafNode
+    extensions: tuple[Extension, ...] = ()
+    signature: bytes = b""
+
+    def _encode_content(self, w: Writer) -> None:
+        w.u16(self.version)
+        w.u16(self.cipher_suite)
+        w.opaque(self.init_key)
+        self.leaf_node.encode(w)
+        _w_extensions(w, self.extensions)
+
+    def encode(self, w: Writer) -> None:
+        self._encode_content(w)
+        w.opaque(self.signature)
+
+    @classmethod
+    def decode(cls, r: Reader) -> KeyPackage:
+        return cls(r.u16(), r.u16(), r.opaque(), LeafNode.decode(r), _r_extensions(r), r.opaque())
+
+    def tbs(self) -> bytes:
+        """KeyPackageTBS (RFC 9420 section 10)."""
+        w = Writer()
+        self._encode_content(w)
+        return w.getvalue()
+
+
+# ----------------------------------------------------------------------- group context
+
+
+@dataclass(frozen=True, slots=True)
+class GroupContext:
+    """RFC 9420 section 8.1."""
+
+    version: int
+    cipher_suite: int
+    group_id: bytes
+    epoch: int
+    tree_hash: bytes
+    confirmed_transcript_hash: bytes
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.version)
+        w.u16(self.cipher_suite)
+        w.opaque(self.group_id)
+        w.u64(self.epoch)
+        w.opaque(self.tree_hash)
+        w.opaque(self.confirmed_transcript_hash)
+        _w_extensions(w, self.extensions)
+
+    @classmethod
+    def decode(cls, r: Reader) -> GroupContext:
+        return cls(r.u16(), r.u16(), r.opaque(), r.u64(), r.opaque(), r.opaque(), _r_extensions(r))
+
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        self.encode(w)
+        return w.getvalue()
+
+
+# ------------------------------------------------------------------------ external senders
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalSender:
+    """RFC 9420 section 12.1.8.1."""
+
+    signature_key: bytes
+    credential: Credential
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.signature_key)
+        self.credential.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ExternalSender:
+        return cls(r.opaque(), Credential.decode(r))
+
+
+# -------------------------------------------------------------------------- proposals
+
+
+@dataclass(frozen=True, slots=True)
+class PreSharedKeyID:
+    """RFC 9420 section 8.4.  External PSKs set ``psk_id``; resumption PSKs set ``usage``,
+    ``psk_group_id`` and ``psk_epoch``."""
+
+    psktype: PSKType
+    psk_nonce: bytes
+    psk_id: bytes | None = None
+    usage: ResumptionPSKUsage | None = None
+    psk_group_id: bytes | None = None
+    psk_epoch: int | None = None
+
+    @classmethod
+    def external(cls, psk_id: bytes, psk_nonce: bytes) -> PreSharedKeyID:
+        return cls(PSKType.EXTERNAL, psk_nonce, psk_id=psk_id)
+
+    @classmethod
+    def resumption(
+        cls, usage: ResumptionPSKUsage, psk_group_id: bytes, psk_epoch: int, psk_nonce: bytes
+    ) -> PreSharedKeyID:
+        return cls(PSKType.RESUMPTION, psk_nonce, usage=usage, psk_group_id=psk_group_id, psk_epoch=psk_epoch)
+
+    def encode(self, w: Writer) -> None:
+        w.u8(self.psktype)
+        if self.psktype == PSKType.EXTERNAL:
+            if self.psk_id is None:
+                raise InvalidArgument("external PreSharedKeyID needs psk_id")
+            w.opaque(self.psk_id)
+        elif self.psktype == PSKType.RESUMPTION:
+            if self.usage is None or self.psk_group_id is None or self.psk_epoch is None:
+                raise InvalidArgument("resumption PreSharedKeyID needs usage, psk_group_id and psk_epoch")
+            w.u8(self.usage)
+            w.opaque(self.psk_group_id)
+            w.u64(self.psk_epoch)
+        else:
+            raise InvalidArgument(f"invalid psktype {self.psktype}")
+        w.opaque(self.psk_nonce)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PreSharedKeyID:
+        t = _enum(PSKType, r.u8(), "psktype")
+        if t == PSKType.EXTERNAL:
+            psk_id = r.opaque()
+            return cls(t, r.opaque(), psk_id=psk_id)
+        usage = _enum(ResumptionPSKUsage, r.u8(), "resumption psk usage")
+        group_id = r.opaque()
+        epoch = r.u64()
+        return cls(t, r.opaque(), usage=usage, psk_group_id=group_id, psk_epoch=epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class Add:
+    """RFC 9420 section 12.1.1."""
+
+    proposal_type: ClassVar[int] = ProposalType.ADD
+    key_package: KeyPackage
+
+    def encode(self, w: Writer) -> None:
+        self.key_package.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Add:
+        return cls(KeyPackage.decode(r))
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """RFC 9420 section 12.1.2."""
+
+    proposal_type: ClassVar[int] = ProposalType.UPDATE
+    leaf_node: LeafNode
+
+    def encode(self, w: Writer) -> None:
+        self.leaf_node.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Update:
+        return cls(LeafNode.decode(r))
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """RFC 9420 section 12.1.3."""
+
+    proposal_type: ClassVar[int] = ProposalType.REMOVE
+    removed: int
+
+    def encode(self, w: Writer) -> None:
+        w.u32(self.removed)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Remove:
+        return cls(r.u32())
+
+
+@dataclass(frozen=True, slots=True)
+class PreSharedKey:
+    """RFC 9420 section 12.1.4."""
+
+    proposal_type: ClassVar[int] = ProposalType.PSK
+    psk: PreSharedKeyID
+
+    def encode(self, w: Writer) -> None:
+        self.psk.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PreSharedKey:
+        return cls(PreSharedKeyID.decode(r))
+
+
+@dataclass(frozen=True, slots=True)
+class ReInit:
+    """RFC 9420 section 12.1.5."""
+
+    proposal_type: ClassVar[int] = ProposalType.REINIT
+    group_id: bytes
+    version: int
+    cipher_suite: int
+    extensions: tuple[Extension, ...] = ()
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id)
+        w.u16(self.version)
+        w.u16(self.cipher_suite)
+        _w_extensions(w, self.extensions)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ReInit:
+        return cls(r.opaque(), r.u16(), r.u16(), _r_extensions(r))
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalInit:
+    """RFC 9420 section 12.1.6."""
+
+    proposal_type: ClassVar[int] = ProposalType.EXTERNAL_INIT
+    kem_output: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.kem_output)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ExternalInit:
+        return cls(r.opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class GroupContextExtensions:
+    """RFC 9420 section 12.1.7."""
+
+    proposal_type: ClassVar[int] = ProposalType.GROUP_CONTEXT_EXTENSIONS
+    extensions: tuple[Extension, ...]
+
+    def encode(self, w: Writer) -> None:
+        _w_extensions(w, self.extensions)
+
+    @classmethod
+    def decode(cls, r: Reader) -> GroupContextExtensions:
+        return cls(_r_extensions(r))
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownProposal:
+    """A proposal of a type this library does not define (RFC 9420 section 12.1.9), for
+    encoding only: ``body`` is written verbatim after the type.  Its length is not on the
+    wire, so `decode_proposal` cannot delimit an unknown type and raises `DecodeError`."""
+
+    proposal_type: int
+    body: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.fixed(self.body)
+
+
+#: ``struct { ProposalType proposal_type; select (proposal_type) {...} } Proposal``
+#: (RFC 9420 section 12.1), as a union of the body classes; each has ``proposal_type``.
+Proposal: TypeAlias = (
+    Add | Update | Remove | PreSharedKey | ReInit | ExternalInit | GroupContextExtensions | UnknownProposal
+)
+
+_PROPOSAL_DECODERS: dict[
+    int, type[Add | Update | Remove | PreSharedKey | ReInit | ExternalInit | GroupContextExtensions]
+] = {
+    ProposalType.ADD: Add,
+    ProposalType.UPDATE: Update,
+    ProposalType.REMOVE: Remove,
+    ProposalType.PSK: PreSharedKey,
+    ProposalType.REINIT: ReInit,
+    ProposalType.EXTERNAL_INIT: ExternalInit,
+    ProposalType.GROUP_CONTEXT_EXTENSIONS: GroupContextExtensions,
+}
+
+
+def encode_proposal(w: Writer, proposal: Proposal) -> None:
+    """Encode a Proposal with its proposal_type tag (RFC 9420 section 12.1)."""
+    w.u16(proposal.proposal_type)
+    proposal.encode(w)
+
+
+def decode_proposal(r: Reader) -> Proposal:
+    """Decode a tagged Proposal (RFC 9420 section 12.1)."""
+    t = r.u16()
+    cls = _PROPOSAL_DECODERS.get(t)
+    if cls is None:
+        raise DecodeError(f"unsupported proposal_type {t} (its body cannot be delimited)")
+    return cls.decode(r)
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRef:
+    """``ProposalOrRef`` by reference: a ProposalRef hash (RFC 9420 sections 5.2, 12.4)."""
+
+    reference: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.reference)
+
+    @classmethod
+    def decode(cls, r: Reader) -> ProposalRef:
+        return cls(r.opaque())
+
+
+#: RFC 9420 section 12.4: a proposal by value or by reference.
+ProposalOrRef: TypeAlias = Proposal | ProposalRef
+
+
+def encode_proposal_or_ref(w: Writer, p: ProposalOrRef) -> None:
+    """RFC 9420 section 12.4."""
+    if isinstance(p, ProposalRef):
+        w.u8(ProposalOrRefType.REFERENCE)
+        w.opaque(p.reference)
+    else:
+        w.u8(ProposalOrRefType.PROPOSAL)
+        encode_proposal(w, p)
+
+
+def decode_proposal_or_ref(r: Reader) -> ProposalOrRef:
+    """RFC 9420 section 12.4."""
+    t = r.u8()
+    if t == ProposalOrRefType.PROPOSAL:
+        return decode_proposal(r)
+    if t == ProposalOrRefType.REFERENCE:
+        return ProposalRef(r.opaque())
+    raise DecodeError(f"invalid ProposalOrRefType value {t}")
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """RFC 9420 section 12.4."""
+
+    proposals: tuple[ProposalOrRef, ...] = ()
+    path: UpdatePath | None = None
+
+    def encode(self, w: Writer) -> None:
+        w.vector(self.proposals, encode_proposal_or_ref)
+        w.optional(self.path, _w_struct)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Commit:
+        return cls(tuple(r.vector(decode_proposal_or_ref)), r.optional(UpdatePath.decode))
+
+
+# ------------------------------------------------------------------------------ framing
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """RFC 9420 section 6.  ``index`` is the leaf index of a member, the sender_index of an
+    external sender, and None for new_member_proposal / new_member_commit."""
+
+    sender_type: SenderType
+    index: int | None = None
+
+    @classmethod
+    def member(cls, leaf_index: int) -> Sender:
+        return cls(SenderType.MEMBER, leaf_index)
+
+    @classmethod
+    def external(cls, sender_index: int) -> Sender:
+        return cls(SenderType.EXTERNAL, sender_index)
+
+    @classmethod
+    def new_member_proposal(cls) -> Sender:
+        return cls(SenderType.NEW_MEMBER_PROPOSAL)
+
+    @classmethod
+    def new_member_commit(cls) -> Sender:
+        return cls(SenderType.NEW_MEMBER_COMMIT)
+
+    def encode(self, w: Writer) -> None:
+        w.u8(self.sender_type)
+        if self.sender_type in (SenderType.MEMBER, SenderType.EXTERNAL):
+            if self.index is None:
+                raise InvalidArgument(f"{self.sender_type.name.lower()} sender needs an index")
+            w.u32(self.index)
+        elif self.index is not None:
+            raise InvalidArgument(f"{self.sender_type.name.lower()} sender has no index")
+
+    @classmethod
+    def decode(cls, r: Reader) -> Sender:
+        t = _enum(SenderType, r.u8(), "sender_type")
+        if t == SenderType.MEMBER or t == SenderType.EXTERNAL:
+            return cls(t, r.u32())
+        return cls(t)
+
+
+#: The content of a FramedContent / PrivateMessageContent (RFC 9420 section 6):
+#: ``bytes`` is application_data, otherwise a Proposal or a Commit.
+Content: TypeAlias = bytes | Proposal | Commit
+
+
+def content_type_of(content: Content) -> ContentType:
+    """The ContentType of a content value (RFC 9420 section 6)."""
+    if isinstance(content, bytes):
+        return ContentType.APPLICATION
+    if isinstance(content, Commit):
+        return ContentType.COMMIT
+    return ContentType.PROPOSAL
+
+
+def _w_content(w: Writer, content: Content) -> None:
+    if isinstance(content, bytes):
+        w.opaque(content)
+    elif isinstance(content, Commit):
+        content.encode(w)
+    else:
+        encode_proposal(w, content)
+
+
+def _r_content(r: Reader, t: ContentType) -> Content:
+    if t == ContentType.APPLICATION:
+        return r.opaque()
+    if t == ContentType.PROPOSAL:
+        return decode_proposal(r)
+    return Commit.decode(r)
+
+
+@dataclass(frozen=True, slots=True)
+class FramedContent:
+    """RFC 9420 section 6.  ``content_type`` is derived from ``content``."""
+
+    group_id: bytes
+    epoch: int
+    sender: Sender
+    authenticated_data: bytes
+    content: Content
+
+    @property
+    def content_type(self) -> ContentType:
+        return content_type_of(self.content)
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id)
+        w.u64(self.epoch)
+        self.sender.encode(w)
+        w.opaque(self.authenticated_data)
+        w.u8(self.content_type)
+        _w_content(w, self.content)
+
+    @classmethod
+    def decode(cls, r: Reader) -> FramedContent:
+        group_id = r.opaque()
+        epoch = r.u64()
+        sender = Sender.decode(r)
+        aad = r.opaque()
+        t = _enum(ContentType, r.u8(), "content_type")
+        return cls(group_id, epoch, sender, aad, _r_content(r, t))
+
+
+@dataclass(frozen=True, slots=True)
+class FramedContentAuthData:
+    """RFC 9420 section 6.1: ``confirmation_tag`` is present only for commits."""
+
+    signature: bytes
+    confirmation_tag: bytes | None = None
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.signature)
+        if self.confirmation_tag is not None:
+            w.opaque(self.confirmation_tag)
+
+    def check(self, content_type: ContentType) -> None:
+        if (content_type == ContentType.COMMIT) != (self.confirmation_tag is not None):
+            raise InvalidArgument("confirmation_tag must be present exactly for commit content")
+
+    @classmethod
+    def decode(cls, r: Reader, content_type: ContentType) -> FramedContentAuthData:
+        signature = r.opaque()
+        if content_type == ContentType.COMMIT:
+            return cls(signature, r.opaque())
+        return cls(signature)
+
+
+def _w_tbs(w: Writer, wire_format: int, content: FramedContent, context: GroupContext | None) -> None:
+    w.u16(MLS10)
+    w.u16(wire_format)
+    content.encode(w)
+    if content.sender.sender_type in (SenderType.MEMBER, SenderType.NEW_MEMBER_COMMIT):
+        if context is None:
+            raise InvalidArgument("FramedContentTBS of a member/new_member_commit sender needs the GroupContext")
+        context.encode(w)
+
+
+def framed_content_tbs(wire_format: int, content: FramedContent, context: GroupContext | None) -> bytes:
+    """FramedContentTBS (RFC 9420 section 6.1); the GroupContext is included for member and
+    new_member_commit senders and ignored otherwise."""
+    w = Writer()
+    _w_tbs(w, wire_format, content, context)
+    return w.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticatedContent:
+    """RFC 9420 section 6.1."""
+
+    wire_format: WireFormat
+    content: FramedContent
+    auth: FramedContentAuthData
+
+    def encode(self, w: Writer) -> None:
+        self.auth.check(self.content.content_type)
+        w.u16(self.wire_format)
+        self.content.encode(w)
+        self.auth.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> AuthenticatedContent:
+        wf = _enum(WireFormat, r.u16(), "wire_format")
+        if wf not in (WireFormat.MLS_PUBLIC_MESSAGE, WireFormat.MLS_PRIVATE_MESSAGE):
+            raise DecodeError(f"wire_format {wf.name.lower()} cannot frame content")
+        content = FramedContent.decode(r)
+        return cls(wf, content, FramedContentAuthData.decode(r, content.content_type))
+
+    def tbs(self, context: GroupContext | None) -> bytes:
+        """FramedContentTBS of this content (RFC 9420 section 6.1)."""
+        return framed_content_tbs(self.wire_format, self.content, context)
+
+
+def authenticated_content_tbm(content: AuthenticatedContent, context: GroupContext | None) -> bytes:
+    """AuthenticatedContentTBM, the membership-tag input (RFC 9420 section 6.2)."""
+    content.auth.check(content.content.content_type)
+    w = Writer()
+    _w_tbs(w, content.wire_format, content.content, context)
+    content.auth.encode(w)
+    return w.getvalue()
+
+
+def confirmed_transcript_hash_input(content: AuthenticatedContent) -> bytes:
+    """ConfirmedTranscriptHashInput (RFC 9420 section 8.2): wire_format, content, signature."""
+    w = Writer()
+    w.u16(content.wire_format)
+    content.content.encode(w)
+    w.opaque(content.auth.signature)
+    return w.getvalue()
+
+
+def interim_transcript_hash_input(confirmation_tag: bytes) -> bytes:
+    """InterimTranscriptHashInput (RFC 9420 section 8.2)."""
+    w = Writer()
+    w.opaque(confirmation_tag)
+    return w.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class PublicMessage:
+    """RFC 9420 section 6.2: ``membership_tag`` is present only for member senders."""
+
+    content: FramedContent
+    auth: FramedContentAuthData
+    membership_tag: bytes | None = None
+
+    def encode(self, w: Writer) -> None:
+        self.auth.check(self.content.content_type)
+        is_member = self.content.sender.sender_type == SenderType.MEMBER
+        if is_member != (self.membership_tag is not None):
+            raise InvalidArgument("membership_tag must be present exactly for member senders")
+        self.content.encode(w)
+        self.auth.encode(w)
+        if self.membership_tag is not None:
+            w.opaque(self.membership_tag)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PublicMessage:
+        content = FramedContent.decode(r)
+        auth = FramedContentAuthData.decode(r, content.content_type)
+        tag = r.opaque() if content.sender.sender_type == SenderType.MEMBER else None
+        return cls(content, auth, tag)
+
+    def authenticated_content(self) -> AuthenticatedContent:
+        return AuthenticatedContent(WireFormat.MLS_PUBLIC_MESSAGE, self.content, self.auth)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    """RFC 9420 section 6.3."""
+
+    group_id: bytes
+    epoch: int
+    content_type: ContentType
+    authenticated_data: bytes
+    encrypted_sender_data: bytes
+    ciphertext: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id)
+        w.u64(self.epoch)
+        w.u8(self.content_type)
+        w.opaque(self.authenticated_data)
+        w.opaque(self.encrypted_sender_data)
+        w.opaque(self.ciphertext)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PrivateMessage:
+        group_id = r.opaque()
+        epoch = r.u64()
+        t = _enum(ContentType, r.u8(), "content_type")
+        return cls(group_id, epoch, t, r.opaque(), r.opaque(), r.opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessageContent:
+    """RFC 9420 section 6.3.1: content, auth and ``padding`` zero bytes.  Decoding consumes
+    the rest of the reader as padding and rejects any non-zero byte in it."""
+
+    content: Content
+    auth: FramedContentAuthData
+    padding: int = 0
+
+    @property
+    def content_type(self) -> ContentType:
+        return content_type_of(self.content)
+
+    def encode(self, w: Writer) -> None:
+        self.auth.check(self.content_type)
+        if self.padding < 0:
+            raise InvalidArgument("negative padding")
+        _w_content(w, self.content)
+        self.auth.encode(w)
+        w.fixed(bytes(self.padding))
+
+    @classmethod
+    def decode(cls, r: Reader, content_type: ContentType) -> PrivateMessageContent:
+        content = _r_content(r, content_type)
+        auth = FramedContentAuthData.decode(r, content_type)
+        pad = r.fixed(r.remaining())
+        if pad.count(0) != len(pad):
+            raise DecodeError("PrivateMessageContent padding contains a non-zero byte")
+        return cls(content, auth, len(pad))
+
+
+@dataclass(frozen=True, slots=True)
+class SenderData:
+    """RFC 9420 section 6.3.2."""
+
+    leaf_index: int
+    generation: int
+    reuse_guard: bytes
+
+    def encode(self, w: Writer) -> None:
+        if len(self.reuse_guard) != 4:
+            raise InvalidArgument("reuse_guard must be 4 bytes")
+        w.u32(self.leaf_index)
+        w.u32(self.generation)
+        w.fixed(self.reuse_guard)
+
+    @classmethod
+    def decode(cls, r: Reader) -> SenderData:
+        return cls(r.u32(), r.u32(), r.fixed(4))
+
+
+@dataclass(frozen=True, slots=True)
+class SenderDataAAD:
+    """RFC 9420 section 6.3.2."""
+
+    group_id: bytes
+    epoch: int
+    content_type: ContentType
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id)
+        w.u64(self.epoch)
+        w.u8(self.content_type)
+
+    @classmethod
+    def decode(cls, r: Reader) -> SenderDataAAD:
+        return cls(r.opaque(), r.u64(), _enum(ContentType, r.u8(), "content_type"))
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateContentAAD:
+    """RFC 9420 section 6.3.1."""
+
+    group_id: bytes
+    epoch: int
+    content_type: ContentType
+    authenticated_data: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.group_id)
+        w.u64(self.epoch)
+        w.u8(self.content_type)
+        w.opaque(self.authenticated_data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PrivateContentAAD:
+        return cls(r.opaque(), r.u64(), _enum(ContentType, r.u8(), "content_type"), r.opaque())
+
+
+# ----------------------------------------------------------------------------- welcome
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """RFC 9420 section 12.4.3."""
+
+    group_context: GroupContext
+    extensions: tuple[Extension, ...]
+    confirmation_tag: bytes
+    signer: int
+    signature: bytes = b""
+
+    def _encode_content(self, w: Writer) -> None:
+        self.group_context.encode(w)
+        _w_extensions(w, self.extensions)
+        w.opaque(self.confirmation_tag)
+        w.u32(self.signer)
+
+    def encode(self, w: Writer) -> None:
+        self._encode_content(w)
+        w.opaque(self.signature)
+
+    @classmethod
+    def decode(cls, r: Reader) -> GroupInfo:
+        return cls(GroupContext.decode(r), _r_extensions(r), r.opaque(), r.u32(), r.opaque())
+
+    def tbs(self) -> bytes:
+        """GroupInfoTBS (RFC 9420 section 12.4.3)."""
+        w = Writer()
+        self._encode_content(w)
+        return w.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class PathSecret:
+    """RFC 9420 section 12.4.3.1."""
+
+    path_secret: bytes = field(repr=False)
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.path_secret)
+
+    @classmethod
+    def decode(cls, r: Reader) -> PathSecret:
+        return cls(r.opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSecrets:
+    """RFC 9420 section 12.4.3.1 (``path_secret`` is the optional PathSecret's value)."""
+
+    joiner_secret: bytes = field(repr=False)
+    path_secret: bytes | None = field(default=None, repr=False)
+    psks: tuple[PreSharedKeyID, ...] = ()
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.joiner_secret)
+        w.optional(self.path_secret, _w_opaque)
+        w.vector(self.psks, _w_struct)
+
+    @classmethod
+    def decode(cls, r: Reader) -> GroupSecrets:
+        return cls(r.opaque(), r.optional(_r_opaque), tuple(r.vector(PreSharedKeyID.decode)))
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedGroupSecrets:
+    """RFC 9420 section 12.4.3.1."""
+
+    new_member: bytes
+    encrypted_group_secrets: HPKECiphertext
+
+    def encode(self, w: Writer) -> None:
+        w.opaque(self.new_member)
+        self.encrypted_group_secrets.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> EncryptedGroupSecrets:
+        return cls(r.opaque(), HPKECiphertext.decode(r))
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """RFC 9420 section 12.4.3.1."""
+
+    cipher_suite: int
+    secrets: tuple[EncryptedGroupSecrets, ...]
+    encrypted_group_info: bytes
+
+    def encode(self, w: Writer) -> None:
+        w.u16(self.cipher_suite)
+        w.vector(self.secrets, _w_struct)
+        w.opaque(self.encrypted_group_info)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Welcome:
+        return cls(r.u16(), tuple(r.vector(EncryptedGroupSecrets.decode)), r.opaque())
+
+
+# ----------------------------------------------------------------------------- MLSMessage
+
+MLSMessageBody: TypeAlias = PublicMessage | PrivateMessage | Welcome | GroupInfo | KeyPackage
+
+_BODY_FORMAT: dict[type, WireFormat] = {
+    PublicMessage: WireFormat.MLS_PUBLIC_MESSAGE,
+    PrivateMessage: WireFormat.MLS_PRIVATE_MESSAGE,
+    Welcome: WireFormat.MLS_WELCOME,
+    GroupInfo: WireFormat.MLS_GROUP_INFO,
+    KeyPackage: WireFormat.MLS_KEY_PACKAGE,
+}
+_FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class MLSMessage:
+    """RFC 9420 section 6: version mls10, wire_format derived from the body's class."""
+
+    body: MLSMessageBody
+
+    @property
+    def version(self) -> int:
+        return MLS10
+
+    @property
+    def wire_format(self) -> WireFormat:
+        return _BODY_FORMAT[type(self.body)]
+
+    def encode(self, w: Writer) -> None:
+        w.u16(MLS10)
+        w.u16(self.wire_format)
+        self.body.encode(w)
+
+    @classmethod
+    def decode(cls, r: Reader) -> MLSMessage:
+        version = r.u16()
+        if version != MLS10:
+            raise DecodeError(f"unsupported protocol version {version}")
+        wf = r.u16()
+        body_cls = _FORMAT_BODY.get(wf)
+        if body_cls is None:
+            raise DecodeError(f"invalid wire_format value {wf}")
+        return cls(body_cls.decode(r))
+
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        self.encode(w)
+        return w.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> MLSMessage:
+        return decode_with(cls.decode, data)
