@@ -1,0 +1,492 @@
+"""HPKE base mode (RFC 9180) composed from DH, HKDF and AEAD primitives.
+
+Only what MLS needs (RFC 9420 section 5.1.3): `SealBase`/`OpenBase` single-shot with
+sequence number 0, `DeriveKeyPair`, `GenerateKeyPair` and the five DHKEMs
+(X25519, X448, P-256, P-384, P-521, RFC 9180 section 4.1 and 7.1).
+
+Key formats: X25519/X448 private and public keys are the raw RFC 7748 strings; P-curve
+private keys are the big-endian scalar of ``Nsk`` bytes and public keys the uncompressed
+SEC1 point (RFC 9180 section 7.1.1).
+
+Errors: a malformed recipient public key given to `Hpke.seal` is a `DecodeError`; any
+failure while opening (malformed ``enc``, low-order point, wrong key, tampered ciphertext)
+is a `DecryptionError`; a malformed local private key is an `InvalidArgument`.  No message
+contains key material.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+import nacl.bindings as _nacl
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec, x448
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument
+
+Rng = Callable[[int], bytes]
+
+_HPKE_V1 = b"HPKE-v1"
+
+# ----------------------------------------------------------------------------------- KDF
+
+
+@dataclass(frozen=True, slots=True)
+class Kdf:
+    """HKDF with one hash (RFC 5869; RFC 9180 section 7.2), over stdlib ``hmac``."""
+
+    kdf_id: int
+    hash_name: str
+    nh: int
+
+    def extract(self, salt: bytes, ikm: bytes) -> bytes:
+        """HKDF-Extract; an empty salt means ``Nh`` zero bytes (RFC 5869 section 2.2)."""
+        return hmac.digest(salt or bytes(self.nh), ikm, self.hash_name)
+
+    def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
+        """HKDF-Expand (RFC 5869 section 2.3)."""
+        nh = self.nh
+        if length > 255 * nh or length < 0:
+            raise InvalidArgument(f"HKDF-Expand length {length} exceeds 255*Nh")
+        name = self.hash_name
+        if length <= nh:
+            return hmac.digest(prk, info + b"\x01", name)[:length]
+        out = bytearray()
+        t = b""
+        i = 1
+        while len(out) < length:
+            t = hmac.digest(prk, t + info + bytes((i,)), name)
+            out += t
+            i += 1
+        return bytes(out[:length])
+
+    def labeled_extract(self, suite_id: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        """LabeledExtract (RFC 9180 section 4)."""
+        return self.extract(salt, _HPKE_V1 + suite_id + label + ikm)
+
+    def labeled_expand(self, suite_id: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+        """LabeledExpand (RFC 9180 section 4)."""
+        return self.expand(prk, length.to_bytes(2, "big") + _HPKE_V1 + suite_id + label + info, length)
+
+
+HKDF_SHA256 = Kdf(0x0001, "sha256", 32)
+HKDF_SHA384 = Kdf(0x0002, "sha384", 48)
+HKDF_SHA512 = Kdf(0x0003, "sha512", 64)
+
+# ---------------------------------------------------------------------------------- AEAD
+
+
+@dataclass(frozen=True, slots=True)
+class Aead:
+    """An AEAD of RFC 9180 section 7.3 (AES-128-GCM, AES-256-GCM, ChaCha20Poly1305)."""
+
+    aead_id: int
+    nk: int
+    nn: int
+    nt: int = 16
+    _cls: type[AESGCM] | type[ChaCha20Poly1305] = field(default=AESGCM, repr=False, compare=False)
+
+    def _check(self, key: bytes, nonce: bytes) -> None:
+        if len(key) != self.nk:
+            raise InvalidArgument(f"AEAD key must be {self.nk} bytes, got {len(key)}")
+        if len(nonce) != self.nn:
+            raise InvalidArgument(f"AEAD nonce must be {self.nn} bytes, got {len(nonce)}")
+
+    def seal(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        """Seal: ciphertext || tag."""
+        self._check(key, nonce)
+        return self._cls(key).encrypt(nonce, plaintext, aad)
+
+    def open(self, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        """Open; a wrong key, nonce, aad or a tampered ciphertext is a `DecryptionError`."""
+        self._check(key, nonce)
+        if len(ciphertext) < self.nt:
+            raise DecryptionError(f"AEAD ciphertext of {len(ciphertext)} bytes is shorter than the tag")
+        try:
+            return self._cls(key).decrypt(nonce, ciphertext, aad)
+        except InvalidTag:
+            raise DecryptionError("AEAD authentication failed") from None
+
+
+AES_128_GCM = Aead(0x0001, 16, 12, 16, AESGCM)
+AES_256_GCM = Aead(0x0002, 32, 12, 16, AESGCM)
+CHACHA20_POLY1305 = Aead(0x0003, 32, 12, 16, ChaCha20Poly1305)
+
+# ----------------------------------------------------------------------------------- KEM
+
+
+class DhGroup(Protocol):
+    """The Diffie-Hellman group underneath a DHKEM (RFC 9180 section 4.1)."""
+
+    @property
+    def npk(self) -> int: ...
+    @property
+    def nsk(self) -> int: ...
+
+    def generate_private(self, rng: Rng) -> bytes: ...
+    def derive_private(self, kem: DhKem, ikm: bytes) -> bytes: ...
+    def public_key(self, sk: bytes) -> bytes: ...
+    def check_public(self, pk: bytes) -> None: ...
+    def dh(self, sk: bytes, pk: bytes) -> bytes: ...
+
+
+class _BadPoint(Exception):
+    """Internal: a public key is malformed or DH produced the identity / all-zero output."""
+
+
+class _BadPrivate(Exception):
+    """Internal: a private key is malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class _X25519:
+    """X25519 (RFC 7748) via libsodium (faster than OpenSSL for single operations here)."""
+
+    npk: int = 32
+    nsk: int = 32
+
+    def generate_private(self, rng: Rng) -> bytes:
+        sk = rng(32)
+        if len(sk) != 32:
+            raise InvalidArgument("rng returned the wrong number of bytes")
+        return sk
+
+    def derive_private(self, kem: DhKem, ikm: bytes) -> bytes:
+        prk = kem.labeled_extract(b"", b"dkp_prk", ikm)
+        return kem.labeled_expand(prk, b"sk", b"", 32)
+
+    def public_key(self, sk: bytes) -> bytes:
+        if len(sk) != 32:
+            raise _BadPrivate
+        return _x25519_base(sk)
+
+    def check_public(self, pk: bytes) -> None:
+        if len(pk) != 32:
+            raise _BadPoint
+
+    def dh(self, sk: bytes, pk: bytes) -> bytes:
+        if len(sk) != 32:
+            raise _BadPrivate
+        if len(pk) != 32:
+            raise _BadPoint
+        try:
+            return _nacl.crypto_scalarmult(sk, pk)
+        except Exception:  # libsodium rejects an all-zero (low-order) result
+            raise _BadPoint from None
+
+
+@lru_cache(maxsize=1024)
+def _x25519_base(sk: bytes) -> bytes:
+    return _nacl.crypto_scalarmult_base(sk)
+
+
+@dataclass(frozen=True, slots=True)
+class _X448:
+    """X448 (RFC 7748) via `cryptography`."""
+
+    npk: int = 56
+    nsk: int = 56
+
+    def generate_private(self, rng: Rng) -> bytes:
+        sk = rng(56)
+        if len(sk) != 56:
+            raise InvalidArgument("rng returned the wrong number of bytes")
+        return sk
+
+    def derive_private(self, kem: DhKem, ikm: bytes) -> bytes:
+        prk = kem.labeled_extract(b"", b"dkp_prk", ikm)
+        return kem.labeled_expand(prk, b"sk", b"", 56)
+
+    def public_key(self, sk: bytes) -> bytes:
+        return _x448_private(sk).public_key().public_bytes_raw()
+
+    def check_public(self, pk: bytes) -> None:
+        _x448_public(pk)
+
+    def dh(self, sk: bytes, pk: bytes) -> bytes:
+        priv = _x448_private(sk)
+        pub = _x448_public(pk)
+        try:
+            return priv.exchange(pub)
+        except ValueError:
+            raise _BadPoint from None
+
+
+@lru_cache(maxsize=256)
+def _x448_private(sk: bytes) -> x448.X448PrivateKey:
+    if len(sk) != 56:
+        raise _BadPrivate
+    return x448.X448PrivateKey.from_private_bytes(sk)
+
+
+@lru_cache(maxsize=4096)
+def _x448_public(pk: bytes) -> x448.X448PublicKey:
+    if len(pk) != 56:
+        raise _BadPoint
+    try:
+        return x448.X448PublicKey.from_public_bytes(pk)
+    except ValueError:
+        raise _BadPoint from None
+
+
+@dataclass(frozen=True, slots=True)
+class _NistCurve:
+    """P-256 / P-384 / P-521 ECDH (RFC 9180 section 7.1) via `cryptography`."""
+
+    curve: ec.EllipticCurve
+    order: int
+    nsk: int
+    npk: int
+    bitmask: int
+
+    def generate_private(self, rng: Rng) -> bytes:
+        for _ in range(256):
+            cand = bytearray(rng(self.nsk))
+            if len(cand) != self.nsk:
+                raise InvalidArgument("rng returned the wrong number of bytes")
+            cand[0] &= self.bitmask
+            sk = int.from_bytes(cand, "big")
+            if 0 < sk < self.order:
+                return bytes(cand)
+        raise InvalidArgument("rng failed to produce a valid scalar")  # pragma: no cover
+
+    def derive_private(self, kem: DhKem, ikm: bytes) -> bytes:
+        """DeriveKeyPair by rejection sampling with a bitmask (RFC 9180 section 7.1.3)."""
+        prk = kem.labeled_extract(b"", b"dkp_prk", ikm)
+        for counter in range(256):
+            cand = bytearray(kem.labeled_expand(prk, b"candidate", bytes((counter,)), self.nsk))
+            cand[0] &= self.bitmask
+            sk = int.from_bytes(cand, "big")
+            if 0 < sk < self.order:
+                return bytes(cand)
+        raise InvalidArgument("DeriveKeyPair failed after 256 candidates")  # pragma: no cover
+
+    def public_key(self, sk: bytes) -> bytes:
+        return (
+            _ec_private(self.curve, self.nsk, sk)
+            .public_key()
+            .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        )
+
+    def check_public(self, pk: bytes) -> None:
+        _ec_public(self.curve, self.npk, pk)
+
+    def dh(self, sk: bytes, pk: bytes) -> bytes:
+        priv = _ec_private(self.curve, self.nsk, sk)
+        pub = _ec_public(self.curve, self.npk, pk)
+        try:
+            return priv.exchange(ec.ECDH(), pub)
+        except ValueError:
+            raise _BadPoint from None
+
+
+@lru_cache(maxsize=256)
+def _ec_private(curve: ec.EllipticCurve, nsk: int, sk: bytes) -> ec.EllipticCurvePrivateKey:
+    if len(sk) != nsk:
+        raise _BadPrivate
+    try:
+        return ec.derive_private_key(int.from_bytes(sk, "big"), curve)
+    except ValueError:
+        raise _BadPrivate from None
+
+
+@lru_cache(maxsize=4096)
+def _ec_public(curve: ec.EllipticCurve, npk: int, pk: bytes) -> ec.EllipticCurvePublicKey:
+    if len(pk) != npk or pk[0] != 0x04:
+        raise _BadPoint
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(curve, pk)
+    except ValueError:
+        raise _BadPoint from None
+
+
+def ec_private_key(curve: ec.EllipticCurve, nsk: int, sk: bytes) -> ec.EllipticCurvePrivateKey:
+    """Parsed (cached) P-curve private key from a big-endian scalar; `InvalidArgument` if bad."""
+    try:
+        return _ec_private(curve, nsk, sk)
+    except _BadPrivate:
+        raise InvalidArgument(f"malformed {curve.name} private key") from None
+
+
+def ec_public_key(curve: ec.EllipticCurve, npk: int, pk: bytes) -> ec.EllipticCurvePublicKey:
+    """Parsed (cached) uncompressed SEC1 P-curve point; `DecodeError` if it is not on the curve."""
+    try:
+        return _ec_public(curve, npk, pk)
+    except _BadPoint:
+        raise DecodeError(f"malformed {curve.name} public key ({len(pk)} bytes)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class DhKem:
+    """DHKEM(Group, HKDF) of RFC 9180 section 4.1."""
+
+    kem_id: int
+    group: DhGroup = field(repr=False, compare=False)
+    kdf: Kdf = field(repr=False)
+    nsecret: int
+    suite_id: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "suite_id", b"KEM" + self.kem_id.to_bytes(2, "big"))
+
+    @property
+    def nenc(self) -> int:
+        return self.group.npk
+
+    @property
+    def npk(self) -> int:
+        return self.group.npk
+
+    @property
+    def nsk(self) -> int:
+        return self.group.nsk
+
+    def labeled_extract(self, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        return self.kdf.labeled_extract(self.suite_id, salt, label, ikm)
+
+    def labeled_expand(self, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+        return self.kdf.labeled_expand(self.suite_id, prk, label, info, length)
+
+    def _extract_and_expand(self, dh: bytes, kem_context: bytes) -> bytes:
+        eae_prk = self.labeled_extract(b"", b"eae_prk", dh)
+        return self.labeled_expand(eae_prk, b"shared_secret", kem_context, self.nsecret)
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """DeriveKeyPair (RFC 9180 section 7.1.3) -> (private, public)."""
+        sk = self.group.derive_private(self, ikm)
+        return sk, self.public_key(sk)
+
+    def generate_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
+        """GenerateKeyPair with caller-supplied randomness -> (private, public)."""
+        sk = self.group.generate_private(rng)
+        return sk, self.public_key(sk)
+
+    def public_key(self, sk: bytes) -> bytes:
+        """SerializePublicKey(pk(sk)); `InvalidArgument` if ``sk`` is malformed."""
+        try:
+            return self.group.public_key(sk)
+        except _BadPrivate:
+            raise InvalidArgument(f"malformed HPKE private key ({len(sk)} bytes)") from None
+
+    def check_public_key(self, pk: bytes) -> None:
+        """DeserializePublicKey validation; `DecodeError` if ``pk`` is not a valid point."""
+        try:
+            self.group.check_public(pk)
+        except _BadPoint:
+            raise DecodeError(f"malformed HPKE public key ({len(pk)} bytes)") from None
+
+    def encap(self, pk_r: bytes, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
+        """Encap -> (shared_secret, enc); `DecodeError` for a malformed ``pk_r``."""
+        self.check_public_key(pk_r)
+        sk_e = self.group.generate_private(rng)
+        enc = self.group.public_key(sk_e)
+        try:
+            dh = self.group.dh(sk_e, pk_r)
+        except _BadPoint:
+            raise DecodeError("HPKE public key is a low-order point") from None
+        return self._extract_and_expand(dh, enc + pk_r), enc
+
+    def decap(self, enc: bytes, sk_r: bytes) -> bytes:
+        """Decap -> shared_secret; `DecryptionError` for a malformed ``enc``."""
+        pk_r = self.public_key(sk_r)
+        try:
+            dh = self.group.dh(sk_r, enc)
+        except _BadPoint:
+            raise DecryptionError(f"malformed HPKE encapsulation ({len(enc)} bytes)") from None
+        except _BadPrivate:  # pragma: no cover - public_key() already checked
+            raise InvalidArgument("malformed HPKE private key") from None
+        return self._extract_and_expand(dh, enc + pk_r)
+
+
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P384_ORDER = int(
+    "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+)
+_P521_ORDER = int(
+    "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+    16,
+)
+
+DHKEM_P256 = DhKem(0x0010, _NistCurve(ec.SECP256R1(), _P256_ORDER, 32, 65, 0xFF), HKDF_SHA256, 32)
+DHKEM_P384 = DhKem(0x0011, _NistCurve(ec.SECP384R1(), _P384_ORDER, 48, 97, 0xFF), HKDF_SHA384, 48)
+DHKEM_P521 = DhKem(0x0012, _NistCurve(ec.SECP521R1(), _P521_ORDER, 66, 133, 0x01), HKDF_SHA512, 64)
+DHKEM_X25519 = DhKem(0x0020, _X25519(), HKDF_SHA256, 32)
+DHKEM_X448 = DhKem(0x0021, _X448(), HKDF_SHA512, 64)
+
+# ---------------------------------------------------------------------------------- HPKE
+
+
+@dataclass(frozen=True, slots=True)
+class Hpke:
+    """One HPKE ciphersuite (KEM, KDF, AEAD), base mode only (RFC 9180 section 5.1.1)."""
+
+    kem: DhKem
+    kdf: Kdf
+    aead: Aead
+    suite_id: bytes = field(init=False, repr=False)
+    _psk_id_hash: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        sid = (
+            b"HPKE"
+            + self.kem.kem_id.to_bytes(2, "big")
+            + self.kdf.kdf_id.to_bytes(2, "big")
+            + self.aead.aead_id.to_bytes(2, "big")
+        )
+        object.__setattr__(self, "suite_id", sid)
+        object.__setattr__(self, "_psk_id_hash", self.kdf.labeled_extract(sid, b"", b"psk_id_hash", b""))
+
+    def _key_schedule(self, shared_secret: bytes, info: bytes) -> tuple[bytes, bytes]:
+        """KeySchedule for mode_base with empty PSK (RFC 9180 section 5.1) -> (key, base_nonce)."""
+        kdf, sid = self.kdf, self.suite_id
+        info_hash = kdf.labeled_extract(sid, b"", b"info_hash", info)
+        context = b"\x00" + self._psk_id_hash + info_hash
+        secret = kdf.labeled_extract(sid, shared_secret, b"secret", b"")
+        key = kdf.labeled_expand(sid, secret, b"key", context, self.aead.nk)
+        nonce = kdf.labeled_expand(sid, secret, b"base_nonce", context, self.aead.nn)
+        return key, nonce
+
+    def seal(
+        self, pk_r: bytes, info: bytes, aad: bytes, plaintext: bytes, rng: Rng = os.urandom
+    ) -> tuple[bytes, bytes]:
+        """SealBase -> (enc, ciphertext) (RFC 9180 section 6.1)."""
+        shared, enc = self.kem.encap(pk_r, rng)
+        key, nonce = self._key_schedule(shared, info)
+        return enc, self.aead.seal(key, nonce, aad, plaintext)
+
+    def open(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        """OpenBase (RFC 9180 section 6.1); `DecryptionError` on any failure caused by the input."""
+        shared = self.kem.decap(enc, sk_r)
+        key, nonce = self._key_schedule(shared, info)
+        try:
+            return self.aead.open(key, nonce, aad, ciphertext)
+        except DecryptionError:
+            raise DecryptionError("HPKE ciphertext did not decrypt") from None
+
+
+__all__ = [
+    "AES_128_GCM",
+    "AES_256_GCM",
+    "CHACHA20_POLY1305",
+    "DHKEM_P256",
+    "DHKEM_P384",
+    "DHKEM_P521",
+    "DHKEM_X25519",
+    "DHKEM_X448",
+    "HKDF_SHA256",
+    "HKDF_SHA384",
+    "HKDF_SHA512",
+    "Aead",
+    "DhKem",
+    "Hpke",
+    "Kdf",
+    "ec_private_key",
+    "ec_public_key",
+]

@@ -1,0 +1,491 @@
+"""MLS cipher suites 1-7 (RFC 9420 sections 5 and 17.1).
+
+`get_cipher_suite(suite_id)` returns a `CipherSuite` bundling hash, HKDF, AEAD, HPKE
+(RFC 9180 base mode, `crdt_mls.mls.hpke`) and the signature scheme, plus the labeled
+helpers of RFC 9420 section 5.1 (`expand_with_label`, `derive_secret`, `sign_with_label`,
+`encrypt_with_label`, ...) and section 5.2 (`ref_hash`).  Labels are passed WITHOUT the
+``"MLS 1.0 "`` prefix, which is added here.
+
+Key formats (matching the official test vectors): EdDSA private keys are the raw 32/57-byte
+seeds and public keys the RFC 8032 encoding; ECDSA private keys are the big-endian scalar
+and public keys uncompressed SEC1 points; ECDSA signatures are DER encoded (RFC 9420 5.1.2).
+
+Errors: malformed remote public keys are `DecodeError` (or `SignatureError` from
+`verify`, `DecryptionError` from `hpke_open`); malformed local private keys and wrong
+lengths passed by the caller are `InvalidArgument`; unknown suites `UnsupportedError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+import nacl.bindings as _nacl
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from crdt_mls.errors import DecodeError, InvalidArgument, SignatureError, UnsupportedError
+from crdt_mls.mls import hpke as _hpke
+from crdt_mls.mls.codec import encode_varint
+
+Rng = Callable[[int], bytes]
+
+_MLS_PREFIX = b"MLS 1.0 "
+
+# ---------------------------------------------------------------------------- signatures
+
+
+class SignatureScheme(Protocol):
+    """A signature algorithm of RFC 9420 section 17.1 (TLS SignatureScheme code point)."""
+
+    @property
+    def scheme_id(self) -> int: ...
+    @property
+    def private_key_length(self) -> int: ...
+    @property
+    def public_key_length(self) -> int: ...
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes: ...
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None: ...
+    def public_key(self, private_key: bytes) -> bytes: ...
+    def check_public_key(self, public_key: bytes) -> None: ...
+    def generate(self, rng: Rng) -> bytes: ...
+
+
+def _rand(rng: Rng, n: int) -> bytes:
+    out = rng(n)
+    if len(out) != n:
+        raise InvalidArgument(f"rng returned {len(out)} bytes instead of {n}")
+    return out
+
+
+@lru_cache(maxsize=256)
+def _ed25519_expand(seed: bytes) -> tuple[bytes, bytes]:
+    """(public key, libsodium 64-byte secret key) of an Ed25519 seed."""
+    pk, sk = _nacl.crypto_sign_seed_keypair(seed)
+    return pk, sk
+
+
+@dataclass(frozen=True, slots=True)
+class _Ed25519:
+    """Ed25519 (RFC 8032) via libsodium, which measured faster than OpenSSL here."""
+
+    scheme_id: int = 0x0807
+    private_key_length: int = 32
+    public_key_length: int = 32
+
+    def _keys(self, private_key: bytes) -> tuple[bytes, bytes]:
+        if len(private_key) != 32:
+            raise InvalidArgument(f"Ed25519 private key must be 32 bytes, got {len(private_key)}")
+        return _ed25519_expand(bytes(private_key))
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        sig: bytes = _nacl.crypto_sign(message, self._keys(private_key)[1])[:64]
+        return sig
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        if len(public_key) != 32:
+            raise SignatureError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
+        if len(signature) != 64:
+            raise SignatureError(f"Ed25519 signature must be 64 bytes, got {len(signature)}")
+        try:
+            _nacl.crypto_sign_open(bytes(signature) + message, bytes(public_key))
+        except Exception:  # nacl BadSignatureError / ValueError for an invalid point
+            raise SignatureError("Ed25519 signature did not verify") from None
+
+    def public_key(self, private_key: bytes) -> bytes:
+        return self._keys(private_key)[0]
+
+    def check_public_key(self, public_key: bytes) -> None:
+        if len(public_key) != 32:
+            raise DecodeError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
+
+    def generate(self, rng: Rng) -> bytes:
+        return _rand(rng, 32)
+
+
+@lru_cache(maxsize=256)
+def _ed448_private(sk: bytes) -> ed448.Ed448PrivateKey:
+    return ed448.Ed448PrivateKey.from_private_bytes(sk)
+
+
+@lru_cache(maxsize=4096)
+def _ed448_public(pk: bytes) -> ed448.Ed448PublicKey:
+    return ed448.Ed448PublicKey.from_public_bytes(pk)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ed448:
+    """Ed448 (RFC 8032) via `cryptography`."""
+
+    scheme_id: int = 0x0808
+    private_key_length: int = 57
+    public_key_length: int = 57
+
+    def _priv(self, private_key: bytes) -> ed448.Ed448PrivateKey:
+        if len(private_key) != 57:
+            raise InvalidArgument(f"Ed448 private key must be 57 bytes, got {len(private_key)}")
+        return _ed448_private(bytes(private_key))
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        return self._priv(private_key).sign(message)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        if len(public_key) != 57:
+            raise SignatureError(f"Ed448 public key must be 57 bytes, got {len(public_key)}")
+        try:
+            _ed448_public(bytes(public_key)).verify(signature, message)
+        except (InvalidSignature, ValueError):
+            raise SignatureError("Ed448 signature did not verify") from None
+
+    def public_key(self, private_key: bytes) -> bytes:
+        return self._priv(private_key).public_key().public_bytes_raw()
+
+    def check_public_key(self, public_key: bytes) -> None:
+        if len(public_key) != 57:
+            raise DecodeError(f"Ed448 public key must be 57 bytes, got {len(public_key)}")
+        try:
+            _ed448_public(bytes(public_key))
+        except ValueError:
+            raise DecodeError("malformed Ed448 public key") from None
+
+    def generate(self, rng: Rng) -> bytes:
+        return _rand(rng, 57)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ecdsa:
+    """ECDSA over a NIST curve with DER signatures (RFC 9420 section 5.1.2) via `cryptography`."""
+
+    scheme_id: int
+    curve: ec.EllipticCurve = field(repr=False)
+    hash_algorithm: hashes.HashAlgorithm = field(repr=False)
+    private_key_length: int
+    public_key_length: int
+    order: int = field(repr=False)
+
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        priv = _hpke.ec_private_key(self.curve, self.private_key_length, bytes(private_key))
+        return priv.sign(message, ec.ECDSA(self.hash_algorithm))
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        try:
+            pub = _hpke.ec_public_key(self.curve, self.public_key_length, bytes(public_key))
+        except DecodeError:
+            raise SignatureError(f"malformed {self.curve.name} public key") from None
+        try:
+            pub.verify(signature, message, ec.ECDSA(self.hash_algorithm))
+        except (InvalidSignature, ValueError):
+            raise SignatureError(f"ECDSA {self.curve.name} signature did not verify") from None
+
+    def public_key(self, private_key: bytes) -> bytes:
+        priv = _hpke.ec_private_key(self.curve, self.private_key_length, bytes(private_key))
+        return priv.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+
+    def check_public_key(self, public_key: bytes) -> None:
+        _hpke.ec_public_key(self.curve, self.public_key_length, bytes(public_key))
+
+    def generate(self, rng: Rng) -> bytes:
+        n = self.private_key_length
+        mask = 0x01 if n == 66 else 0xFF
+        for _ in range(256):
+            cand = bytearray(_rand(rng, n))
+            cand[0] &= mask
+            if 0 < int.from_bytes(cand, "big") < self.order:
+                return bytes(cand)
+        raise InvalidArgument("rng failed to produce a valid ECDSA scalar")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- cipher suite
+
+
+def _vec(data: bytes) -> bytes:
+    """``opaque x<V>`` (RFC 9420 section 2.1.2)."""
+    return encode_varint(len(data)) + data
+
+
+@dataclass(frozen=True, slots=True)
+class CipherSuite:
+    """One MLS cipher suite (RFC 9420 section 5.1, table in section 17.1).  Holds no secrets."""
+
+    suite_id: int
+    name: str
+    hash_name: str
+    hash_length: int  # Nh (KDF.Nh = hash output length for all seven suites)
+    aead_key_length: int  # Nk
+    aead_nonce_length: int  # Nn
+    kem_output_length: int  # Nenc
+    hpke_public_key_length: int  # Npk
+    hpke_private_key_length: int  # Nsk
+    signature_scheme: int  # TLS SignatureScheme code point
+    signature_private_key_length: int
+    signature_public_key_length: int
+    _hpke: _hpke.Hpke = field(repr=False, compare=False)
+    _sig: SignatureScheme = field(repr=False, compare=False)
+    _hash_fn: Callable[[bytes], hashlib._Hash] = field(repr=False, compare=False)
+
+    # -- hash, MAC, KDF ------------------------------------------------------------------
+    def hash(self, data: bytes) -> bytes:
+        """The suite hash."""
+        return self._hash_fn(data).digest()
+
+    def mac(self, key: bytes, data: bytes) -> bytes:
+        """HMAC with the suite hash (RFC 9420 section 5.1)."""
+        return hmac.digest(key, data, self.hash_name)
+
+    def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
+        """Constant-time comparison of ``tag`` with ``mac(key, data)``."""
+        return hmac.compare_digest(hmac.digest(key, data, self.hash_name), tag)
+
+    def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
+        """HKDF-Extract with the suite hash."""
+        return hmac.digest(salt or bytes(self.hash_length), ikm, self.hash_name)
+
+    def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
+        """HKDF-Expand with the suite hash."""
+        return self._hpke.kdf.expand(prk, info, length)
+
+    def expand_with_label(self, secret: bytes, label: str, context: bytes, length: int) -> bytes:
+        """ExpandWithLabel (RFC 9420 section 5.1): KDF.Expand(secret, KDFLabel, length)."""
+        info = length.to_bytes(2, "big") + _vec(_MLS_PREFIX + label.encode()) + _vec(context)
+        return self._hpke.kdf.expand(secret, info, length)
+
+    def derive_secret(self, secret: bytes, label: str) -> bytes:
+        """DeriveSecret (RFC 9420 section 5.1) = ExpandWithLabel(secret, label, "", Nh)."""
+        return self.expand_with_label(secret, label, b"", self.hash_length)
+
+    def derive_tree_secret(self, secret: bytes, label: str, generation: int, length: int) -> bytes:
+        """DeriveTreeSecret (RFC 9420 section 9.1): the context is the uint32 generation."""
+        if not 0 <= generation < 1 << 32:
+            raise InvalidArgument(f"generation {generation} is not a uint32")
+        return self.expand_with_label(secret, label, generation.to_bytes(4, "big"), length)
+
+    def ref_hash(self, label: str, value: bytes) -> bytes:
+        """RefHash (RFC 9420 section 5.2) with label ``"MLS 1.0 " + label``.
+
+        ``ref_hash("KeyPackage Reference", kp)`` is MakeKeyPackageRef and
+        ``ref_hash("Proposal Reference", ac)`` is MakeProposalRef.  Because the RFC spells
+        these labels with the prefix, a label already starting with ``"MLS 1.0 "`` is used as is.
+        """
+        raw = label.encode()
+        if not raw.startswith(_MLS_PREFIX):
+            raw = _MLS_PREFIX + raw
+        return self.ref_hash_raw(raw, value)
+
+    def ref_hash_raw(self, label: bytes, value: bytes) -> bytes:
+        """RefHash (RFC 9420 section 5.2) with the label used verbatim (as in the test vectors)."""
+        return self._hash_fn(_vec(label) + _vec(value)).digest()
+
+    # -- AEAD ----------------------------------------------------------------------------
+    def aead_seal(self, key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        """AEAD.Seal of the suite; returns ciphertext || tag."""
+        return self._hpke.aead.seal(key, nonce, aad, plaintext)
+
+    def aead_open(self, key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        """AEAD.Open of the suite; `DecryptionError` if authentication fails."""
+        return self._hpke.aead.open(key, nonce, aad, ciphertext)
+
+    # -- HPKE ----------------------------------------------------------------------------
+    def hpke_seal(
+        self, public_key: bytes, info: bytes, aad: bytes, plaintext: bytes, rng: Rng = os.urandom
+    ) -> tuple[bytes, bytes]:
+        """HPKE SealBase (RFC 9180 section 6.1) -> (kem_output, ciphertext)."""
+        return self._hpke.seal(bytes(public_key), info, aad, plaintext, rng)
+
+    def hpke_open(self, private_key: bytes, kem_output: bytes, info: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        """HPKE OpenBase (RFC 9180 section 6.1); `DecryptionError` on failure."""
+        return self._hpke.open(bytes(private_key), bytes(kem_output), info, aad, ciphertext)
+
+    def encrypt_with_label(
+        self, public_key: bytes, label: str, context: bytes, plaintext: bytes, rng: Rng = os.urandom
+    ) -> tuple[bytes, bytes]:
+        """EncryptWithLabel (RFC 9420 section 5.1.3) -> (kem_output, ciphertext)."""
+        info = _vec(_MLS_PREFIX + label.encode()) + _vec(context)
+        return self._hpke.seal(bytes(public_key), info, b"", plaintext, rng)
+
+    def decrypt_with_label(
+        self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
+    ) -> bytes:
+        """DecryptWithLabel (RFC 9420 section 5.1.3); `DecryptionError` on failure."""
+        info = _vec(_MLS_PREFIX + label.encode()) + _vec(context)
+        return self._hpke.open(bytes(private_key), bytes(kem_output), info, b"", ciphertext)
+
+    def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
+        """HPKE DeriveKeyPair (RFC 9180 section 7.1.3) -> (private, public)."""
+        return self._hpke.kem.derive_key_pair(ikm)
+
+    def generate_hpke_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
+        """A fresh HPKE key pair -> (private, public)."""
+        return self._hpke.kem.generate_key_pair(rng)
+
+    def hpke_public_key(self, private_key: bytes) -> bytes:
+        """The serialized HPKE public key of a private key; `InvalidArgument` if malformed."""
+        return self._hpke.kem.public_key(bytes(private_key))
+
+    def check_hpke_public_key(self, public_key: bytes) -> None:
+        """`DecodeError` unless ``public_key`` is a valid serialized KEM public key."""
+        self._hpke.kem.check_public_key(bytes(public_key))
+
+    # -- signatures ----------------------------------------------------------------------
+    def sign(self, private_key: bytes, message: bytes) -> bytes:
+        """Signature.Sign of the suite's scheme."""
+        return self._sig.sign(private_key, message)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None:
+        """Signature.Verify; `SignatureError` if invalid (including a malformed key)."""
+        self._sig.verify(public_key, message, signature)
+
+    def sign_with_label(self, private_key: bytes, label: str, content: bytes) -> bytes:
+        """SignWithLabel (RFC 9420 section 5.1.2)."""
+        return self._sig.sign(private_key, _vec(_MLS_PREFIX + label.encode()) + _vec(content))
+
+    def verify_with_label(self, public_key: bytes, label: str, content: bytes, signature: bytes) -> None:
+        """VerifyWithLabel (RFC 9420 section 5.1.2); `SignatureError` if invalid."""
+        self._sig.verify(public_key, _vec(_MLS_PREFIX + label.encode()) + _vec(content), signature)
+
+    def generate_signature_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
+        """A fresh signature key pair -> (private, public)."""
+        sk = self._sig.generate(rng)
+        return sk, self._sig.public_key(sk)
+
+    def signature_public_key(self, private_key: bytes) -> bytes:
+        """The public key of a signature private key; `InvalidArgument` if malformed."""
+        return self._sig.public_key(private_key)
+
+    def check_signature_public_key(self, public_key: bytes) -> None:
+        """`DecodeError` unless ``public_key`` is a well-formed key of the suite's scheme."""
+        self._sig.check_public_key(public_key)
+
+
+def _suite(
+    suite_id: int,
+    name: str,
+    kem: _hpke.DhKem,
+    kdf: _hpke.Kdf,
+    aead: _hpke.Aead,
+    hash_fn: Callable[[bytes], hashlib._Hash],
+    sig: SignatureScheme,
+) -> CipherSuite:
+    return CipherSuite(
+        suite_id=suite_id,
+        name=name,
+        hash_name=kdf.hash_name,
+        hash_length=kdf.nh,
+        aead_key_length=aead.nk,
+        aead_nonce_length=aead.nn,
+        kem_output_length=kem.nenc,
+        hpke_public_key_length=kem.npk,
+        hpke_private_key_length=kem.nsk,
+        signature_scheme=sig.scheme_id,
+        signature_private_key_length=sig.private_key_length,
+        signature_public_key_length=sig.public_key_length,
+        _hpke=_hpke.Hpke(kem, kdf, aead),
+        _sig=sig,
+        _hash_fn=hash_fn,
+    )
+
+
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P384_ORDER = int(
+    "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973", 16
+)
+_P521_ORDER = int(
+    "01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409",
+    16,
+)
+
+_ED25519 = _Ed25519()
+_ED448 = _Ed448()
+_ECDSA_P256 = _Ecdsa(0x0403, ec.SECP256R1(), hashes.SHA256(), 32, 65, _P256_ORDER)
+_ECDSA_P384 = _Ecdsa(0x0503, ec.SECP384R1(), hashes.SHA384(), 48, 97, _P384_ORDER)
+_ECDSA_P521 = _Ecdsa(0x0603, ec.SECP521R1(), hashes.SHA512(), 66, 133, _P521_ORDER)
+
+_SUITES: dict[int, CipherSuite] = {
+    s.suite_id: s
+    for s in (
+        _suite(
+            1,
+            "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519",
+            _hpke.DHKEM_X25519,
+            _hpke.HKDF_SHA256,
+            _hpke.AES_128_GCM,
+            hashlib.sha256,
+            _ED25519,
+        ),
+        _suite(
+            2,
+            "MLS_128_DHKEMP256_AES128GCM_SHA256_P256",
+            _hpke.DHKEM_P256,
+            _hpke.HKDF_SHA256,
+            _hpke.AES_128_GCM,
+            hashlib.sha256,
+            _ECDSA_P256,
+        ),
+        _suite(
+            3,
+            "MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519",
+            _hpke.DHKEM_X25519,
+            _hpke.HKDF_SHA256,
+            _hpke.CHACHA20_POLY1305,
+            hashlib.sha256,
+            _ED25519,
+        ),
+        _suite(
+            4,
+            "MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448",
+            _hpke.DHKEM_X448,
+            _hpke.HKDF_SHA512,
+            _hpke.AES_256_GCM,
+            hashlib.sha512,
+            _ED448,
+        ),
+        _suite(
+            5,
+            "MLS_256_DHKEMP521_AES256GCM_SHA512_P521",
+            _hpke.DHKEM_P521,
+            _hpke.HKDF_SHA512,
+            _hpke.AES_256_GCM,
+            hashlib.sha512,
+            _ECDSA_P521,
+        ),
+        _suite(
+            6,
+            "MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448",
+            _hpke.DHKEM_X448,
+            _hpke.HKDF_SHA512,
+            _hpke.CHACHA20_POLY1305,
+            hashlib.sha512,
+            _ED448,
+        ),
+        _suite(
+            7,
+            "MLS_256_DHKEMP384_AES256GCM_SHA384_P384",
+            _hpke.DHKEM_P384,
+            _hpke.HKDF_SHA384,
+            _hpke.AES_256_GCM,
+            hashlib.sha384,
+            _ECDSA_P384,
+        ),
+    )
+}
+
+#: Identifiers of every supported cipher suite.
+SUPPORTED_SUITES: tuple[int, ...] = tuple(sorted(_SUITES))
+
+
+def get_cipher_suite(suite_id: int) -> CipherSuite:
+    """The cipher suite with this RFC 9420 section 17.1 identifier; `UnsupportedError` otherwise."""
+    try:
+        return _SUITES[suite_id]
+    except (KeyError, TypeError):
+        raise UnsupportedError(f"cipher suite {suite_id!r} is not supported") from None
+
+
+__all__ = ["SUPPORTED_SUITES", "CipherSuite", "get_cipher_suite"]
