@@ -133,6 +133,7 @@ class DhGroup(Protocol):
     def generate_private(self, rng: Rng) -> bytes: ...
     def derive_private(self, kem: DhKem, ikm: bytes) -> bytes: ...
     def public_key(self, sk: bytes) -> bytes: ...
+    def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]: ...
     def check_public(self, pk: bytes) -> None: ...
     def dh(self, sk: bytes, pk: bytes) -> bytes: ...
 
@@ -170,6 +171,11 @@ class _X25519:
     def check_public(self, pk: bytes) -> None:
         if len(pk) != 32:
             raise _BadPoint
+
+    def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]:
+        """Fresh ephemeral key (never cached) -> (its public key, DH with ``pk``)."""
+        sk = self.generate_private(rng)
+        return _nacl.crypto_scalarmult_base(sk), self.dh(sk, pk)
 
     def dh(self, sk: bytes, pk: bytes) -> bytes:
         if len(sk) != 32:
@@ -209,6 +215,15 @@ class _X448:
 
     def check_public(self, pk: bytes) -> None:
         _x448_public(pk)
+
+    def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]:
+        """Fresh ephemeral key (never cached) -> (its public key, DH with ``pk``)."""
+        priv = x448.X448PrivateKey.from_private_bytes(self.generate_private(rng))
+        pub = _x448_public(pk)
+        try:
+            return priv.public_key().public_bytes_raw(), priv.exchange(pub)
+        except ValueError:
+            raise _BadPoint from None
 
     def dh(self, sk: bytes, pk: bytes) -> bytes:
         priv = _x448_private(sk)
@@ -277,6 +292,16 @@ class _NistCurve:
 
     def check_public(self, pk: bytes) -> None:
         _ec_public(self.curve, self.npk, pk)
+
+    def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]:
+        """Fresh ephemeral key (never cached) -> (its public key, DH with ``pk``)."""
+        priv = ec.derive_private_key(int.from_bytes(self.generate_private(rng), "big"), self.curve)
+        pub = _ec_public(self.curve, self.npk, pk)
+        enc = priv.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        try:
+            return enc, priv.exchange(ec.ECDH(), pub)
+        except ValueError:
+            raise _BadPoint from None
 
     def dh(self, sk: bytes, pk: bytes) -> bytes:
         priv = _ec_private(self.curve, self.nsk, sk)
@@ -385,10 +410,8 @@ class DhKem:
     def encap(self, pk_r: bytes, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
         """Encap -> (shared_secret, enc); `DecodeError` for a malformed ``pk_r``."""
         self.check_public_key(pk_r)
-        sk_e = self.group.generate_private(rng)
-        enc = self.group.public_key(sk_e)
         try:
-            dh = self.group.dh(sk_e, pk_r)
+            enc, dh = self.group.ephemeral_dh(rng, pk_r)
         except _BadPoint:
             raise DecodeError("HPKE public key is a low-order point") from None
         return self._extract_and_expand(dh, enc + pk_r), enc

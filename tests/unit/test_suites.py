@@ -249,34 +249,113 @@ def test_derive_key_pair_deterministic(suite_id: int) -> None:
         cs.decrypt_with_label(sk, "Other", b"ctx", kem_output, ct)
 
 
-# RFC 9180 appendix A test vectors (mode_base): DeriveKeyPair(ikmR) and one encryption.
+# RFC 9180 appendix A test vectors (mode_base), for the HPKE suites equal to MLS suites
+# 1 (A.1.1), 3 (A.2.1), 2 (A.3.1) and 5 (A.6.1).  "" marks a value not checked.
+INFO = "4f6465206f6e2061204772656369616e2055726e"
+PT = "4265617574792069732074727574682c20747275746820626561757479"
+AAD0 = "436f756e742d30"
 RFC9180 = [
     pytest.param(
-        1,  # DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-128-GCM (A.1.1)
+        1,
+        "7268600d403fce431561aef583ee1613527cff655c1343f29812e66706df3234",
+        "52c4a758a802cd8b936eceea314432798d5baf2d7e9235dc084ab1b9cfa2f736",
+        "37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431",
         "6db9df30aa07dd42ee5e8181afdb977e538f5e1fec8a06223f33f7013e525037",
         "4612c550263fc8ad58375df3f557aac531d26850903e55a9f23f21d8534e8ac8",
-        "3948cfe0ad1ddb695d780e59077195da6c56506b",
-        id="x25519",
+        "3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d",
+        "fe0e18c9f024ce43799ae393c7e8fe8fce9d218875e8227b0187c04e7d2ea1fc",
+        "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea87e13c512a",
+        id="A.1.1-x25519-aes128",
     ),
     pytest.param(
-        2,  # DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-128-GCM (A.3.1)
+        3,
+        "",
+        "f4ec9b33b792c372c1d2c2063507b684ef925b8c75a42dbcbf57d63ccd381600",
+        "1afa08d3dec047a643885163f1180476fa7ddb54c6a8029ea33f95",  # prefix
+        "",
+        "8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb",
+        "4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a",
+        "",
+        "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db21993c62ce81883d2dd1b51a28",
+        id="A.2.1-x25519-chacha",
+    ),
+    pytest.param(
+        2,
+        "4270e54ffd08d79d5928020af4686d8f6b7d35dbe470265f1f5aa22816ce860e",
+        "4995788ef4b9d6132b249ce59a77281493eb39af373d236a1fe415cb0c2d7beb",
+        "04a92719c6195d5085104f469a8b9814d5838ff72b60501e2c4466e5e67b325ac98536d7b61a1af4b78e5b7f951c0900be863c403ce65c9bfcb9382657222d18c4",
         "668b37171f1072f3cf12ea8a236a45df23fc13b82af3609ad1e354f6ef817550",
         "f3ce7fdae57e1a310d87f1ebbde6f328be0a99cdbcadf4d6589cf29de4b8ffd2",
         "04fe8c19ce0905191ebc298a9245792531f26f0cece2460639e8bc39cb7f706a826a779b4cf969b8a0e539c7f62fb3d30ad6aa8f80e30f1d128aafd68a2ce72ea0",
-        id="p256",
+        "c0d26aeab536609a572b07695d933b589dcf363ff9d93c93adea537aeabb8cb8",
+        "5ad590bb8baa577f8619db35a36311226a896e7342a6d836d8b7bcd2f20b6c7f9076ac232e3ab2523f39513434",
+        id="A.3.1-p256-aes128",
+    ),
+    pytest.param(
+        5,
+        "7f06ab8215105fc46aceeb2e3dc5028b44364f960426eb0d8e4026c2f8b5d7e7a986688f1591abf5ab753c357a5d6f0440414b4ed4ede71317772ac98d9239f70904",
+        "014784c692da35df6ecde98ee43ac425dbdd0969c0c72b42f2e708ab9d535415a8569bdacfcc0a114c85b8e3f26acf4d68115f8c91a66178cdbd03b7bcc5291e374b",
+        "040138b385ca16bb0d5fa0c0665fbbd7e69e3ee29f63991d3e9b5fa740aab8900aaeed46ed73a49055758425a0ce36507c54b29cc5b85a5cee6bae0cf1c21f2731ece2013dc3fb7c8d21654bb161b463962ca19e8c654ff24c94dd2898de12051f1ed0692237fb02b2f8d1dc1c73e9b366b529eb436e98a996ee522aef863dd5739d2f29b0",
+        "",
+        "01462680369ae375e4b3791070a7458ed527842f6a98a79ff5e0d4cbde83c27196a3916956655523a6a2556a7af62c5cadabe2ef9da3760bb21e005202f7b2462847",
+        "0401b45498c1714e2dce167d3caf162e45e0642afc7ed435df7902ccae0e84ba0f7d373f646b7738bbbdca11ed91bdeae3cdcba3301f2457be452f271fa6837580e661012af49583a62e48d44bed350c7118c0d8dc861c238c72a2bda17f64704f464b57338e7f40b60959480c0e58e6559b190d81663ed816e523b6b6a418f66d2451ec64",
+        "776ab421302f6eff7d7cb5cb1adaea0cd50872c71c2d63c30c4f1d5e43653336fef33b103c67e7a98add2d3b66e2fda95b5b2a667aa9dac7e59cc1d46d30e818",
+        "",
+        id="A.6.1-p521-aes256",
     ),
 ]
 
 
-@pytest.mark.parametrize(("suite_id", "ikm_r", "sk_r", "pk_r"), RFC9180)
-def test_rfc9180_derive_key_pair(suite_id: int, ikm_r: str, sk_r: str, pk_r: str) -> None:
+def fixed_rng(value: bytes) -> Callable[[int], bytes]:
+    """An rng that returns ``value`` once (the ephemeral private key of a test vector)."""
+    state = [value]
+
+    def rng(n: int) -> bytes:
+        v = state.pop()
+        assert len(v) == n
+        return v
+
+    return rng
+
+
+@pytest.mark.parametrize(("suite_id", "ikm_e", "sk_e", "pk_e", "ikm_r", "sk_r", "pk_r", "shared", "ct"), RFC9180)
+def test_rfc9180_base_mode(
+    suite_id: int, ikm_e: str, sk_e: str, pk_e: str, ikm_r: str, sk_r: str, pk_r: str, shared: str, ct: str
+) -> None:
     cs = cs_of(suite_id)
-    sk, pk = cs.derive_key_pair(bytes.fromhex(ikm_r))
-    assert sk.hex() == sk_r
-    if len(pk_r) > 40:
-        assert pk.hex() == pk_r
-    else:
-        assert pk.hex().startswith(pk_r)
+    kem = cs._hpke.kem
+    if ikm_e:
+        assert cs.derive_key_pair(bytes.fromhex(ikm_e)) == (bytes.fromhex(sk_e), kem.public_key(bytes.fromhex(sk_e)))
+        assert kem.public_key(bytes.fromhex(sk_e)).hex() == pk_e
+    if ikm_r:
+        assert cs.derive_key_pair(bytes.fromhex(ikm_r)) == (bytes.fromhex(sk_r), bytes.fromhex(pk_r))
+    assert cs.hpke_public_key(bytes.fromhex(sk_r)).hex() == pk_r
+    # Encap with the vector's ephemeral key gives the vector's enc and shared secret.
+    ss, enc = kem.encap(bytes.fromhex(pk_r), fixed_rng(bytes.fromhex(sk_e)))
+    assert enc.hex().startswith(pk_e)
+    if shared:
+        assert ss.hex() == shared
+        assert kem.decap(enc, bytes.fromhex(sk_r)).hex() == shared
+    if ct:
+        enc2, ct2 = cs.hpke_seal(
+            bytes.fromhex(pk_r),
+            bytes.fromhex(INFO),
+            bytes.fromhex(AAD0),
+            bytes.fromhex(PT),
+            fixed_rng(bytes.fromhex(sk_e)),
+        )
+        assert (enc2, ct2.hex()) == (enc, ct)
+        opened = cs.hpke_open(bytes.fromhex(sk_r), enc, bytes.fromhex(INFO), bytes.fromhex(AAD0), bytes.fromhex(ct))
+        assert opened.hex() == PT
+
+
+def test_p256_derive_key_pair_rejection_sampling() -> None:
+    """draft-ietf-hpke-hpke (RFC 9180 successor) appendix D.1: the counter=0 candidate exceeds the order."""
+    sk, pk = cs_of(2).derive_key_pair(bytes.fromhex("68706b652d656467652d703235362d72656a656374696f6e00000001c6be4ce7"))
+    assert sk.hex() == "d9cbff7adaa1c604a2e4fcfb762c9e1c5ed7d2e33b15fcad4c6c3f23a9637325"
+    assert pk.hex() == (
+        "04d3bec6a691f47bbedd5caa1d51c7228f6afeeec5576495b855bbe6595e49643570be005fc177b3d80f6eeef280b1cf8a565d7ca28116dee2e875550ef3050ca8"
+    )
 
 
 # ------------------------------------------------------------------------------ signatures
