@@ -1,0 +1,301 @@
+"""Message framing: signing, PublicMessage and PrivateMessage protection (RFC 9420 section 6).
+
+* `authenticate` signs a FramedContent into an AuthenticatedContent (section 6.1).
+* `protect_public` / `unprotect_public` add and check the membership tag (section 6.2).
+* `protect_private` / `unprotect_private` encrypt and decrypt with the secret tree and the
+  sender-data key (section 6.3), applying the reuse guard and padding.
+
+Every ``unprotect_*`` returns the verified AuthenticatedContent or raises a typed
+`crdt_mls.errors.RemoteInputError`; on any failure the secret tree is left unchanged
+(keys are consumed only after the content decrypted, decoded and verified).
+Confirmation tags of commits are checked by the group (they need the next epoch's key,
+see `crdt_mls.mls.transcript.verify_confirmation_tag`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable
+
+from crdt_mls.errors import (
+    DecodeError,
+    InvalidArgument,
+    MembershipTagError,
+    ProtocolError,
+    SignatureError,
+    WrongEpochError,
+    WrongGroupError,
+)
+from crdt_mls.mls import codec
+from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.messages import (
+    AuthenticatedContent,
+    ContentType,
+    FramedContent,
+    FramedContentAuthData,
+    GroupContext,
+    PrivateContentAAD,
+    PrivateMessage,
+    PrivateMessageContent,
+    PublicMessage,
+    Sender,
+    SenderData,
+    SenderDataAAD,
+    SenderType,
+    WireFormat,
+    authenticated_content_tbm,
+    framed_content_tbs,
+)
+from crdt_mls.mls.secret_tree import RatchetType, SecretTree
+from crdt_mls.mls.suites import CipherSuite
+
+__all__ = [
+    "SignatureKey",
+    "authenticate",
+    "membership_tag",
+    "protect_private",
+    "protect_public",
+    "ratchet_type_for",
+    "sender_data_key_nonce",
+    "sign_framed_content",
+    "unprotect_private",
+    "unprotect_public",
+    "verify_framed_content",
+]
+
+_TBS_LABEL = "FramedContentTBS"
+
+#: The signature public key of a message's sender: the key itself, or a lookup from the
+#: Sender (which should raise a `ProtocolError` for a blank or unknown leaf).
+SignatureKey = bytes | Callable[[Sender], bytes]
+
+Rng = Callable[[int], bytes]
+
+
+def _context_for(content: FramedContent, context: GroupContext | None) -> GroupContext | None:
+    if content.sender.sender_type in (SenderType.MEMBER, SenderType.NEW_MEMBER_COMMIT):
+        return context
+    return None
+
+
+def sign_framed_content(
+    suite: CipherSuite,
+    signature_priv: bytes,
+    wire_format: WireFormat,
+    content: FramedContent,
+    context: GroupContext | None,
+) -> bytes:
+    """``SignWithLabel(., "FramedContentTBS", FramedContentTBS)`` (RFC 9420 section 6.1)."""
+    tbs = framed_content_tbs(wire_format, content, _context_for(content, context))
+    return suite.sign_with_label(signature_priv, _TBS_LABEL, tbs)
+
+
+def authenticate(
+    suite: CipherSuite,
+    signature_priv: bytes,
+    wire_format: WireFormat,
+    content: FramedContent,
+    context: GroupContext | None,
+    confirmation_tag: bytes | None = None,
+) -> AuthenticatedContent:
+    """Sign ``content`` into an AuthenticatedContent (RFC 9420 section 6.1).
+
+    Commits need the ``confirmation_tag``; a committer who must first know the signature
+    (to compute the confirmed transcript hash) calls `sign_framed_content` and builds the
+    AuthenticatedContent itself.
+    """
+    if wire_format not in (WireFormat.MLS_PUBLIC_MESSAGE, WireFormat.MLS_PRIVATE_MESSAGE):
+        raise InvalidArgument(f"wire_format {wire_format!r} cannot carry framed content")
+    auth = FramedContentAuthData(
+        sign_framed_content(suite, signature_priv, wire_format, content, context), confirmation_tag
+    )
+    auth.check(content.content_type)
+    return AuthenticatedContent(wire_format, content, auth)
+
+
+def _resolve_key(signature_key: SignatureKey, sender: Sender) -> bytes:
+    if isinstance(signature_key, bytes | bytearray):
+        return bytes(signature_key)
+    return signature_key(sender)
+
+
+def verify_framed_content(
+    suite: CipherSuite, signature_pub: bytes, auth_content: AuthenticatedContent, context: GroupContext | None
+) -> None:
+    """Verify the FramedContentTBS signature (RFC 9420 section 6.1); `SignatureError` if invalid."""
+    content = auth_content.content
+    tbs = framed_content_tbs(auth_content.wire_format, content, _context_for(content, context))
+    try:
+        suite.verify_with_label(signature_pub, _TBS_LABEL, tbs, auth_content.auth.signature)
+    except SignatureError:
+        raise
+    except (ValueError, DecodeError) as exc:  # malformed public key or signature encoding
+        raise SignatureError(f"signature of {content.content_type.name.lower()} content is invalid") from exc
+
+
+def membership_tag(
+    suite: CipherSuite, membership_key: bytes, auth_content: AuthenticatedContent, context: GroupContext
+) -> bytes:
+    """``MAC(membership_key, AuthenticatedContentTBM)`` (RFC 9420 section 6.2)."""
+    return suite.mac(membership_key, authenticated_content_tbm(auth_content, context))
+
+
+def _check_group(group_id: bytes, epoch: int, context: GroupContext) -> None:
+    if group_id != context.group_id:
+        raise WrongGroupError("message is for another group")
+    if epoch != context.epoch:
+        raise WrongEpochError(f"message is for epoch {epoch}, expected {context.epoch}")
+
+
+# -------------------------------------------------------------------------- PublicMessage
+
+
+def protect_public(
+    suite: CipherSuite,
+    auth_content: AuthenticatedContent,
+    context: GroupContext,
+    membership_key: bytes | None,
+) -> PublicMessage:
+    """PublicMessage from an AuthenticatedContent (RFC 9420 section 6.2).
+
+    Member senders need the ``membership_key``; other sender types carry no tag.
+    """
+    if auth_content.wire_format != WireFormat.MLS_PUBLIC_MESSAGE:
+        raise InvalidArgument("content was signed for another wire format than PublicMessage")
+    auth_content.auth.check(auth_content.content.content_type)
+    tag: bytes | None = None
+    if auth_content.content.sender.sender_type == SenderType.MEMBER:
+        if membership_key is None:
+            raise InvalidArgument("a member's PublicMessage needs the membership_key")
+        tag = membership_tag(suite, membership_key, auth_content, context)
+    return PublicMessage(auth_content.content, auth_content.auth, tag)
+
+
+def unprotect_public(
+    suite: CipherSuite,
+    message: PublicMessage,
+    context: GroupContext,
+    membership_key: bytes | None,
+    signature_key: SignatureKey,
+) -> AuthenticatedContent:
+    """Verify a PublicMessage (RFC 9420 section 6.2): group, epoch, membership tag, signature.
+
+    Raises `WrongGroupError`, `WrongEpochError`, `MembershipTagError`, `SignatureError`.
+    """
+    content = message.content
+    _check_group(content.group_id, content.epoch, context)
+    auth_content = AuthenticatedContent(WireFormat.MLS_PUBLIC_MESSAGE, content, message.auth)
+    if content.sender.sender_type == SenderType.MEMBER:
+        if membership_key is None:
+            raise InvalidArgument("verifying a member's PublicMessage needs the membership_key")
+        if message.membership_tag is None:
+            raise MembershipTagError("member PublicMessage without membership tag")
+        expected = membership_tag(suite, membership_key, auth_content, context)
+        if not hmac.compare_digest(expected, message.membership_tag):
+            raise MembershipTagError("membership tag does not verify")
+    elif message.membership_tag is not None:
+        raise MembershipTagError("non-member PublicMessage carries a membership tag")
+    verify_framed_content(suite, _resolve_key(signature_key, content.sender), auth_content, context)
+    return auth_content
+
+
+# ------------------------------------------------------------------------- PrivateMessage
+
+
+def sender_data_key_nonce(suite: CipherSuite, sender_data_secret: bytes, ciphertext: bytes) -> tuple[bytes, bytes]:
+    """``sender_data_key``/``sender_data_nonce`` from the first ``KDF.Nh`` bytes of the
+    ciphertext (RFC 9420 section 6.3.2)."""
+    sample = ciphertext[: suite.hash_length]
+    key = suite.expand_with_label(sender_data_secret, "key", sample, suite.aead_key_length)
+    nonce = suite.expand_with_label(sender_data_secret, "nonce", sample, suite.aead_nonce_length)
+    return key, nonce
+
+
+def ratchet_type_for(content_type: ContentType) -> RatchetType:
+    """Application data uses the application ratchet, proposals and commits the handshake one (section 9)."""
+    return RatchetType.APPLICATION if content_type == ContentType.APPLICATION else RatchetType.HANDSHAKE
+
+
+def _guarded(nonce: bytes, reuse_guard: bytes) -> bytes:
+    """XOR the reuse guard into the first four bytes of the nonce (RFC 9420 section 6.3.1)."""
+    head = bytes(a ^ b for a, b in zip(nonce[:4], reuse_guard, strict=True))
+    return head + nonce[4:]
+
+
+def protect_private(
+    suite: CipherSuite,
+    auth_content: AuthenticatedContent,
+    secret_tree: SecretTree,
+    sender_data_secret: bytes,
+    *,
+    padding: int = 0,
+    rng: Rng = os.urandom,
+) -> PrivateMessage:
+    """Encrypt an AuthenticatedContent into a PrivateMessage (RFC 9420 section 6.3).
+
+    Consumes the next key of the sender's ratchet in ``secret_tree``; ``padding`` zero
+    bytes are appended to the plaintext; the 4-byte reuse guard comes from ``rng``.
+    """
+    content = auth_content.content
+    if auth_content.wire_format != WireFormat.MLS_PRIVATE_MESSAGE:
+        raise InvalidArgument("content was signed for another wire format than PrivateMessage")
+    if content.sender.sender_type != SenderType.MEMBER or content.sender.index is None:
+        raise InvalidArgument("only members can send PrivateMessages")
+    if padding < 0:
+        raise InvalidArgument("padding must be non-negative")
+    content_type = content.content_type
+    w = Writer()
+    PrivateMessageContent(content.content, auth_content.auth, padding).encode(w)
+    plaintext = w.getvalue()
+    reuse_guard = rng(4)
+    if len(reuse_guard) != 4:
+        raise InvalidArgument("rng returned the wrong number of bytes")
+    leaf = content.sender.index
+    rkey = secret_tree.next_key(leaf, ratchet_type_for(content_type))
+    aad = codec.encode(PrivateContentAAD(content.group_id, content.epoch, content_type, content.authenticated_data))
+    ciphertext = suite.aead_seal(rkey.key, _guarded(rkey.nonce, reuse_guard), aad, plaintext)
+    sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, ciphertext)
+    sd_aad = codec.encode(SenderDataAAD(content.group_id, content.epoch, content_type))
+    encrypted_sender_data = suite.aead_seal(
+        sd_key, sd_nonce, sd_aad, codec.encode(SenderData(leaf, rkey.generation, reuse_guard))
+    )
+    return PrivateMessage(
+        content.group_id, content.epoch, content_type, content.authenticated_data, encrypted_sender_data, ciphertext
+    )
+
+
+def unprotect_private(
+    suite: CipherSuite,
+    message: PrivateMessage,
+    context: GroupContext,
+    secret_tree: SecretTree,
+    sender_data_secret: bytes,
+    signature_key: SignatureKey,
+) -> AuthenticatedContent:
+    """Decrypt and verify a PrivateMessage (RFC 9420 section 6.3).
+
+    Raises `WrongGroupError`, `WrongEpochError`, `DecryptionError` (sender data or content),
+    `DecodeError` (malformed plaintext, non-zero padding), `ProtocolError` (leaf outside the
+    tree, generation too far ahead), `ReplayError` (generation already consumed),
+    `SignatureError`.  The secret tree changes only on success.
+    """
+    _check_group(message.group_id, message.epoch, context)
+    content_type = message.content_type
+    sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
+    sd_aad = codec.encode(SenderDataAAD(message.group_id, message.epoch, content_type))
+    sender_data = codec.decode(SenderData, suite.aead_open(sd_key, sd_nonce, sd_aad, message.encrypted_sender_data))
+    pending = secret_tree.prepare_key(sender_data.leaf_index, ratchet_type_for(content_type), sender_data.generation)
+    aad = codec.encode(PrivateContentAAD(message.group_id, message.epoch, content_type, message.authenticated_data))
+    plaintext = suite.aead_open(pending.key, _guarded(pending.nonce, sender_data.reuse_guard), aad, message.ciphertext)
+    r = Reader(plaintext)
+    pmc = PrivateMessageContent.decode(r, content_type)
+    r.finish()
+    sender = Sender.member(sender_data.leaf_index)
+    content = FramedContent(message.group_id, message.epoch, sender, message.authenticated_data, pmc.content)
+    if content.content_type != content_type:  # pragma: no cover - decode is driven by content_type
+        raise ProtocolError("decrypted content type does not match the PrivateMessage header")
+    auth_content = AuthenticatedContent(WireFormat.MLS_PRIVATE_MESSAGE, content, pmc.auth)
+    verify_framed_content(suite, _resolve_key(signature_key, sender), auth_content, context)
+    secret_tree.commit(pending)
+    return auth_content
