@@ -13,13 +13,14 @@ hashable.  Byte-exact re-encoding follows from strict decoding (minimal varints 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
-from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState
-from crdt_mls.mls.codec import Reader, Writer, decode_with
+from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, OversizeError
+from crdt_mls.mls.codec import DEFAULT_MAX_VECTOR, Reader, Writer, decode_with
 
 __all__ = [
     "MLS10",
@@ -514,6 +515,8 @@ class LeafNode:
     parent_hash: bytes | None = None
     extensions: tuple[Extension, ...] = ()
     signature: bytes = b""
+    #: Cached encoding (the struct is immutable); filled by decoding or the first encode.
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     def _check(self) -> None:
         src = self.leaf_node_source
@@ -536,11 +539,22 @@ class LeafNode:
         _w_extensions(w, self.extensions)
 
     def encode(self, w: Writer) -> None:
-        self._encode_content(w)
-        w.opaque(self.signature)
+        w.fixed(self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The LeafNode encoding (cached)."""
+        raw = self._raw
+        if raw is None:
+            w = Writer()
+            self._encode_content(w)
+            w.opaque(self.signature)
+            raw = w.getvalue()
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @classmethod
     def decode(cls, r: Reader) -> LeafNode:
+        start = r.position
         encryption_key = r.opaque()
         signature_key = r.opaque()
         credential = Credential.decode(r)
@@ -554,9 +568,11 @@ class LeafNode:
             parent_hash = r.opaque()
         extensions = _r_extensions(r)
         signature = r.opaque()
-        return cls(
+        leaf = cls(
             encryption_key, signature_key, credential, capabilities, src, lifetime, parent_hash, extensions, signature
         )
+        object.__setattr__(leaf, "_raw", r.slice_since(start))
+        return leaf
 
     def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """LeafNodeTBS (RFC 9420 section 7.2); group_id and leaf_index are needed unless the
@@ -640,7 +656,19 @@ def write_ratchet_tree(w: Writer, nodes: Sequence[Node | None]) -> None:
 
 
 def read_ratchet_tree(r: Reader) -> list[Node | None]:
-    """Read ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
+    """Read ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3).
+
+    The vector body is parsed by a specialised loop (`_parse_tree`) that performs the same
+    checks as the generic struct decoders, for speed on large trees.
+    """
+    n = r.varint()
+    if n > r.max_vector:
+        raise OversizeError(f"vector of {n} bytes exceeds the limit of {r.max_vector}")
+    return _parse_tree(r.fixed(n), r.max_vector)
+
+
+def read_ratchet_tree_slow(r: Reader) -> list[Node | None]:
+    """Reference decoder built from the generic struct decoders (used to test `_parse_tree`)."""
     return r.vector(_r_opt_node)
 
 
@@ -651,13 +679,168 @@ def encode_ratchet_tree(nodes: Sequence[Node | None]) -> bytes:
     return w.getvalue()
 
 
-def decode_ratchet_tree(data: bytes) -> list[Node | None]:
+def decode_ratchet_tree(data: bytes, max_vector: int = DEFAULT_MAX_VECTOR) -> list[Node | None]:
     """Parse a ratchet_tree extension body (RFC 9420 section 12.4.3.3).
 
     Only the encoding is checked here; structural rules (odd length, last node non-blank,
     leaves at even indices) are the ratchet tree's job.
     """
-    return decode_with(read_ratchet_tree, data)
+    return decode_with(read_ratchet_tree, data, max_vector)
+
+
+# Fast ratchet-tree parser.  Works on one immutable bytes object with explicit bounds, so
+# that a 50,000-leaf tree decodes without per-field method calls.  Every check of the
+# generic path is repeated: truncation, minimal varints, vector limits, enum values.
+
+
+def _trunc(pos: int) -> DecodeError:
+    return DecodeError(f"truncated input at offset {pos}")
+
+
+def _p_opaque(buf: bytes, pos: int, end: int, cap: int) -> tuple[bytes, int]:
+    if pos >= end:
+        raise _trunc(pos)
+    b = buf[pos]
+    prefix = b >> 6
+    if prefix == 0:
+        n = b
+        pos += 1
+    elif prefix == 1:
+        if pos + 2 > end:
+            raise _trunc(pos)
+        n = ((b & 0x3F) << 8) | buf[pos + 1]
+        if n < 0x40:
+            raise DecodeError("variable-length integer is not minimally encoded")
+        pos += 2
+    elif prefix == 2:
+        if pos + 4 > end:
+            raise _trunc(pos)
+        n = int.from_bytes(buf[pos : pos + 4], "big") & 0x3FFFFFFF
+        if n < 0x4000:
+            raise DecodeError("variable-length integer is not minimally encoded")
+        pos += 4
+    else:
+        raise DecodeError("invalid variable-length integer prefix 0b11")
+    if n > cap:
+        raise OversizeError(f"vector of {n} bytes exceeds the limit of {cap}")
+    stop = pos + n
+    if stop > end:
+        raise DecodeError(f"truncated vector: need {n} bytes at offset {pos}, have {end - pos}")
+    return buf[pos:stop], stop
+
+
+def _p_uints(data: bytes, size: int) -> tuple[int, ...]:
+    if len(data) % size:
+        raise DecodeError(f"truncated input: vector of {len(data)} bytes is not a whole number of uint{8 * size}")
+    return struct.unpack(f">{len(data) // size}{'H' if size == 2 else 'I'}", data)
+
+
+def _p_extensions(data: bytes, cap: int) -> tuple[Extension, ...]:
+    if not data:
+        return ()
+    out: list[Extension] = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if pos + 2 > end:
+            raise _trunc(pos)
+        t = (data[pos] << 8) | data[pos + 1]
+        value, pos = _p_opaque(data, pos + 2, end, cap)
+        out.append(Extension(t, value))
+    return tuple(out)
+
+
+def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Capabilities]) -> tuple[LeafNode, int]:
+    leaf_start = pos
+    encryption_key, pos = _p_opaque(buf, pos, end, cap)
+    signature_key, pos = _p_opaque(buf, pos, end, cap)
+    if pos + 2 > end:
+        raise _trunc(pos)
+    ctype = (buf[pos] << 8) | buf[pos + 1]
+    if ctype == 0:
+        raise DecodeError("invalid credential_type value 0")
+    ccontent, pos = _p_opaque(buf, pos + 2, end, cap)
+    if ctype == CredentialType.X509:
+        _p_check_opaque_list(ccontent, cap)
+    credential = Credential(ctype, ccontent)
+    start = pos
+    vs, pos = _p_opaque(buf, pos, end, cap)
+    cs, pos = _p_opaque(buf, pos, end, cap)
+    es, pos = _p_opaque(buf, pos, end, cap)
+    ps, pos = _p_opaque(buf, pos, end, cap)
+    crs, pos = _p_opaque(buf, pos, end, cap)
+    raw_caps = buf[start:pos]
+    capabilities = caps_cache.get(raw_caps)
+    if capabilities is None:
+        capabilities = Capabilities(
+            _p_uints(vs, 2), _p_uints(cs, 2), _p_uints(es, 2), _p_uints(ps, 2), _p_uints(crs, 2)
+        )
+        caps_cache[raw_caps] = capabilities
+    if pos >= end:
+        raise _trunc(pos)
+    src_value = buf[pos]
+    pos += 1
+    lifetime = None
+    parent_hash = None
+    if src_value == 1:
+        if pos + 16 > end:
+            raise _trunc(pos)
+        lifetime = Lifetime(int.from_bytes(buf[pos : pos + 8], "big"), int.from_bytes(buf[pos + 8 : pos + 16], "big"))
+        pos += 16
+        src = LeafNodeSource.KEY_PACKAGE
+    elif src_value == 2:
+        src = LeafNodeSource.UPDATE
+    elif src_value == 3:
+        parent_hash, pos = _p_opaque(buf, pos, end, cap)
+        src = LeafNodeSource.COMMIT
+    else:
+        raise DecodeError(f"invalid leaf_node_source value {src_value}")
+    ext_data, pos = _p_opaque(buf, pos, end, cap)
+    extensions = _p_extensions(ext_data, cap)
+    signature, pos = _p_opaque(buf, pos, end, cap)
+    leaf = LeafNode(
+        encryption_key, signature_key, credential, capabilities, src, lifetime, parent_hash, extensions, signature
+    )
+    object.__setattr__(leaf, "_raw", buf[leaf_start:pos])
+    return leaf, pos
+
+
+def _p_check_opaque_list(data: bytes, cap: int) -> None:
+    pos = 0
+    end = len(data)
+    while pos < end:
+        _, pos = _p_opaque(data, pos, end, cap)
+
+
+def _parse_tree(buf: bytes, cap: int) -> list[Node | None]:
+    out: list[Node | None] = []
+    append = out.append
+    caps_cache: dict[bytes, Capabilities] = {}
+    pos = 0
+    end = len(buf)
+    while pos < end:
+        present = buf[pos]
+        if present == 0:
+            append(None)
+            pos += 1
+            continue
+        if present != 1:
+            raise DecodeError(f"invalid optional presence byte {present}")
+        if pos + 1 >= end:
+            raise _trunc(pos + 1)
+        node_type = buf[pos + 1]
+        pos += 2
+        if node_type == 1:
+            leaf, pos = _p_leaf(buf, pos, end, cap, caps_cache)
+            append(leaf)
+        elif node_type == 2:
+            key, pos = _p_opaque(buf, pos, end, cap)
+            parent_hash, pos = _p_opaque(buf, pos, end, cap)
+            unmerged, pos = _p_opaque(buf, pos, end, cap)
+            append(ParentNode(key, parent_hash, _p_uints(unmerged, 4) if unmerged else ()))
+        else:
+            raise DecodeError(f"invalid node_type value {node_type}")
+    return out
 
 
 # ---------------------------------------------------------------------- update paths
