@@ -1,0 +1,614 @@
+"""The ratchet tree (RFC 9420 sections 4 and 7).
+
+`RatchetTree` is an array-based tree (appendix C) whose width is always ``2^(d+1) - 1``
+nodes.  Blank nodes are ``None``; leaves hold `LeafNode`, parents `ParentNode` (the wire
+structs of `crdt_mls.mls.messages`).
+
+Performance: every node's tree hash and resolution is cached and a change to node ``x``
+invalidates only ``x`` and its ancestors, so re-hashing the tree after a path update costs
+O(log n) hash computations.  `copy()` copies three reference arrays (no node objects).
+
+The tree is a mutable working object: callers that process remote input take a `copy()`,
+mutate it and swap it in only on success (see `crdt_mls.mls.treekem`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeAlias
+
+from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError, ProposalError, SignatureError, TreeError
+from crdt_mls.mls import treemath
+from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.messages import (
+    Add,
+    LeafNode,
+    LeafNodeSource,
+    Node,
+    NodeType,
+    ParentNode,
+    Proposal,
+    Remove,
+    Update,
+    encode_ratchet_tree,
+    read_ratchet_tree,
+)
+
+if TYPE_CHECKING:
+    from crdt_mls.mls.suites import CipherSuite
+
+__all__ = [
+    "MAX_LEAVES",
+    "NodeValue",
+    "RatchetTree",
+    "apply_proposal",
+    "verify_leaf_signature",
+]
+
+NodeValue: TypeAlias = LeafNode | ParentNode
+
+#: Largest tree accepted from remote input (leaves).  2^20 leaves covers the 50k-member goal.
+MAX_LEAVES = 1 << 20
+
+_EMPTY: tuple[int, ...] = ()
+
+
+def _write_optional(w: Writer, v: NodeValue | None) -> None:
+    if v is None:
+        w.u8(0)
+    else:
+        w.u8(1)
+        v.encode(w)
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def verify_leaf_signature(suite: CipherSuite, leaf: LeafNode, group_id: bytes, leaf_index: int) -> None:
+    """Verify the LeafNode signature (RFC 9420 section 7.2, 7.3); `SignatureError` if it fails.
+
+    For ``update`` and ``commit`` sources the signed LeafNodeTBS includes ``group_id`` and
+    ``leaf_index``; for ``key_package`` it does not.
+    """
+    tbs = leaf.tbs(group_id, leaf_index)
+    try:
+        suite.verify_with_label(leaf.signature_key, "LeafNodeTBS", tbs, leaf.signature)
+    except SignatureError:
+        raise SignatureError(f"LeafNode signature of leaf {leaf_index} does not verify") from None
+
+
+class RatchetTree:
+    """An RFC 9420 ratchet tree with cached tree hashes and resolutions (sections 4.1, 7.8)."""
+
+    __slots__ = ("_hashes", "_nodes", "_res", "suite")
+
+    suite: CipherSuite
+    _nodes: list[NodeValue | None]
+    _hashes: list[bytes | None]
+    _res: list[tuple[int, ...] | None]
+
+    def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
+        """Build a tree from a full node array (``2^(d+1) - 1`` entries, leaves at even indices)."""
+        width = len(nodes)
+        if not _is_pow2(width + 1):
+            raise InvalidArgument(f"a ratchet tree has 2^(d+1)-1 nodes, not {width}")
+        for i, v in enumerate(nodes):
+            if v is None:
+                continue
+            if i % 2 == 0 and not isinstance(v, LeafNode):
+                raise InvalidArgument(f"node {i} must be a leaf node")
+            if i % 2 == 1 and not isinstance(v, ParentNode):
+                raise InvalidArgument(f"node {i} must be a parent node")
+        self.suite = suite
+        self._nodes = list(nodes)
+        self._hashes = [None] * width
+        self._res = [None] * width
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, suite: CipherSuite, leaf: LeafNode) -> RatchetTree:
+        """A one-member tree (RFC 9420 section 11)."""
+        return cls(suite, [leaf])
+
+    @classmethod
+    def from_wire(cls, suite: CipherSuite, nodes: Sequence[Node | None]) -> RatchetTree:
+        """Build from the `ratchet_tree` extension node list (RFC 9420 section 12.4.3.3).
+
+        The last node must be non-blank; the array is extended with blanks to ``2^(d+1) - 1``.
+        Raises `DecodeError` on a blank last node or a node of the wrong type for its position.
+        """
+        k = len(nodes)
+        if k == 0:
+            raise DecodeError("ratchet tree has no nodes")
+        if nodes[-1] is None:
+            raise DecodeError("the last node of an encoded ratchet tree must not be blank")
+        if k > treemath.node_width(MAX_LEAVES):
+            raise OversizeError(f"ratchet tree of {k} nodes exceeds the limit of {MAX_LEAVES} leaves")
+        width = 1
+        while width < k:
+            width = 2 * width + 1
+        out: list[NodeValue | None] = [None] * width
+        for i, n in enumerate(nodes):
+            if n is None:
+                continue
+            value = n
+            if i % 2 == 0:
+                if not isinstance(value, LeafNode):
+                    raise DecodeError(f"node {i} of the ratchet tree is at a leaf position but is not a leaf")
+            elif not isinstance(value, ParentNode):
+                raise DecodeError(f"node {i} of the ratchet tree is at a parent position but is not a parent")
+            out[i] = value
+        return cls(suite, out)
+
+    @classmethod
+    def decode(cls, suite: CipherSuite, data: bytes) -> RatchetTree:
+        """Decode ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
+        r = Reader(data)
+        nodes = read_ratchet_tree(r)
+        r.finish()
+        return cls.from_wire(suite, nodes)
+
+    def to_wire(self) -> list[Node | None]:
+        """The `ratchet_tree` extension node list, trailing blanks stripped."""
+        end = len(self._nodes)
+        while end > 0 and self._nodes[end - 1] is None:
+            end -= 1
+        return self._nodes[:end]
+
+    def encode(self) -> bytes:
+        """Encode as ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
+        return encode_ratchet_tree(self.to_wire())
+
+    def copy(self) -> RatchetTree:
+        """A copy that shares the (immutable) node values and the caches."""
+        t = RatchetTree.__new__(RatchetTree)
+        t.suite = self.suite
+        t._nodes = self._nodes.copy()
+        t._hashes = self._hashes.copy()
+        t._res = self._res.copy()
+        return t
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def n_leaves(self) -> int:
+        return (len(self._nodes) + 1) // 2
+
+    @property
+    def width(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def root(self) -> int:
+        return treemath.root(self.n_leaves)
+
+    def node(self, x: int) -> NodeValue | None:
+        self._check_node(x)
+        return self._nodes[x]
+
+    def leaf(self, leaf_index: int) -> LeafNode | None:
+        self._check_leaf(leaf_index)
+        v = self._nodes[2 * leaf_index]
+        assert v is None or isinstance(v, LeafNode)
+        return v
+
+    def parent_node(self, x: int) -> ParentNode | None:
+        self._check_node(x)
+        if x % 2 == 0:
+            raise InvalidArgument(f"node {x} is a leaf, not a parent")
+        v = self._nodes[x]
+        assert v is None or isinstance(v, ParentNode)
+        return v
+
+    def nodes(self) -> Sequence[NodeValue | None]:
+        """The full node array (read-only view by convention)."""
+        return self._nodes
+
+    def members(self) -> Iterator[tuple[int, LeafNode]]:
+        """``(leaf_index, LeafNode)`` of every non-blank leaf."""
+        for i in range(0, len(self._nodes), 2):
+            v = self._nodes[i]
+            if v is not None:
+                assert isinstance(v, LeafNode)
+                yield i // 2, v
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RatchetTree):
+            return NotImplemented
+        return self._nodes == other._nodes
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RatchetTree(n_leaves={self.n_leaves}, members={sum(1 for _ in self.members())})"
+
+    def _check_node(self, x: int) -> None:
+        if not 0 <= x < len(self._nodes):
+            raise InvalidArgument(f"node index {x} outside a tree of {len(self._nodes)} nodes")
+
+    def _check_leaf(self, leaf_index: int) -> None:
+        if not 0 <= leaf_index < self.n_leaves:
+            raise InvalidArgument(f"leaf index {leaf_index} outside a tree of {self.n_leaves} leaves")
+
+    # ------------------------------------------------------------------ mutation
+
+    def _invalidate(self, x: int) -> None:
+        """Drop cached hashes/resolutions of ``x`` and its ancestors."""
+        hashes, res = self._hashes, self._res
+        hashes[x] = None
+        res[x] = None
+        for p in treemath.direct_path(x, self.n_leaves):
+            hashes[p] = None
+            res[p] = None
+
+    def set_node(self, x: int, value: NodeValue | None) -> None:
+        """Set node ``x`` (type-checked against its position) and invalidate caches."""
+        self._check_node(x)
+        if value is not None:
+            if x % 2 == 0 and not isinstance(value, LeafNode):
+                raise InvalidArgument(f"node {x} must be a leaf node")
+            if x % 2 == 1 and not isinstance(value, ParentNode):
+                raise InvalidArgument(f"node {x} must be a parent node")
+        self._nodes[x] = value
+        self._invalidate(x)
+
+    def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
+        self._check_leaf(leaf_index)
+        self.set_node(2 * leaf_index, leaf)
+
+    def blank_path(self, leaf_index: int) -> None:
+        """Blank every parent on the direct path of a leaf (RFC 9420 section 7.4)."""
+        self._check_leaf(leaf_index)
+        for p in treemath.direct_path(2 * leaf_index, self.n_leaves):
+            self._nodes[p] = None
+        self._invalidate(2 * leaf_index)
+
+    def _extend(self) -> None:
+        """Double the number of leaves (RFC 9420 section 7.7)."""
+        n = len(self._nodes)
+        self._nodes.extend([None] * (n + 1))
+        self._hashes.extend([None] * (n + 1))
+        self._res.extend([None] * (n + 1))
+        # the new root is the only node whose subtree changed; its cache entry is None already
+
+    def _truncate(self) -> None:
+        """Shrink to the smallest ``2^d`` leaves with ``2^d`` > rightmost non-blank leaf (section 7.7)."""
+        nodes = self._nodes
+        r = len(nodes) - 1
+        while r > 0 and nodes[r] is None:
+            r -= 2
+        leaves = 1
+        while leaves < r // 2 + 1:
+            leaves *= 2
+        width = 2 * leaves - 1
+        if width < len(nodes):
+            del nodes[width:]
+            del self._hashes[width:]
+            del self._res[width:]
+
+    def free_leaf(self) -> int:
+        """Index of the leftmost blank leaf, or ``n_leaves`` if the tree is full."""
+        nodes = self._nodes
+        for i in range(0, len(nodes), 2):
+            if nodes[i] is None:
+                return i // 2
+        return self.n_leaves
+
+    def add_leaf(self, leaf: LeafNode) -> int:
+        """Add a member at the leftmost blank leaf, extending if needed (RFC 9420 section 12.1.1).
+
+        The new leaf index is added to ``unmerged_leaves`` of every non-blank parent on its
+        direct path.  Returns the leaf index.
+        """
+        index = self.free_leaf()
+        if index == self.n_leaves:
+            self._extend()
+        x = 2 * index
+        for p in treemath.direct_path(x, self.n_leaves):
+            v = self._nodes[p]
+            if v is not None:
+                assert isinstance(v, ParentNode)
+                self._nodes[p] = replace(v, unmerged_leaves=tuple(sorted({*v.unmerged_leaves, index})))
+        self._nodes[x] = leaf
+        self._invalidate(x)
+        return index
+
+    def update_leaf(self, leaf_index: int, leaf: LeafNode) -> None:
+        """Replace a leaf and blank its direct path (RFC 9420 section 12.1.2)."""
+        if self.leaf(leaf_index) is None:
+            raise InvalidArgument(f"leaf {leaf_index} is blank")
+        self.blank_path(leaf_index)
+        self.set_leaf(leaf_index, leaf)
+
+    def remove_leaf(self, leaf_index: int) -> None:
+        """Blank a leaf and its direct path, then truncate (RFC 9420 section 12.1.3)."""
+        if self.leaf(leaf_index) is None:
+            raise InvalidArgument(f"leaf {leaf_index} is already blank")
+        self.blank_path(leaf_index)
+        self._nodes[2 * leaf_index] = None
+        self._invalidate(2 * leaf_index)
+        self._truncate()
+
+    # ------------------------------------------------------------------ resolution / paths
+
+    def resolution(self, x: int) -> tuple[int, ...]:
+        """Resolution of node ``x`` as node indices (RFC 9420 section 4.1.1)."""
+        cached = self._res[x]
+        if cached is not None:
+            return cached
+        v = self._nodes[x]
+        out: tuple[int, ...]
+        if v is None and x % 2 == 0:
+            out = _EMPTY
+        elif v is None:
+            out = self.resolution(treemath.left(x)) + self.resolution(treemath.right(x))
+        elif x % 2 == 0:
+            out = (x,)
+        else:
+            assert isinstance(v, ParentNode)
+            out = (x, *(2 * u for u in v.unmerged_leaves))
+        self._res[x] = out
+        return out
+
+    def resolution_excluding(self, x: int, excluded_leaves: Iterable[int]) -> tuple[int, ...]:
+        """Resolution of ``x`` without the given leaves (new members, RFC 9420 section 12.4.1)."""
+        ex = {2 * i for i in excluded_leaves}
+        res = self.resolution(x)
+        if not ex:
+            return res
+        return tuple(n for n in res if n not in ex)
+
+    def filtered_direct_path(self, leaf_index: int) -> list[int]:
+        """Direct path minus nodes whose copath child has an empty resolution (section 4.1.2)."""
+        self._check_leaf(leaf_index)
+        x = 2 * leaf_index
+        n = self.n_leaves
+        dp = treemath.direct_path(x, n)
+        out: list[int] = []
+        child = x
+        for p in dp:
+            s = treemath.sibling(child, n)
+            if self.resolution(s):
+                out.append(p)
+            child = p
+        return out
+
+    def filtered_direct_path_with_copath(self, leaf_index: int) -> list[tuple[int, int]]:
+        """``(parent, copath child)`` pairs of the filtered direct path."""
+        self._check_leaf(leaf_index)
+        x = 2 * leaf_index
+        n = self.n_leaves
+        out: list[tuple[int, int]] = []
+        child = x
+        for p in treemath.direct_path(x, n):
+            s = treemath.sibling(child, n)
+            if self.resolution(s):
+                out.append((p, s))
+            child = p
+        return out
+
+    # ------------------------------------------------------------------ tree hash
+
+    def tree_hash(self, x: int | None = None) -> bytes:
+        """Tree hash of node ``x`` (default: the root) (RFC 9420 section 7.8)."""
+        if x is None:
+            x = self.root
+        else:
+            self._check_node(x)
+        return self._th(x)
+
+    def tree_hashes(self) -> list[bytes]:
+        """Tree hash of every node, in node order."""
+        self._th(self.root)
+        return [self._th(i) for i in range(len(self._nodes))]
+
+    def _th(self, x: int) -> bytes:
+        h = self._hashes[x]
+        if h is not None:
+            return h
+        if x % 2 == 1:
+            # fill children first without deep recursion on cached subtrees
+            left, right = treemath.left(x), treemath.right(x)
+            lh = self._hashes[left] or self._th(left)
+            rh = self._hashes[right] or self._th(right)
+            h = self._parent_hash_input_hash(self._nodes[x], lh, rh)
+        else:
+            h = self._leaf_hash(x // 2, self._nodes[x])
+        self._hashes[x] = h
+        return h
+
+    def _leaf_hash(self, leaf_index: int, leaf: NodeValue | None) -> bytes:
+        w = Writer()
+        w.u8(NodeType.LEAF)
+        w.u32(leaf_index)
+        _write_optional(w, leaf)
+        return self.suite.hash(w.getvalue())
+
+    def _parent_hash_input_hash(self, node: NodeValue | None, left_hash: bytes, right_hash: bytes) -> bytes:
+        w = Writer()
+        w.u8(NodeType.PARENT)
+        _write_optional(w, node)
+        w.opaque(left_hash)
+        w.opaque(right_hash)
+        return self.suite.hash(w.getvalue())
+
+    def _th_excluding(self, x: int, excluded: frozenset[int]) -> bytes:
+        """Tree hash of ``x`` with the ``excluded`` leaves blanked and dropped from unmerged lists."""
+        rng = treemath.subtree_leaves(x)
+        if not any(i in rng for i in excluded):
+            return self._th(x)
+        if x % 2 == 0:
+            return self._leaf_hash(x // 2, None)
+        v = self._nodes[x]
+        if v is not None:
+            assert isinstance(v, ParentNode)
+            kept = [u for u in v.unmerged_leaves if u not in excluded]
+            if len(kept) != len(v.unmerged_leaves):
+                v = replace(v, unmerged_leaves=tuple(kept))
+        lh = self._th_excluding(treemath.left(x), excluded)
+        rh = self._th_excluding(treemath.right(x), excluded)
+        return self._parent_hash_input_hash(v, lh, rh)
+
+    # ------------------------------------------------------------------ parent hash
+
+    def original_sibling_tree_hash(self, p: int, s: int) -> bytes:
+        """Tree hash of ``s`` with ``p``'s unmerged leaves removed (RFC 9420 section 7.9)."""
+        v = self._nodes[p]
+        if not isinstance(v, ParentNode):
+            raise TreeError(f"parent hash of blank node {p}")
+        return self._th_excluding(s, frozenset(v.unmerged_leaves))
+
+    def compute_parent_hash(self, p: int, s: int) -> bytes:
+        """Parent hash of ``p`` with copath child ``s`` (RFC 9420 section 7.9)."""
+        v = self._nodes[p]
+        if not isinstance(v, ParentNode):
+            raise TreeError(f"parent hash of blank node {p}")
+        return self.parent_hash_from(v.encryption_key, v.parent_hash, self.original_sibling_tree_hash(p, s))
+
+    def parent_hash_from(self, encryption_key: bytes, parent_hash: bytes, sibling_hash: bytes) -> bytes:
+        """Hash of a ParentHashInput struct (RFC 9420 section 7.9)."""
+        w = Writer()
+        w.opaque(encryption_key)
+        w.opaque(parent_hash)
+        w.opaque(sibling_hash)
+        return self.suite.hash(w.getvalue())
+
+    def _node_parent_hash(self, x: int) -> bytes | None:
+        v = self._nodes[x]
+        if v is None:
+            return None
+        if isinstance(v, ParentNode):
+            return v.parent_hash
+        if v.leaf_node_source == LeafNodeSource.COMMIT:
+            return v.parent_hash
+        return None
+
+    def _ph_valid_wrt(self, d: int, p: int, c: int, s: int, ph: bytes) -> bool:
+        """Whether node ``d``'s parent hash is valid w.r.t. ``p`` (RFC 9420 section 7.9.2)."""
+        if self._node_parent_hash(d) != ph:
+            return False
+        pv = self._nodes[p]
+        assert isinstance(pv, ParentNode)
+        rng = treemath.subtree_leaves(c)
+        unmerged_c = {2 * u for u in pv.unmerged_leaves if u in rng}
+        res_c = set(self.resolution(c))
+        res_c.discard(d)
+        return unmerged_c == res_c
+
+    def parent_hash_valid(self, p: int) -> bool:
+        """Whether exactly one descendant chains to parent ``p`` (top-down check, section 7.9.2)."""
+        if self._nodes[p] is None:
+            return True
+        left, right = treemath.left(p), treemath.right(p)
+        found = 0
+        for c, s in ((left, right), (right, left)):
+            ph = self.compute_parent_hash(p, s)
+            for d in self.resolution(c):
+                if self._ph_valid_wrt(d, p, c, s, ph):
+                    found += 1
+        return found == 1
+
+    def verify_parent_hashes(self) -> None:
+        """Every non-blank parent node is parent-hash valid, else `TreeError` (section 7.9.2)."""
+        for p in range(1, len(self._nodes), 2):
+            if self._nodes[p] is not None and not self.parent_hash_valid(p):
+                raise TreeError(f"parent node {p} is not parent-hash valid")
+
+    # ------------------------------------------------------------------ validation
+
+    def verify_unmerged_leaves(self) -> None:
+        """Checks on ``unmerged_leaves`` done when joining (RFC 9420 section 12.4.3.1)."""
+        n = self.n_leaves
+        for p in range(1, len(self._nodes), 2):
+            v = self._nodes[p]
+            if v is None:
+                continue
+            assert isinstance(v, ParentNode)
+            rng = treemath.subtree_leaves(p)
+            prev = -1
+            for u in v.unmerged_leaves:
+                if u <= prev:
+                    raise TreeError(f"unmerged_leaves of node {p} are not sorted and unique")
+                prev = u
+                if u not in rng or u >= n:
+                    raise TreeError(f"unmerged leaf {u} of node {p} is not a descendant")
+                if self._nodes[2 * u] is None:
+                    raise TreeError(f"unmerged leaf {u} of node {p} is blank")
+                for q in treemath.direct_path(2 * u, n):
+                    if q == p:
+                        break
+                    qv = self._nodes[q]
+                    if qv is not None:
+                        assert isinstance(qv, ParentNode)
+                        if u not in qv.unmerged_leaves:
+                            raise TreeError(f"node {q} between leaf {u} and node {p} does not list it as unmerged")
+
+    def verify_key_uniqueness(self) -> None:
+        """Encryption keys unique across all nodes, signature keys across leaves (section 7.3)."""
+        enc: set[bytes] = set()
+        sig: set[bytes] = set()
+        for x, v in enumerate(self._nodes):
+            if v is None:
+                continue
+            if v.encryption_key in enc:
+                raise TreeError(f"encryption key of node {x} appears twice in the tree")
+            enc.add(v.encryption_key)
+            if isinstance(v, LeafNode):
+                if v.signature_key in sig:
+                    raise TreeError(f"signature key of leaf {x // 2} appears twice in the tree")
+                sig.add(v.signature_key)
+
+    def verify_leaf_signatures(self, group_id: bytes) -> None:
+        """Every leaf's signature verifies with ``group_id`` and its index (section 7.3)."""
+        for i, leaf in self.members():
+            verify_leaf_signature(self.suite, leaf, group_id, i)
+
+    def verify_integrity(self, group_id: bytes, tree_hash: bytes | None = None) -> None:
+        """The tree checks a joiner runs (RFC 9420 section 12.4.3.1), except credential
+        and capability policy (left to the caller): tree hash, parent hashes, leaf
+        signatures, unmerged leaves, key uniqueness."""
+        if tree_hash is not None and self.tree_hash() != tree_hash:
+            raise TreeError("tree hash of the ratchet tree does not match the group context")
+        if not any(True for _ in self.members()):
+            raise TreeError("ratchet tree has no members")
+        self.verify_unmerged_leaves()
+        self.verify_key_uniqueness()
+        self.verify_parent_hashes()
+        self.verify_leaf_signatures(group_id)
+
+    def encryption_keys(self) -> set[bytes]:
+        """Every HPKE public key present in the tree."""
+        return {v.encryption_key for v in self._nodes if v is not None}
+
+    def find_leaf(self, leaf: LeafNode) -> int | None:
+        """Index of a leaf equal to ``leaf`` (used by joiners), or None."""
+        for i, v in self.members():
+            if v == leaf:
+                return i
+        return None
+
+
+def apply_proposal(tree: RatchetTree, proposal: Proposal, sender: int) -> int | None:
+    """Apply one Add, Update or Remove to ``tree`` in place (RFC 9420 sections 12.1.1-12.1.3).
+
+    ``sender`` is the proposer's leaf index (used by Update).  Returns the new leaf index for
+    an Add, else None.  Other proposal types do not touch the tree and are ignored.  Raises
+    `ProposalError` (tree unchanged) for an Update from a blank leaf or a Remove of a blank leaf.
+    Proposal-list validation (section 12.2) and leaf node validation are the caller's job.
+    """
+    if isinstance(proposal, Add):
+        return tree.add_leaf(proposal.key_package.leaf_node)
+    if isinstance(proposal, Update):
+        if not 0 <= sender < tree.n_leaves or tree.leaf(sender) is None:
+            raise ProposalError(f"Update from blank or unknown leaf {sender}")
+        tree.update_leaf(sender, proposal.leaf_node)
+        return None
+    if isinstance(proposal, Remove):
+        if not 0 <= proposal.removed < tree.n_leaves or tree.leaf(proposal.removed) is None:
+            raise ProposalError(f"Remove of blank or unknown leaf {proposal.removed}")
+        tree.remove_leaf(proposal.removed)
+        return None
+    return None
