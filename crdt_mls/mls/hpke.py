@@ -34,6 +34,7 @@ from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument
 Rng = Callable[[int], bytes]
 
 _HPKE_V1 = b"HPKE-v1"
+_ZERO = {n: bytes(n) for n in (32, 48, 64)}
 
 # ----------------------------------------------------------------------------------- KDF
 
@@ -48,7 +49,7 @@ class Kdf:
 
     def extract(self, salt: bytes, ikm: bytes) -> bytes:
         """HKDF-Extract; an empty salt means ``Nh`` zero bytes (RFC 5869 section 2.2)."""
-        return hmac.digest(salt or bytes(self.nh), ikm, self.hash_name)
+        return hmac.digest(salt or _ZERO[self.nh], ikm, self.hash_name)
 
     def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """HKDF-Expand (RFC 5869 section 2.3)."""
@@ -134,8 +135,8 @@ class DhGroup(Protocol):
     def derive_private(self, kem: DhKem, ikm: bytes) -> bytes: ...
     def public_key(self, sk: bytes) -> bytes: ...
     def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]: ...
+    def static_dh(self, sk: bytes, pk: bytes) -> tuple[bytes, bytes]: ...
     def check_public(self, pk: bytes) -> None: ...
-    def dh(self, sk: bytes, pk: bytes) -> bytes: ...
 
 
 class _BadPoint(Exception):
@@ -166,16 +167,20 @@ class _X25519:
     def public_key(self, sk: bytes) -> bytes:
         if len(sk) != 32:
             raise _BadPrivate
-        return _x25519_base(sk)
+        return _nacl.crypto_scalarmult_base(sk)
 
     def check_public(self, pk: bytes) -> None:
         if len(pk) != 32:
             raise _BadPoint
 
     def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]:
-        """Fresh ephemeral key (never cached) -> (its public key, DH with ``pk``)."""
+        """Fresh ephemeral key -> (its public key, DH with ``pk``)."""
         sk = self.generate_private(rng)
         return _nacl.crypto_scalarmult_base(sk), self.dh(sk, pk)
+
+    def static_dh(self, sk: bytes, pk: bytes) -> tuple[bytes, bytes]:
+        """(DH(sk, pk), public key of sk) for Decap."""
+        return self.dh(sk, pk), self.public_key(sk)
 
     def dh(self, sk: bytes, pk: bytes) -> bytes:
         if len(sk) != 32:
@@ -186,11 +191,6 @@ class _X25519:
             return _nacl.crypto_scalarmult(sk, pk)
         except Exception:  # libsodium rejects an all-zero (low-order) result
             raise _BadPoint from None
-
-
-@lru_cache(maxsize=1024)
-def _x25519_base(sk: bytes) -> bytes:
-    return _nacl.crypto_scalarmult_base(sk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,24 +217,20 @@ class _X448:
         _x448_public(pk)
 
     def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]:
-        """Fresh ephemeral key (never cached) -> (its public key, DH with ``pk``)."""
-        priv = x448.X448PrivateKey.from_private_bytes(self.generate_private(rng))
-        pub = _x448_public(pk)
-        try:
-            return priv.public_key().public_bytes_raw(), priv.exchange(pub)
-        except ValueError:
-            raise _BadPoint from None
+        """Fresh ephemeral key -> (its public key, DH with ``pk``)."""
+        dh, enc = self.static_dh(self.generate_private(rng), pk)
+        return enc, dh
 
-    def dh(self, sk: bytes, pk: bytes) -> bytes:
+    def static_dh(self, sk: bytes, pk: bytes) -> tuple[bytes, bytes]:
+        """(DH(sk, pk), public key of sk) for Decap."""
         priv = _x448_private(sk)
         pub = _x448_public(pk)
         try:
-            return priv.exchange(pub)
+            return priv.exchange(pub), priv.public_key().public_bytes_raw()
         except ValueError:
             raise _BadPoint from None
 
 
-@lru_cache(maxsize=256)
 def _x448_private(sk: bytes) -> x448.X448PrivateKey:
     if len(sk) != 56:
         raise _BadPrivate
@@ -294,25 +290,21 @@ class _NistCurve:
         _ec_public(self.curve, self.npk, pk)
 
     def ephemeral_dh(self, rng: Rng, pk: bytes) -> tuple[bytes, bytes]:
-        """Fresh ephemeral key (never cached) -> (its public key, DH with ``pk``)."""
-        priv = ec.derive_private_key(int.from_bytes(self.generate_private(rng), "big"), self.curve)
-        pub = _ec_public(self.curve, self.npk, pk)
-        enc = priv.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-        try:
-            return enc, priv.exchange(ec.ECDH(), pub)
-        except ValueError:
-            raise _BadPoint from None
+        """Fresh ephemeral key -> (its public key, DH with ``pk``)."""
+        dh, enc = self.static_dh(self.generate_private(rng), pk)
+        return enc, dh
 
-    def dh(self, sk: bytes, pk: bytes) -> bytes:
+    def static_dh(self, sk: bytes, pk: bytes) -> tuple[bytes, bytes]:
+        """(DH(sk, pk), public key of sk) for Decap; the private key is parsed once."""
         priv = _ec_private(self.curve, self.nsk, sk)
         pub = _ec_public(self.curve, self.npk, pk)
+        own = priv.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
         try:
-            return priv.exchange(ec.ECDH(), pub)
+            return priv.exchange(ec.ECDH(), pub), own
         except ValueError:
             raise _BadPoint from None
 
 
-@lru_cache(maxsize=256)
 def _ec_private(curve: ec.EllipticCurve, nsk: int, sk: bytes) -> ec.EllipticCurvePrivateKey:
     if len(sk) != nsk:
         raise _BadPrivate
@@ -332,8 +324,13 @@ def _ec_public(curve: ec.EllipticCurve, npk: int, pk: bytes) -> ec.EllipticCurve
         raise _BadPoint from None
 
 
+@lru_cache(maxsize=256)
 def ec_private_key(curve: ec.EllipticCurve, nsk: int, sk: bytes) -> ec.EllipticCurvePrivateKey:
-    """Parsed (cached) P-curve private key from a big-endian scalar; `InvalidArgument` if bad."""
+    """Parsed P-curve private key from a big-endian scalar; `InvalidArgument` if bad.
+
+    Cached: meant for long-lived signature keys only (HPKE keys are never cached, so that
+    deleting them keeps forward secrecy; see `crdt_mls.mls.suites.clear_key_caches`).
+    """
     try:
         return _ec_private(curve, nsk, sk)
     except _BadPrivate:
@@ -418,13 +415,12 @@ class DhKem:
 
     def decap(self, enc: bytes, sk_r: bytes) -> bytes:
         """Decap -> shared_secret; `DecryptionError` for a malformed ``enc``."""
-        pk_r = self.public_key(sk_r)
         try:
-            dh = self.group.dh(sk_r, enc)
+            dh, pk_r = self.group.static_dh(sk_r, enc)
         except _BadPoint:
             raise DecryptionError(f"malformed HPKE encapsulation ({len(enc)} bytes)") from None
-        except _BadPrivate:  # pragma: no cover - public_key() already checked
-            raise InvalidArgument("malformed HPKE private key") from None
+        except _BadPrivate:
+            raise InvalidArgument(f"malformed HPKE private key ({len(sk_r)} bytes)") from None
         return self._extract_and_expand(dh, enc + pk_r)
 
 
@@ -510,6 +506,13 @@ __all__ = [
     "DhKem",
     "Hpke",
     "Kdf",
+    "clear_public_key_caches",
     "ec_private_key",
     "ec_public_key",
 ]
+
+
+def clear_public_key_caches() -> None:
+    """Drop the caches of parsed public keys."""
+    _x448_public.cache_clear()
+    _ec_public.cache_clear()

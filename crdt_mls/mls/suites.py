@@ -246,7 +246,7 @@ class CipherSuite:
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         """HKDF-Extract with the suite hash."""
-        return hmac.digest(salt or bytes(self.hash_length), ikm, self.hash_name)
+        return self._hpke.kdf.extract(salt, ikm)
 
     def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """HKDF-Expand with the suite hash."""
@@ -254,6 +254,8 @@ class CipherSuite:
 
     def expand_with_label(self, secret: bytes, label: str, context: bytes, length: int) -> bytes:
         """ExpandWithLabel (RFC 9420 section 5.1): KDF.Expand(secret, KDFLabel, length)."""
+        if not 0 <= length <= 0xFFFF:
+            raise InvalidArgument(f"ExpandWithLabel length {length} is not a uint16")
         info = length.to_bytes(2, "big") + _vec(_MLS_PREFIX + label.encode()) + _vec(context)
         return self._hpke.kdf.expand(secret, info, length)
 
@@ -407,6 +409,21 @@ _ECDSA_P256 = _Ecdsa(0x0403, ec.SECP256R1(), hashes.SHA256(), 32, 65, _P256_ORDE
 _ECDSA_P384 = _Ecdsa(0x0503, ec.SECP384R1(), hashes.SHA384(), 48, 97, _P384_ORDER)
 _ECDSA_P521 = _Ecdsa(0x0603, ec.SECP521R1(), hashes.SHA512(), 66, 133, _P521_ORDER)
 
+
+def clear_key_caches() -> None:
+    """Drop every cached parsed key (signature private keys included).
+
+    Signature private keys are cached by value to make `sign` fast; call this after
+    deleting a signature key if it must not stay in process memory.  HPKE private keys
+    are never cached (forward secrecy relies on deleting them, RFC 9420 section 16.6).
+    """
+    _ed25519_expand.cache_clear()
+    _ed448_private.cache_clear()
+    _ed448_public.cache_clear()
+    _hpke.ec_private_key.cache_clear()
+    _hpke.clear_public_key_caches()
+
+
 _SUITES: dict[int, CipherSuite] = {
     s.suite_id: s
     for s in (
@@ -488,4 +505,4 @@ def get_cipher_suite(suite_id: int) -> CipherSuite:
         raise UnsupportedError(f"cipher suite {suite_id!r} is not supported") from None
 
 
-__all__ = ["SUPPORTED_SUITES", "CipherSuite", "get_cipher_suite"]
+__all__ = ["SUPPORTED_SUITES", "CipherSuite", "clear_key_caches", "get_cipher_suite"]

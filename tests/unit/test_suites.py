@@ -459,3 +459,47 @@ def test_repr_leaks_nothing(suite_id: int) -> None:
         cs.sign(ssk[:-1], b"m")
     except InvalidArgument as e:
         assert ssk[:-1].hex() not in str(e)
+
+
+# ---------------------------------------------------------------------------------- misc
+
+
+@SUITES
+def test_clear_key_caches(suite_id: int) -> None:
+    from crdt_mls.mls.suites import clear_key_caches
+
+    cs = cs_of(suite_id)
+    sk, pk = cs.generate_signature_key_pair(seeded(b"cache"))
+    sig = cs.sign(sk, b"m")
+    clear_key_caches()
+    cs.verify(pk, b"m", sig)
+    cs.verify(pk, b"m", cs.sign(sk, b"m"))
+
+
+def test_expand_with_label_length_is_uint16() -> None:
+    cs = cs_of(1)
+    with pytest.raises(InvalidArgument):
+        cs.expand_with_label(bytes(32), "x", b"", 1 << 16)
+    with pytest.raises(InvalidArgument):
+        cs.expand_with_label(bytes(32), "x", b"", -1)
+
+
+@SUITES
+def test_hpke_open_malformed_private_key(suite_id: int) -> None:
+    cs = cs_of(suite_id)
+    _, pk = cs.generate_hpke_key_pair(seeded(b"p"))
+    enc, ct = cs.hpke_seal(pk, b"", b"", b"x")
+    with pytest.raises(InvalidArgument):
+        cs.hpke_open(b"\x01" * (cs.hpke_private_key_length + 1), enc, b"", b"", ct)
+
+
+@SUITES
+def test_bytearray_and_memoryview_inputs(suite_id: int) -> None:
+    cs = cs_of(suite_id)
+    sk, pk = cs.generate_signature_key_pair(seeded(b"ba"))
+    # The annotations say bytes; buffers from a decoder must still work at run time.
+    sig = cs.sign_with_label(bytearray(sk), "L", b"c")  # type: ignore[arg-type]
+    cs.verify_with_label(memoryview(pk), "L", b"c", sig)  # type: ignore[arg-type]
+    hsk, hpk = cs.generate_hpke_key_pair(seeded(b"bb"))
+    enc, ct = cs.encrypt_with_label(bytearray(hpk), "L", b"c", b"p")  # type: ignore[arg-type]
+    assert cs.decrypt_with_label(memoryview(hsk), "L", b"c", bytearray(enc), ct) == b"p"  # type: ignore[arg-type]
