@@ -38,6 +38,7 @@ from crdt_mls.mls.messages import (
     PrivateContentAAD,
     PrivateMessage,
     PrivateMessageContent,
+    ProposalType,
     PublicMessage,
     Sender,
     SenderData,
@@ -53,6 +54,7 @@ from crdt_mls.mls.suites import CipherSuite
 __all__ = [
     "SignatureKey",
     "authenticate",
+    "check_sender_content",
     "membership_tag",
     "protect_private",
     "protect_public",
@@ -141,6 +143,27 @@ def membership_tag(
     return suite.mac(membership_key, authenticated_content_tbm(auth_content, context))
 
 
+def check_sender_content(content: FramedContent, wire_format: WireFormat) -> None:
+    """Sender type / content type / wire format rules (RFC 9420 sections 6, 6.1, 6.3.2).
+
+    External and new-member-proposal senders may only send proposals (the latter only Add),
+    new-member-commit senders only commits, application data only as PrivateMessage and
+    PrivateMessages only from members.  Raises `ProtocolError`.
+    """
+    st = content.sender.sender_type
+    ct = content.content_type
+    if st in (SenderType.EXTERNAL, SenderType.NEW_MEMBER_PROPOSAL) and ct != ContentType.PROPOSAL:
+        raise ProtocolError(f"{st.name.lower()} sender can only send proposals, not {ct.name.lower()}")
+    if st == SenderType.NEW_MEMBER_PROPOSAL and getattr(content.content, "proposal_type", None) != ProposalType.ADD:
+        raise ProtocolError("new_member_proposal sender can only propose Add")
+    if st == SenderType.NEW_MEMBER_COMMIT and ct != ContentType.COMMIT:
+        raise ProtocolError(f"new_member_commit sender can only send commits, not {ct.name.lower()}")
+    if wire_format == WireFormat.MLS_PUBLIC_MESSAGE and ct == ContentType.APPLICATION:
+        raise ProtocolError("application data must be sent as PrivateMessage")
+    if wire_format == WireFormat.MLS_PRIVATE_MESSAGE and st != SenderType.MEMBER:
+        raise ProtocolError("only members can send PrivateMessages")
+
+
 def _check_group(group_id: bytes, epoch: int, context: GroupContext) -> None:
     if group_id != context.group_id:
         raise WrongGroupError("message is for another group")
@@ -164,6 +187,10 @@ def protect_public(
     if auth_content.wire_format != WireFormat.MLS_PUBLIC_MESSAGE:
         raise InvalidArgument("content was signed for another wire format than PublicMessage")
     auth_content.auth.check(auth_content.content.content_type)
+    try:
+        check_sender_content(auth_content.content, WireFormat.MLS_PUBLIC_MESSAGE)
+    except ProtocolError as exc:
+        raise InvalidArgument(str(exc)) from None
     tag: bytes | None = None
     if auth_content.content.sender.sender_type == SenderType.MEMBER:
         if membership_key is None:
@@ -185,6 +212,7 @@ def unprotect_public(
     """
     content = message.content
     _check_group(content.group_id, content.epoch, context)
+    check_sender_content(content, WireFormat.MLS_PUBLIC_MESSAGE)
     auth_content = AuthenticatedContent(WireFormat.MLS_PUBLIC_MESSAGE, content, message.auth)
     if content.sender.sender_type == SenderType.MEMBER:
         if membership_key is None:

@@ -11,6 +11,8 @@ Everything here is deterministic and sans-I/O; secrets never appear in ``repr``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ __all__ = [
     "expand_with_label_bytes",
     "group_context_bytes",
     "mls_exporter",
+    "new_group_epoch_secrets",
     "welcome_key_nonce",
 ]
 
@@ -137,12 +140,9 @@ class EpochSecrets:
         return codec.decode(cls, data)
 
 
-def _from_joiner(suite: CipherSuite, joiner_secret: bytes, psk_secret: bytes, context: bytes) -> EpochSecrets:
-    nh = suite.hash_length
-    member_secret = suite.kdf_extract(joiner_secret, psk_secret)
-    welcome_secret = suite.derive_secret(member_secret, "welcome")
-    epoch_secret = suite.expand_with_label(member_secret, "epoch", context, nh)
-
+def _from_epoch_secret(
+    suite: CipherSuite, epoch_secret: bytes, joiner_secret: bytes, welcome_secret: bytes
+) -> EpochSecrets:
     def d(label: str) -> bytes:
         return suite.derive_secret(epoch_secret, label)
 
@@ -161,6 +161,14 @@ def _from_joiner(suite: CipherSuite, joiner_secret: bytes, psk_secret: bytes, co
         epoch_authenticator=d("authentication"),
         init_secret=d("init"),
     )
+
+
+def _from_joiner(suite: CipherSuite, joiner_secret: bytes, psk_secret: bytes, context: bytes) -> EpochSecrets:
+    nh = suite.hash_length
+    member_secret = suite.kdf_extract(joiner_secret, psk_secret)
+    welcome_secret = suite.derive_secret(member_secret, "welcome")
+    epoch_secret = suite.expand_with_label(member_secret, "epoch", context, nh)
+    return _from_epoch_secret(suite, epoch_secret, joiner_secret, welcome_secret)
 
 
 def epoch_secrets_from_joiner(
@@ -217,3 +225,12 @@ def welcome_key_nonce(suite: CipherSuite, welcome_secret: bytes) -> tuple[bytes,
     key = suite.expand_with_label(welcome_secret, "key", b"", suite.aead_key_length)
     nonce = suite.expand_with_label(welcome_secret, "nonce", b"", suite.aead_nonce_length)
     return key, nonce
+
+
+def new_group_epoch_secrets(suite: CipherSuite, rng: Callable[[int], bytes] = os.urandom) -> EpochSecrets:
+    """Epoch 0 of a new group (RFC 9420 section 11): the epoch secret is a fresh random value
+    of ``KDF.Nh`` bytes; there is no joiner or welcome secret (both are empty)."""
+    epoch_secret = rng(suite.hash_length)
+    if len(epoch_secret) != suite.hash_length:
+        raise InvalidArgument("rng returned the wrong number of bytes")
+    return _from_epoch_secret(suite, epoch_secret, b"", b"")

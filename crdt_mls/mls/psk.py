@@ -8,13 +8,15 @@ The PreSharedKeyID struct itself lives in `crdt_mls.mls.messages`; anything with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from crdt_mls.errors import InvalidArgument
+from crdt_mls.errors import InvalidArgument, ProposalError
+from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Encodable, Writer
+from crdt_mls.mls.messages import PreSharedKeyID, PSKType
 from crdt_mls.mls.suites import CipherSuite
 
-__all__ = ["MAX_PSKS", "compute_psk_secret", "psk_label"]
+__all__ = ["MAX_PSKS", "compute_psk_secret", "psk_label", "resolve_psks"]
 
 #: PSKLabel.count is a uint16.
 MAX_PSKS = 0xFFFF
@@ -46,3 +48,40 @@ def compute_psk_secret(suite: CipherSuite, psks: Sequence[tuple[Encodable, bytes
         psk_input = suite.expand_with_label(extracted, "derived psk", psk_label(psk_id, index, count), nh)
         secret = suite.kdf_extract(psk_input, secret)
     return secret
+
+
+def resolve_psks(
+    suite: CipherSuite,
+    psk_ids: Sequence[PreSharedKeyID],
+    external_psks: Mapping[bytes, bytes],
+    resumption_psk: Callable[[bytes, int], bytes | None],
+) -> list[tuple[PreSharedKeyID, bytes]]:
+    """Look up the PSK value of each PreSharedKeyID, in order (RFC 9420 sections 8.4, 12.2).
+
+    ``external_psks`` maps ``psk_id`` to the PSK; ``resumption_psk(group_id, epoch)``
+    returns that epoch's ``resumption_psk`` or ``None`` if it is not (or no longer) known.
+    Raises `ProposalError` for a ``psk_nonce`` not of length ``KDF.Nh``, a repeated
+    PreSharedKeyID or an unknown PSK.  The result feeds `compute_psk_secret`.
+    """
+    if len(psk_ids) > MAX_PSKS:
+        raise ProposalError(f"{len(psk_ids)} PSKs exceed the maximum of {MAX_PSKS}")
+    seen: set[bytes] = set()
+    out: list[tuple[PreSharedKeyID, bytes]] = []
+    for i, pid in enumerate(psk_ids):
+        if len(pid.psk_nonce) != suite.hash_length:
+            raise ProposalError(f"PSK {i}: psk_nonce is {len(pid.psk_nonce)} bytes, expected {suite.hash_length}")
+        encoded = codec.encode(pid)
+        if encoded in seen:
+            raise ProposalError(f"PSK {i}: the same PreSharedKeyID appears twice")
+        seen.add(encoded)
+        psk: bytes | None
+        if pid.psktype == PSKType.EXTERNAL and pid.psk_id is not None:
+            psk = external_psks.get(pid.psk_id)
+        elif pid.psktype == PSKType.RESUMPTION and pid.psk_group_id is not None and pid.psk_epoch is not None:
+            psk = resumption_psk(pid.psk_group_id, pid.psk_epoch)
+        else:
+            raise ProposalError(f"PSK {i}: malformed PreSharedKeyID")
+        if psk is None:
+            raise ProposalError(f"PSK {i}: unknown {pid.psktype.name.lower()} PSK")
+        out.append((pid, psk))
+    return out

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from crdt_mls.errors import InvalidArgument, InvalidState, ProtocolError, ReplayError
+from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, ProtocolError, ReplayError
 from crdt_mls.mls import codec, treemath
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
@@ -313,12 +313,18 @@ class SecretTree:
 
         def ratchet(rd: Reader) -> tuple[tuple[int, int], _Ratchet]:
             leaf = rd.u32()
-            rtype = int(RatchetType(rd.u8()))
+            raw_type = rd.u8()
+            if raw_type not in (RatchetType.HANDSHAKE, RatchetType.APPLICATION):
+                raise DecodeError(f"invalid ratchet type {raw_type}")
             gen = rd.u64()
             secret = rd.opaque()
             skipped = dict(rd.vector(skip))
-            return (leaf, rtype), _Ratchet(gen, secret, skipped)
+            if gen > _MAX_GENERATION + 1 or leaf >= n_leaves:
+                raise DecodeError("secret tree snapshot has an out-of-range ratchet")
+            return (leaf, raw_type), _Ratchet(gen, secret, skipped)
 
+        if not 1 <= n_leaves <= 1 << 31:
+            raise DecodeError(f"secret tree snapshot has an invalid leaf count {n_leaves}")
         tree = cls.__new__(cls)
         tree._suite = suite
         tree._n_leaves = n_leaves

@@ -77,6 +77,13 @@ class TranscriptHashes:
     confirmed: bytes = b""
     interim: bytes = b""
 
+    @classmethod
+    def for_new_group(cls, suite: CipherSuite, confirmation_key: bytes) -> TranscriptHashes:
+        """Epoch 0 (RFC 9420 section 11): empty confirmed hash, interim hash over the
+        confirmation tag of the empty confirmed hash."""
+        tag = confirmation_tag(suite, confirmation_key, b"")
+        return cls(b"", interim_transcript_hash(suite, b"", tag))
+
     def after_commit(self, suite: CipherSuite, authenticated_content: Any) -> TranscriptHashes:
         """The hashes of the epoch started by ``authenticated_content`` (a Commit with its confirmation tag)."""
         tag = authenticated_content.auth.confirmation_tag
