@@ -248,24 +248,28 @@ class SyncSession:
                 raise DecodeError("block links to itself")
             pending[cid] = (block, links)
             pending_bytes += len(block)
-        if len(pending) > self.max_pending or pending_bytes > self.max_pending_bytes:
+        ready, remaining = self._plan_flush(pending)
+        left_bytes = sum(len(pending[c][0]) for c in remaining)
+        if len(remaining) > self.max_pending or left_bytes > self.max_pending_bytes:
             raise OversizeError(
-                f"sync: {len(pending)} blocks / {pending_bytes} bytes would wait for their links "
+                f"sync: {len(remaining)} blocks / {left_bytes} bytes would wait for their links "
                 f"(limits {self.max_pending} / {self.max_pending_bytes})"
             )
-        added = self._flush(pending)
-        self._pending = pending
-        self._pending_bytes = sum(len(b) for b, _ in pending.values())
+        if ready:
+            view.add(ready)
+        self._pending = {c: pending[c] for c in remaining}
+        self._pending_bytes = left_bytes
         self._take_state(msg)
-        return added
+        return [c for c, _, _ in ready]
 
-    def _flush(self, pending: dict[bytes, tuple[bytes, tuple[bytes, ...]]]) -> list[bytes]:
-        """Move every pending block whose links are held into the store (parents first)."""
+    def _plan_flush(
+        self, pending: dict[bytes, tuple[bytes, tuple[bytes, ...]]]
+    ) -> tuple[list[tuple[bytes, bytes, tuple[bytes, ...]]], set[bytes]]:
+        """Which pending blocks can enter the store now (parents first), and which must wait."""
         if not pending:
-            return []
+            return [], set()
         view = self.view
         ready: list[tuple[bytes, bytes, tuple[bytes, ...]]] = []
-        placed: set[bytes] = set()
         # Kahn's algorithm over the pending blocks.
         waiting_on: dict[bytes, int] = {}
         children: dict[bytes, list[bytes]] = {}
@@ -282,25 +286,18 @@ class SyncSession:
             if n == 0:
                 queue.append(cid)
             waiting_on[cid] = n
-        blocked = {c for c, n in waiting_on.items() if n < 0}
-        queue.sort()
+        queue.sort(reverse=True)
         while queue:
             cid = queue.pop()
-            placed.add(cid)
             block, links = pending[cid]
             ready.append((cid, block, links))
             for child in children.get(cid, ()):
-                if child in blocked:
-                    continue
-                waiting_on[child] -= 1
-                if waiting_on[child] == 0:
-                    queue.append(child)
-        if not ready:
-            return []
-        view.add(ready)
-        for cid in placed:
-            del pending[cid]
-        return [c for c, _, _ in ready]
+                if waiting_on[child] > 0:
+                    waiting_on[child] -= 1
+                    if waiting_on[child] == 0:
+                        queue.append(child)
+        placed = {c for c, _, _ in ready}
+        return ready, {c for c in pending if c not in placed}
 
     def _take_state(self, msg: SyncMessage) -> None:
         if msg.session == self._peer_id:
@@ -340,8 +337,11 @@ class SyncSession:
         """The next message for the peer, or ``None`` if there is nothing to say."""
         view = self.view
         if self._pending:
-            self._flush(self._pending)
-            self._pending_bytes = sum(len(b) for b, _ in self._pending.values())
+            ready, remaining = self._plan_flush(self._pending)
+            if ready:
+                view.add(ready)
+                self._pending = {c: self._pending[c] for c in remaining}
+                self._pending_bytes = sum(len(b) for b, _ in self._pending.values())
         self._update_since()
         heads = view.heads()
         need = self._need()
@@ -377,10 +377,12 @@ class SyncSession:
                 taken += 1
             del self._outbox[:taken]
 
-        # The peer needs our summary only if it has blocks we lack (else we push an exact diff).
+        # The peer needs our summary only if each side has blocks the other lacks: if we hold
+        # all its heads we push an exact diff, and if it holds all ours it pushes one (it
+        # says it lacks something of ours by asking for it).
         lacking = self._their_heads is not None and not all(view.has(c) for c in self._their_heads)
         have_key = (heads, self._since)
-        have_needed = lacking and have_key != self._have_key
+        have_needed = lacking and bool(self._their_need) and have_key != self._have_key
         heads_changed = heads != self._last_sent_heads
         need_changed = bool(need) and need != self._last_sent_need
         if not (heads_changed or blocks or need_changed or have_needed):
