@@ -18,6 +18,7 @@ from crdt_mls.errors import DecodeError, IntegrityError, InvalidArgument
 __all__ = [
     "CODEC_DAG_CBOR",
     "CODEC_RAW",
+    "DAG_CBOR_SHA256_PREFIX",
     "HASH_SHA2_256",
     "MAX_CID_LEN",
     "CidParts",
@@ -36,7 +37,7 @@ CODEC_RAW = 0x55
 HASH_SHA2_256 = 0x12
 MAX_CID_LEN = 128  #: longest binary CID accepted (sha2-512 CIDs are 68 bytes)
 
-_PREFIX_DAG_CBOR_SHA256 = bytes([0x01, CODEC_DAG_CBOR, HASH_SHA2_256, 32])
+DAG_CBOR_SHA256_PREFIX = bytes([0x01, CODEC_DAG_CBOR, HASH_SHA2_256, 32])
 _PREFIX_RAW_SHA256 = bytes([0x01, CODEC_RAW, HASH_SHA2_256, 32])
 
 
@@ -51,7 +52,7 @@ class CidParts:
 
 def cid_for_block(data: bytes) -> bytes:
     """Return the binary CIDv1 (dag-cbor, sha2-256) of an encoded DAG-CBOR block."""
-    return _PREFIX_DAG_CBOR_SHA256 + hashlib.sha256(data).digest()
+    return DAG_CBOR_SHA256_PREFIX + hashlib.sha256(data).digest()
 
 
 def cid_for_raw(data: bytes) -> bytes:
@@ -85,7 +86,7 @@ def parse_cid(cid: bytes) -> CidParts:
     if not isinstance(cid, (bytes, bytearray, memoryview)):
         raise DecodeError(f"CID must be bytes, not {type(cid).__name__}")
     cid = bytes(cid)
-    if len(cid) == 36 and cid[:4] == _PREFIX_DAG_CBOR_SHA256:  # fast path
+    if len(cid) == 36 and cid[:4] == DAG_CBOR_SHA256_PREFIX:  # fast path
         return CidParts(CODEC_DAG_CBOR, HASH_SHA2_256, cid[4:])
     if len(cid) > MAX_CID_LEN:
         raise DecodeError(f"CID too long: {len(cid)} bytes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dag_cbor
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiformats import CID, multihash
 
@@ -24,6 +24,7 @@ from crdt_mls.dag.cid import (
 from crdt_mls.errors import DecodeError, IntegrityError, InvalidArgument
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=512))
 def test_cid_matches_multiformats(data: bytes) -> None:
     ref = CID("base32", 1, "dag-cbor", multihash.digest(data, "sha2-256"))
