@@ -1,0 +1,368 @@
+"""The active Group API (crdt_mls.mls.group): groups of 2-20 members add, remove, update,
+commit and exchange application messages; every member reaches the same epoch
+authenticator in each epoch; removed members cannot read later messages; bad input raises
+typed errors and leaves the state unchanged (RFC 9420 sections 6, 11, 12)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from crdt_mls.errors import (
+    DecodeError,
+    InvalidState,
+    MembershipTagError,
+    ProposalError,
+    RemoteInputError,
+    ReplayError,
+    SignatureError,
+    WrongEpochError,
+    WrongGroupError,
+)
+from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group, KeyPackagePrivate, ProposalReceived
+from crdt_mls.mls.messages import MLSMessage, PreSharedKey, PreSharedKeyID, PublicMessage
+from crdt_mls.mls.welcome import make_key_package
+
+
+def det_rng(seed: str) -> Callable[[int], bytes]:
+    """Deterministic randomness for reproducible tests."""
+    state = {"n": 0}
+
+    def rng(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            state["n"] += 1
+            out += hashlib.sha256(f"{seed}/{state['n']}".encode()).digest()
+        return out[:n]
+
+    return rng
+
+
+class Harness:
+    """A set of members in one linear group; every message is delivered to everybody else."""
+
+    def __init__(self, suite: int = 1, seed: str = "h") -> None:
+        self.suite = suite
+        self.rng = det_rng(seed)
+        self.members: dict[str, Group] = {"m0": Group.create(suite, b"m0", group_id=b"group-1", rng=self.rng)}
+        self.counter = 1
+
+    def new_kp(self, name: str) -> KeyPackagePrivate:
+        return make_key_package(self.suite, name.encode(), rng=self.rng)
+
+    def deliver(self, sender: str, message: bytes, skip: tuple[str, ...] = ()) -> None:
+        for name, g in list(self.members.items()):
+            if name == sender or name in skip or not g.active:
+                continue
+            new, _ = g.process(message)
+            self.members[name] = new
+
+    def add(self, committer: str, count: int) -> list[str]:
+        kps = {}
+        for _ in range(count):
+            name = f"m{self.counter}"
+            self.counter += 1
+            kps[name] = self.new_kp(name)
+        g = self.members[committer]
+        commit, welcome, g2 = g.commit(add=[kp.public_message() for kp in kps.values()], rng=self.rng)
+        assert welcome is not None
+        self.members[committer] = g2
+        self.deliver(committer, commit, skip=tuple(kps))
+        for name, kp in kps.items():
+            self.members[name] = Group.join_from_welcome(welcome, kp)
+        return list(kps)
+
+    def leaf(self, name: str) -> int:
+        return self.members[name].own_leaf
+
+    def check_agreement(self) -> None:
+        active = [g for g in self.members.values() if g.active]
+        auths = {g.epoch_authenticator for g in active}
+        epochs = {g.epoch for g in active}
+        assert len(auths) == 1, "members disagree on the epoch authenticator"
+        assert len(epochs) == 1
+        trees = {g.tree.tree_hash() for g in active}
+        assert len(trees) == 1
+        exports = {g.export_secret("test", b"ctx", 32) for g in active}
+        assert len(exports) == 1
+
+
+@pytest.mark.parametrize("suite", [1, 2, 3, 5, 7])
+def test_two_members_all_suites(suite: int) -> None:
+    h = Harness(suite, seed=f"s{suite}")
+    h.add("m0", 1)
+    h.check_agreement()
+    msg, h.members["m0"] = h.members["m0"].protect_application(b"hello")
+    data, h.members["m1"] = h.members["m1"].unprotect(msg)
+    assert data == b"hello"
+    msg, h.members["m1"] = h.members["m1"].protect_application(b"back", authenticated_data=b"ad")
+    g, ev = h.members["m0"].process(msg)
+    assert (
+        isinstance(ev, ApplicationMessage) and ev.data == b"back" and ev.sender == 1 and ev.authenticated_data == b"ad"
+    )
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, 8, 13, 20])
+def test_grow_update_remove_and_talk(size: int) -> None:
+    h = Harness(seed=f"size{size}")
+    rnd = random.Random(size)
+    # grow in batches from several committers
+    while len(h.members) < size:
+        committer = rnd.choice(sorted(h.members))
+        h.add(committer, min(rnd.randint(1, 4), size - len(h.members)))
+        h.check_agreement()
+    assert all(len(g.members()) == size for g in h.members.values())
+    # everyone sends one application message that everybody else reads
+    for name in sorted(h.members):
+        msg, h.members[name] = h.members[name].protect_application(name.encode())
+        for other in sorted(h.members):
+            if other != name:
+                data, h.members[other] = h.members[other].unprotect(msg)
+                assert data == name.encode()
+    # a member proposes an update, another commits it
+    names = sorted(h.members)
+    updater, committer = names[-1], names[0]
+    prop, h.members[updater] = h.members[updater].propose_update(rng=h.rng)
+    h.deliver(updater, prop)
+    commit, welcome, h.members[committer] = h.members[committer].commit(rng=h.rng)
+    assert welcome is None
+    h.deliver(committer, commit)
+    h.check_agreement()
+    # an empty (path-only) commit from the updater
+    commit, _, h.members[updater] = h.members[updater].commit(rng=h.rng)
+    h.deliver(updater, commit)
+    h.check_agreement()
+    # remove a member; it can no longer read messages
+    victim = names[len(names) // 2] if size > 2 else names[1]
+    remover = names[0] if victim != names[0] else names[1]
+    old_victim = h.members[victim]
+    commit, _, h.members[remover] = h.members[remover].commit(remove=[h.leaf(victim)], rng=h.rng)
+    h.deliver(remover, commit)
+    removed_state = h.members.pop(victim)
+    assert not removed_state.active
+    with pytest.raises(InvalidState):
+        removed_state.protect_application(b"x")
+    h.check_agreement()
+    msg, h.members[remover] = h.members[remover].protect_application(b"secret after removal")
+    with pytest.raises(WrongEpochError):
+        old_victim.process(msg)
+    with pytest.raises(InvalidState):
+        removed_state.process(msg)
+    for other in h.members:
+        if other != remover:
+            data, h.members[other] = h.members[other].unprotect(msg)
+            assert data == b"secret after removal"
+
+
+def test_proposals_by_reference_from_several_members_and_private_handshake() -> None:
+    h = Harness(seed="refs")
+    h.add("m0", 4)
+    kp = h.new_kp("late")
+    p1, h.members["m1"] = h.members["m1"].propose_add(kp.public_message(), private=True)
+    h.deliver("m1", p1)
+    p2, h.members["m2"] = h.members["m2"].propose_remove(h.leaf("m3"))
+    h.deliver("m2", p2)
+    p3, h.members["m4"] = h.members["m4"].propose_update(private=True, rng=h.rng)
+    h.deliver("m4", p3)
+    commit, welcome, h.members["m0"] = h.members["m0"].commit(private=True, rng=h.rng)
+    assert welcome is not None
+    h.deliver("m0", commit)
+    h.members.pop("m3")
+    h.members["late"] = Group.join_from_welcome(welcome, kp)
+    h.check_agreement()
+    assert len(h.members["late"].members()) == 5
+
+
+def test_welcome_without_tree_needs_tree() -> None:
+    h = Harness(seed="notree")
+    kp = h.new_kp("x")
+    _, welcome, g = h.members["m0"].commit(add=[kp.public_message()], ratchet_tree_in_welcome=False, rng=h.rng)
+    assert welcome is not None
+    with pytest.raises(RemoteInputError):
+        Group.join_from_welcome(welcome, kp)
+    joined = Group.join_from_welcome(welcome, kp, ratchet_tree=g.tree.encode())
+    assert joined.epoch_authenticator == g.epoch_authenticator
+
+
+def test_external_join_and_resync() -> None:
+    h = Harness(seed="ext")
+    h.add("m0", 2)
+    gi = h.members["m1"].group_info()
+    commit, joiner = Group.join_external(gi, b"outsider", rng=h.rng)
+    h.deliver("nobody", commit)
+    h.members["outsider"] = joiner
+    h.check_agreement()
+    # the outsider talks to the group
+    msg, h.members["outsider"] = h.members["outsider"].protect_application(b"hi from outside")
+    data, h.members["m0"] = h.members["m0"].unprotect(msg)
+    assert data == b"hi from outside"
+    # resync: m2 rejoins externally, removing its old leaf
+    gi = h.members["m0"].group_info(with_tree=False)
+    old = h.members.pop("m2")
+    commit, again = Group.join_external(
+        gi,
+        b"m2",
+        signature_priv=old.signature_priv,
+        ratchet_tree=h.members["m0"].tree.encode(),
+        remove_leaf=old.own_leaf,
+        rng=h.rng,
+    )
+    h.deliver("nobody", commit)
+    h.members["m2"] = again
+    h.check_agreement()
+
+
+def test_external_psk_proposal() -> None:
+    h = Harness(seed="psk")
+    h.add("m0", 2)
+    for name in h.members:
+        h.members[name] = h.members[name].with_external_psk(b"psk-id", b"psk-value")
+    psk = PreSharedKeyID.external(b"psk-id", bytes(32))
+    commit, _, h.members["m0"] = h.members["m0"].commit([PreSharedKey(psk)], rng=h.rng)
+    h.deliver("m0", commit)
+    h.check_agreement()
+    # a member without the PSK cannot process such a commit
+    commit, _, _ = h.members["m1"].commit([PreSharedKey(PreSharedKeyID.external(b"psk-id", bytes(31) + b"\x01"))])
+    stranger = replace(h.members["m2"], external_psks=())
+    with pytest.raises(ProposalError):
+        stranger.process(commit)
+
+
+def test_snapshot_round_trip() -> None:
+    h = Harness(seed="snap")
+    h.add("m0", 3)
+    p, h.members["m1"] = h.members["m1"].propose_update(rng=h.rng)
+    h.deliver("m1", p)
+    for name, g in h.members.items():
+        raw = g.to_bytes()
+        restored = Group.from_bytes(raw)
+        assert restored.to_bytes() == raw
+        assert restored.epoch_authenticator == g.epoch_authenticator
+        h.members[name] = restored
+    commit, _, h.members["m2"] = h.members["m2"].commit(rng=h.rng)
+    h.deliver("m2", commit)
+    h.check_agreement()
+    assert "secret" not in repr(h.members["m0"]).lower() or "signature_priv" not in repr(h.members["m0"])
+    with pytest.raises(DecodeError):
+        Group.from_bytes(b"\x09" + h.members["m0"].to_bytes()[1:])
+
+
+# ------------------------------------------------------------------------- error paths
+
+
+def _unchanged(g: Group, fn: Callable[[], object], exc: type[BaseException]) -> None:
+    before = g.to_bytes()
+    with pytest.raises(exc):
+        fn()
+    assert g.to_bytes() == before
+
+
+@pytest.fixture
+def trio() -> Harness:
+    h = Harness(seed="errors")
+    h.add("m0", 2)
+    return h
+
+
+def test_wrong_epoch(trio: Harness) -> None:
+    old_m1 = trio.members["m1"]
+    commit, _, trio.members["m0"] = trio.members["m0"].commit(rng=trio.rng)
+    trio.deliver("m0", commit)
+    msg, _ = old_m1.protect_application(b"stale")
+    _unchanged(trio.members["m2"], lambda: trio.members["m2"].process(msg), WrongEpochError)
+    # the same commit twice: the second is for an old epoch
+    _unchanged(trio.members["m2"], lambda: trio.members["m2"].process(commit), WrongEpochError)
+
+
+def test_wrong_group(trio: Harness) -> None:
+    other = Harness(seed="other-group")
+    other.members["m0"] = Group.create(1, b"z", group_id=b"group-2", rng=other.rng)
+    msg, _ = other.members["m0"].protect_application(b"x")
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(msg), WrongGroupError)
+
+
+def test_replayed_application_message(trio: Harness) -> None:
+    msg, trio.members["m0"] = trio.members["m0"].protect_application(b"once")
+    _, trio.members["m1"] = trio.members["m1"].unprotect(msg)
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(msg), ReplayError)
+
+
+def test_replayed_proposal(trio: Harness) -> None:
+    p, trio.members["m0"] = trio.members["m0"].propose_update(rng=trio.rng)
+    trio.members["m1"], ev = trio.members["m1"].process(p)
+    assert isinstance(ev, ProposalReceived)
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(p), ReplayError)
+
+
+def test_bad_signature(trio: Harness) -> None:
+    # m2 forges a proposal as m1: the membership tag is valid (m2 knows the key) but the signature is not m1's
+    g2 = trio.members["m2"]
+    forged = replace(g2, own_leaf=1)
+    p, _ = forged.propose_remove(0)
+    _unchanged(trio.members["m0"], lambda: trio.members["m0"].process(p), SignatureError)
+
+
+def test_tampered_commit(trio: Harness) -> None:
+    commit, _, _ = trio.members["m0"].commit(rng=trio.rng)
+    msg = MLSMessage.from_bytes(commit)
+    body = msg.body
+    assert isinstance(body, PublicMessage)
+    # flip the authenticated data: membership tag fails
+    bad = MLSMessage(replace(body, content=replace(body.content, authenticated_data=b"evil"))).to_bytes()
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(bad), MembershipTagError)
+    # flip a byte at the end (membership tag) and in the middle
+    raw = bytearray(commit)
+    raw[-1] ^= 1
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(bytes(raw)), MembershipTagError)
+    raw = bytearray(commit)
+    raw[len(raw) // 2] ^= 0x40
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(bytes(raw)), RemoteInputError)
+    # truncated
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(commit[:-5]), DecodeError)
+
+
+def test_tampered_private_message(trio: Harness) -> None:
+    msg, trio.members["m0"] = trio.members["m0"].protect_application(b"data")
+    raw = bytearray(msg)
+    raw[-3] ^= 0x01
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(bytes(raw)), RemoteInputError)
+    data, _ = trio.members["m1"].unprotect(msg)
+    assert data == b"data"
+
+
+def test_commit_with_unknown_reference_and_invalid_proposals(trio: Harness) -> None:
+    p, g1 = trio.members["m1"].propose_update(rng=trio.rng)
+    g0, _ = trio.members["m0"].process(p)
+    commit, _, _ = g0.commit(rng=trio.rng)
+    # m2 never saw the proposal
+    _unchanged(trio.members["m2"], lambda: trio.members["m2"].process(commit), ProposalError)
+    # committer removing itself
+    with pytest.raises(ProposalError):
+        trio.members["m0"].commit(remove=[trio.leaf("m0")])
+    # adding a member already in the group (same signature key)
+    kp = make_key_package(1, b"dup", signature_priv=trio.members["m1"].signature_priv)
+    with pytest.raises(ProposalError):
+        trio.members["m0"].commit(add=[kp.public_message()])
+
+
+def test_own_message_rejected(trio: Harness) -> None:
+    msg, g0 = trio.members["m0"].protect_application(b"me")
+    with pytest.raises(ReplayError):
+        g0.process(msg)
+    p, g0 = trio.members["m0"].propose_remove(1)
+    _unchanged(g0, lambda: g0.process(p), RemoteInputError)
+
+
+def test_events(trio: Harness) -> None:
+    kp = trio.new_kp("n")
+    commit, _, g0 = trio.members["m0"].commit(add=[kp.public_message()], remove=[trio.leaf("m2")], rng=trio.rng)
+    g1, ev = trio.members["m1"].process(commit)
+    assert isinstance(ev, CommitApplied)
+    assert ev.epoch == g0.epoch == g1.epoch
+    assert ev.removed == (2,) and ev.added == (2,)
+    g2, ev2 = trio.members["m2"].process(commit)
+    assert isinstance(ev2, CommitApplied) and ev2.self_removed and not g2.active
