@@ -1371,6 +1371,11 @@ class FramedContentAuthData:
         if (content_type == ContentType.COMMIT) != (self.confirmation_tag is not None):
             raise InvalidArgument("confirmation_tag must be present exactly for commit content")
 
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        self.encode(w)
+        return w.getvalue()
+
     @classmethod
     def decode(cls, r: Reader, content_type: ContentType) -> FramedContentAuthData:
         signature = r.opaque()
@@ -1525,6 +1530,11 @@ class PrivateMessageContent:
         _w_content(w, self.content)
         self.auth.encode(w)
         w.fixed(bytes(self.padding))
+
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        self.encode(w)
+        return w.getvalue()
 
     @classmethod
     def decode(cls, r: Reader, content_type: ContentType) -> PrivateMessageContent:
