@@ -100,7 +100,7 @@ def test_two_members_all_suites(suite: int) -> None:
     data, h.members["m1"] = h.members["m1"].unprotect(msg)
     assert data == b"hello"
     msg, h.members["m1"] = h.members["m1"].protect_application(b"back", authenticated_data=b"ad")
-    g, ev = h.members["m0"].process(msg)
+    _g, ev = h.members["m0"].process(msg)
     assert (
         isinstance(ev, ApplicationMessage) and ev.data == b"back" and ev.sender == 1 and ev.authenticated_data == b"ad"
     )
@@ -335,7 +335,7 @@ def test_tampered_private_message(trio: Harness) -> None:
 
 
 def test_commit_with_unknown_reference_and_invalid_proposals(trio: Harness) -> None:
-    p, g1 = trio.members["m1"].propose_update(rng=trio.rng)
+    p, _g1 = trio.members["m1"].propose_update(rng=trio.rng)
     g0, _ = trio.members["m0"].process(p)
     commit, _, _ = g0.commit(rng=trio.rng)
     # m2 never saw the proposal
