@@ -14,6 +14,7 @@ mutate it and swap it in only on success (see `crdt_mls.mls.treekem`).
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeAlias
@@ -82,17 +83,21 @@ def verify_leaf_signature(suite: CipherSuite, leaf: LeafNode, group_id: bytes, l
 class RatchetTree:
     """An RFC 9420 ratchet tree with cached tree hashes and resolutions (sections 4.1, 7.8)."""
 
-    __slots__ = ("_hashes", "_nodes", "_res", "suite")
+    __slots__ = ("_free_hint", "_hashes", "_keys", "_nodes", "_res", "suite")
 
     suite: CipherSuite
     _nodes: list[NodeValue | None]
     _hashes: list[bytes | None]
     _res: list[tuple[int, ...] | None]
+    #: encryption key -> number of nodes holding it; built on first use, then maintained
+    _keys: dict[bytes, int] | None
+    #: no blank leaf has an index below this
+    _free_hint: int
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
         """Build a tree from a full node array (``2^(d+1) - 1`` entries, leaves at even indices)."""
         width = len(nodes)
-        if not _is_pow2(width + 1):
+        if width < 1 or not _is_pow2(width + 1):
             raise InvalidArgument(f"a ratchet tree has 2^(d+1)-1 nodes, not {width}")
         for i, v in enumerate(nodes):
             if v is None:
@@ -105,6 +110,8 @@ class RatchetTree:
         self._nodes = list(nodes)
         self._hashes = [None] * width
         self._res = [None] * width
+        self._keys = None
+        self._free_hint = 0
 
     # ------------------------------------------------------------------ construction
 
@@ -169,6 +176,8 @@ class RatchetTree:
         t._nodes = self._nodes.copy()
         t._hashes = self._hashes.copy()
         t._res = self._res.copy()
+        t._keys = None if self._keys is None else self._keys.copy()
+        t._free_hint = self._free_hint
         return t
 
     # ------------------------------------------------------------------ access
@@ -234,9 +243,31 @@ class RatchetTree:
             raise InvalidArgument(f"leaf index {leaf_index} outside a tree of {self.n_leaves} leaves")
 
     # ------------------------------------------------------------------ mutation
+    #
+    # Every write goes through `_put`, which keeps the encryption-key index and the
+    # free-leaf hint in step; callers then `_invalidate` the changed node's path.
+
+    def _put(self, x: int, value: NodeValue | None) -> None:
+        nodes = self._nodes
+        old = nodes[x]
+        nodes[x] = value
+        idx = self._keys
+        if idx is not None:
+            if old is not None:
+                k = old.encryption_key
+                c = idx[k] - 1
+                if c:
+                    idx[k] = c
+                else:
+                    del idx[k]
+            if value is not None:
+                k = value.encryption_key
+                idx[k] = idx.get(k, 0) + 1
+        if value is None and x % 2 == 0 and x // 2 < self._free_hint:
+            self._free_hint = x // 2
 
     def _invalidate(self, x: int) -> None:
-        """Drop cached hashes/resolutions of ``x`` and its ancestors."""
+        """Drop cached hashes/resolutions of ``x`` and its ancestors: O(log n)."""
         hashes, res = self._hashes, self._res
         hashes[x] = None
         res[x] = None
@@ -252,7 +283,7 @@ class RatchetTree:
                 raise InvalidArgument(f"node {x} must be a leaf node")
             if x % 2 == 1 and not isinstance(value, ParentNode):
                 raise InvalidArgument(f"node {x} must be a parent node")
-        self._nodes[x] = value
+        self._put(x, value)
         self._invalidate(x)
 
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
@@ -263,7 +294,8 @@ class RatchetTree:
         """Blank every parent on the direct path of a leaf (RFC 9420 section 7.4)."""
         self._check_leaf(leaf_index)
         for p in treemath.direct_path(2 * leaf_index, self.n_leaves):
-            self._nodes[p] = None
+            if self._nodes[p] is not None:
+                self._put(p, None)
         self._invalidate(2 * leaf_index)
 
     def _extend(self) -> None:
@@ -285,16 +317,22 @@ class RatchetTree:
             leaves *= 2
         width = 2 * leaves - 1
         if width < len(nodes):
+            for x in range(width, len(nodes)):
+                if nodes[x] is not None:
+                    self._put(x, None)
             del nodes[width:]
             del self._hashes[width:]
             del self._res[width:]
+            self._free_hint = min(self._free_hint, leaves)
 
     def free_leaf(self) -> int:
-        """Index of the leftmost blank leaf, or ``n_leaves`` if the tree is full."""
+        """Index of the leftmost blank leaf, or ``n_leaves`` if the tree is full (amortised O(1))."""
         nodes = self._nodes
-        for i in range(0, len(nodes), 2):
+        for i in range(2 * self._free_hint, len(nodes), 2):
             if nodes[i] is None:
+                self._free_hint = i // 2
                 return i // 2
+        self._free_hint = self.n_leaves
         return self.n_leaves
 
     def add_leaf(self, leaf: LeafNode) -> int:
@@ -303,6 +341,8 @@ class RatchetTree:
         The new leaf index is added to ``unmerged_leaves`` of every non-blank parent on its
         direct path.  Returns the leaf index.
         """
+        if not isinstance(leaf, LeafNode):
+            raise InvalidArgument("add_leaf needs a LeafNode")
         index = self.free_leaf()
         if index == self.n_leaves:
             self._extend()
@@ -311,8 +351,11 @@ class RatchetTree:
             v = self._nodes[p]
             if v is not None:
                 assert isinstance(v, ParentNode)
-                self._nodes[p] = replace(v, unmerged_leaves=tuple(sorted({*v.unmerged_leaves, index})))
-        self._nodes[x] = leaf
+                unmerged = list(v.unmerged_leaves)
+                insort(unmerged, index)
+                self._nodes[p] = replace(v, unmerged_leaves=tuple(unmerged))  # same key: no _put needed
+        self._put(x, leaf)
+        self._free_hint = index + 1
         self._invalidate(x)
         return index
 
@@ -328,7 +371,7 @@ class RatchetTree:
         if self.leaf(leaf_index) is None:
             raise InvalidArgument(f"leaf {leaf_index} is already blank")
         self.blank_path(leaf_index)
-        self._nodes[2 * leaf_index] = None
+        self._put(2 * leaf_index, None)
         self._invalidate(2 * leaf_index)
         self._truncate()
 
@@ -579,9 +622,24 @@ class RatchetTree:
         self.verify_parent_hashes()
         self.verify_leaf_signatures(group_id)
 
+    def _key_index(self) -> dict[bytes, int]:
+        idx = self._keys
+        if idx is None:
+            idx = {}
+            for v in self._nodes:
+                if v is not None:
+                    k = v.encryption_key
+                    idx[k] = idx.get(k, 0) + 1
+            self._keys = idx
+        return idx
+
+    def has_encryption_key(self, key: bytes) -> bool:
+        """Whether any node holds ``key`` (O(1) after the index is built)."""
+        return key in self._key_index()
+
     def encryption_keys(self) -> set[bytes]:
         """Every HPKE public key present in the tree."""
-        return {v.encryption_key for v in self._nodes if v is not None}
+        return set(self._key_index())
 
     def find_leaf(self, leaf: LeafNode) -> int | None:
         """Index of a leaf equal to ``leaf`` (used by joiners), or None."""

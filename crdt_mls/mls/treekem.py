@@ -311,8 +311,7 @@ def apply_update_path(
     new_keys = [leaf.encryption_key, *(u.encryption_key for u in update_path.nodes)]
     if len(set(new_keys)) != len(new_keys):
         raise TreeError("the UpdatePath repeats an encryption key")
-    existing = tree.encryption_keys()
-    if any(k in existing for k in new_keys):
+    if any(tree.has_encryption_key(k) for k in new_keys):
         raise TreeError("an UpdatePath encryption key already appears in the tree")
 
     new = tree.copy()
