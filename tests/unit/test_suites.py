@@ -6,6 +6,8 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdt_mls.errors import (
     DecodeError,
@@ -503,3 +505,46 @@ def test_bytearray_and_memoryview_inputs(suite_id: int) -> None:
     hsk, hpk = cs.generate_hpke_key_pair(seeded(b"bb"))
     enc, ct = cs.encrypt_with_label(bytearray(hpk), "L", b"c", b"p")  # type: ignore[arg-type]
     assert cs.decrypt_with_label(memoryview(hsk), "L", b"c", bytearray(enc), ct) == b"p"  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ properties
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    suite_id=st.sampled_from(SUPPORTED_SUITES),
+    info=st.binary(max_size=64),
+    aad=st.binary(max_size=64),
+    pt=st.binary(max_size=200),
+    flip=st.integers(min_value=0),
+)
+def test_hpke_round_trip_and_any_bit_flip_fails(suite_id: int, info: bytes, aad: bytes, pt: bytes, flip: int) -> None:
+    cs = cs_of(suite_id)
+    sk, pk = cs.derive_key_pair(b"property")
+    enc, ct = cs.hpke_seal(pk, info, aad, pt)
+    assert len(ct) == len(pt) + 16
+    assert cs.hpke_open(sk, enc, info, aad, ct) == pt
+    blob = bytearray(enc + ct)
+    pos = flip % (len(blob) * 8)
+    blob[pos // 8] ^= 1 << (pos % 8)
+    with pytest.raises(DecryptionError):
+        cs.hpke_open(sk, bytes(blob[: len(enc)]), info, aad, bytes(blob[len(enc) :]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    suite_id=st.sampled_from(SUPPORTED_SUITES),
+    label=st.text(max_size=20),
+    content=st.binary(max_size=200),
+    flip=st.integers(min_value=0),
+)
+def test_signature_round_trip_and_any_bit_flip_fails(suite_id: int, label: str, content: bytes, flip: int) -> None:
+    cs = cs_of(suite_id)
+    sk, pk = cs.generate_signature_key_pair(seeded(b"prop-sig"))
+    sig = cs.sign_with_label(sk, label, content)
+    cs.verify_with_label(pk, label, content, sig)
+    blob = bytearray(sig)
+    pos = flip % (len(blob) * 8)
+    blob[pos // 8] ^= 1 << (pos % 8)
+    with pytest.raises(SignatureError):
+        cs.verify_with_label(pk, label, content, bytes(blob))
