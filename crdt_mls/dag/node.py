@@ -24,6 +24,8 @@ to ``dag_cbor.encode`` (Hypothesis-tested in ``tests/unit/test_dag_node.py``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -55,6 +57,7 @@ __all__ = [
     "NodeKind",
     "OpNode",
     "decode_node",
+    "derive_group_tag",
     "encode_node",
     "node_cid",
     "sign_node",
@@ -187,6 +190,20 @@ class OpNode:
             f"seq={self.seq}, prev={prev}, parents=[{parents}], epoch={self.epoch.hex()}, "
             f"payload=<{len(self.payload)} bytes>)"
         )
+
+
+def derive_group_tag(key: bytes, group_id: bytes) -> bytes:
+    """Return a 32-byte group tag: HMAC-SHA256(key, "crdt-mls group tag v1" || 0x00 || group_id).
+
+    ``key`` must be a secret shared by the members (e.g. an MLS exporter secret agreed at
+    group creation and carried in the Welcome), so outsiders who know or guess the
+    readable ``group_id`` cannot link blocks to the group.
+    """
+    if not isinstance(key, bytes) or len(key) < 16:
+        raise InvalidArgument("group tag key must be at least 16 bytes")
+    if not isinstance(group_id, bytes):
+        raise InvalidArgument("group_id must be bytes")
+    return hmac.new(key, b"crdt-mls group tag v1\x00" + group_id, hashlib.sha256).digest()
 
 
 # ------------------------------------------------------------------------------ encoding

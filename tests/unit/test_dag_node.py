@@ -21,6 +21,7 @@ from crdt_mls.dag import (
     cid_for_block,
     cid_for_raw,
     decode_node,
+    derive_group_tag,
     encode_node,
     node_cid,
     sign_node,
@@ -346,3 +347,19 @@ def test_mutated_blocks_rejected(data: st.DataObject) -> None:
         decode_node(bytes(mutated))
     with pytest.raises(IntegrityError):
         decode_node(bytes(mutated), cid)
+
+
+def test_derive_group_tag() -> None:
+    import hashlib
+    import hmac
+
+    key = b"k" * 32
+    tag = derive_group_tag(key, b"readable group id")
+    assert tag == hmac.new(key, b"crdt-mls group tag v1\x00readable group id", hashlib.sha256).digest()
+    assert len(tag) == 32 and b"readable" not in tag
+    assert derive_group_tag(b"j" * 32, b"readable group id") != tag
+    make(group=tag)
+    with pytest.raises(InvalidArgument):
+        derive_group_tag(b"short", b"g")
+    with pytest.raises(InvalidArgument):
+        derive_group_tag(key, "g")  # type: ignore[arg-type]
