@@ -16,6 +16,7 @@ contains key material.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Callable
@@ -30,6 +31,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument
+
+try:  # the C function behind hmac.digest, without its per-call dispatch
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - CPython without OpenSSL
+    _hmac_digest = hmac.digest  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
 
@@ -49,7 +55,7 @@ class Kdf:
 
     def extract(self, salt: bytes, ikm: bytes) -> bytes:
         """HKDF-Extract; an empty salt means ``Nh`` zero bytes (RFC 5869 section 2.2)."""
-        return hmac.digest(salt or _ZERO[self.nh], ikm, self.hash_name)
+        return _hmac_digest(salt or _ZERO[self.nh], ikm, self.hash_name)
 
     def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         """HKDF-Expand (RFC 5869 section 2.3)."""
@@ -58,12 +64,12 @@ class Kdf:
             raise InvalidArgument(f"HKDF-Expand length {length} exceeds 255*Nh")
         name = self.hash_name
         if length <= nh:
-            return hmac.digest(prk, info + b"\x01", name)[:length]
+            return _hmac_digest(prk, info + b"\x01", name)[:length]
         out = bytearray()
         t = b""
         i = 1
         while len(out) < length:
-            t = hmac.digest(prk, t + info + bytes((i,)), name)
+            t = _hmac_digest(prk, t + info + bytes((i,)), name)
             out += t
             i += 1
         return bytes(out[:length])
@@ -147,6 +153,12 @@ class _BadPrivate(Exception):
     """Internal: a private key is malformed."""
 
 
+#: SHA-256(private key) -> public key.  Keyed by a one-way hash so that no private key is
+#: retained (forward secrecy); saves the base-point multiplication on every Decap.
+_X25519_PUBLIC: dict[bytes, bytes] = {}
+_X25519_PUBLIC_MAX = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class _X25519:
     """X25519 (RFC 7748) via libsodium (faster than OpenSSL for single operations here)."""
@@ -167,7 +179,14 @@ class _X25519:
     def public_key(self, sk: bytes) -> bytes:
         if len(sk) != 32:
             raise _BadPrivate
-        return _nacl.crypto_scalarmult_base(sk)
+        tag = hashlib.sha256(sk).digest()
+        pk = _X25519_PUBLIC.get(tag)
+        if pk is None:
+            pk = _nacl.crypto_scalarmult_base(sk)
+            if len(_X25519_PUBLIC) >= _X25519_PUBLIC_MAX:
+                _X25519_PUBLIC.pop(next(iter(_X25519_PUBLIC)), None)
+            _X25519_PUBLIC[tag] = pk
+        return pk
 
     def check_public(self, pk: bytes) -> None:
         if len(pk) != 32:
@@ -462,10 +481,14 @@ class Hpke:
         object.__setattr__(self, "suite_id", sid)
         object.__setattr__(self, "_psk_id_hash", self.kdf.labeled_extract(sid, b"", b"psk_id_hash", b""))
 
+    def _info_hash(self, info: bytes) -> bytes:
+        """LabeledExtract("", "info_hash", info), memoized per suite for repeated (public) infos."""
+        return _info_hash(self.kdf, self.suite_id, bytes(info))
+
     def _key_schedule(self, shared_secret: bytes, info: bytes) -> tuple[bytes, bytes]:
         """KeySchedule for mode_base with empty PSK (RFC 9180 section 5.1) -> (key, base_nonce)."""
         kdf, sid = self.kdf, self.suite_id
-        info_hash = kdf.labeled_extract(sid, b"", b"info_hash", info)
+        info_hash = self._info_hash(info)
         context = b"\x00" + self._psk_id_hash + info_hash
         secret = kdf.labeled_extract(sid, shared_secret, b"secret", b"")
         key = kdf.labeled_expand(sid, secret, b"key", context, self.aead.nk)
@@ -512,7 +535,15 @@ __all__ = [
 ]
 
 
+@lru_cache(maxsize=128)
+def _info_hash(kdf: Kdf, suite_id: bytes, info: bytes) -> bytes:
+    # info is public (EncryptContext = label and group context): fine to memoize.
+    return kdf.labeled_extract(suite_id, b"", b"info_hash", info)
+
+
 def clear_public_key_caches() -> None:
-    """Drop the caches of parsed public keys."""
+    """Drop the caches of parsed public keys and other public memoized values."""
     _x448_public.cache_clear()
     _ec_public.cache_clear()
+    _info_hash.cache_clear()
+    _X25519_PUBLIC.clear()

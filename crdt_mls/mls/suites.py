@@ -35,6 +35,11 @@ from crdt_mls.errors import DecodeError, InvalidArgument, SignatureError, Unsupp
 from crdt_mls.mls import hpke as _hpke
 from crdt_mls.mls.codec import encode_varint
 
+try:  # the C function behind hmac.digest, without its per-call dispatch
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - CPython without OpenSSL
+    _hmac_digest = hmac.digest  # type: ignore[assignment]
+
 Rng = Callable[[int], bytes]
 
 _MLS_PREFIX = b"MLS 1.0 "
@@ -238,11 +243,11 @@ class CipherSuite:
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """HMAC with the suite hash (RFC 9420 section 5.1)."""
-        return hmac.digest(key, data, self.hash_name)
+        return _hmac_digest(key, data, self.hash_name)
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
         """Constant-time comparison of ``tag`` with ``mac(key, data)``."""
-        return hmac.compare_digest(hmac.digest(key, data, self.hash_name), tag)
+        return hmac.compare_digest(_hmac_digest(key, data, self.hash_name), tag)
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         """HKDF-Extract with the suite hash."""
