@@ -1,10 +1,14 @@
 """The secret tree and per-sender hash ratchets (RFC 9420 section 9).
 
 One `SecretTree` exists per epoch, rooted at the epoch's ``encryption_secret``.  Node
-secrets are derived lazily along the path from the root to a sender's leaf (O(log n)
-work and storage per sender) and every consumed value is deleted (section 9.2): a parent
-secret once its children exist, a leaf secret once its two ratchets exist, a ratchet
-secret once the next one is derived, a key/nonce once it was used.
+secrets are derived lazily along the path from the root to a sender's leaf and every
+consumed value is deleted (section 9.2): a parent secret once its children exist, a leaf
+secret once its two ratchets exist, a ratchet secret once the next one is derived, a
+key/nonce once it was used.
+
+The state is a persistent binary tree (path copying): `SecretTree.copy` is O(1) and every
+key operation touches O(log n) nodes, so immutable group states can snapshot the tree per
+message even for very large groups.
 
 Out-of-order delivery: a receiver may ratchet forward at most ``max_forward`` generations
 past the next expected one (bounding the work a hostile ``generation = 0xffffffff`` can
@@ -18,10 +22,11 @@ Receiving is two-phase so a failed decryption leaves the tree unchanged:
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, ProtocolError, ReplayError
-from crdt_mls.mls import codec, treemath
+from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
 
@@ -63,11 +68,27 @@ class RatchetKey:
 
 @dataclass(frozen=True, slots=True)
 class _Ratchet:
-    """State of one hash ratchet: the secret of ``next_generation`` and retained skipped keys."""
+    """One hash ratchet: the secret of ``next_generation`` and retained skipped keys.
+
+    Never mutated (the ``skipped`` map is copied on change)."""
 
     next_generation: int
     secret: bytes = field(repr=False)
     skipped: dict[int, tuple[bytes, bytes]] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    """Immutable node of the persistent secret tree.
+
+    ``secret`` is the (not yet consumed) tree-node secret; ``ratchets`` (leaves only) holds
+    the handshake and application ratchets once the leaf secret was consumed.
+    """
+
+    secret: bytes | None = field(default=None, repr=False)
+    left: _Node | None = None
+    right: _Node | None = None
+    ratchets: tuple[_Ratchet, _Ratchet] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +100,19 @@ class PendingKey:
     generation: int
     key: bytes = field(repr=False)
     nonce: bytes = field(repr=False)
-    _version: int = field(repr=False)
-    _node_removed: int | None = field(repr=False)
-    _node_added: tuple[tuple[int, bytes], ...] = field(repr=False)
-    _ratchets: tuple[tuple[tuple[int, int], _Ratchet], ...] = field(repr=False)
+    _base: _Node = field(repr=False, compare=False)
+    _root: _Node = field(repr=False, compare=False)
+
+
+def _depth(n_leaves: int) -> int:
+    """Number of levels above the leaves in the (power-of-two padded) tree of ``n_leaves``."""
+    return (n_leaves - 1).bit_length()
 
 
 class SecretTree:
     """Per-epoch secret tree with lazily derived, forward-secure sender ratchets (RFC 9420 section 9)."""
 
-    __slots__ = ("_n_leaves", "_nodes", "_ratchets", "_suite", "_version", "max_forward", "max_retained")
+    __slots__ = ("_depth", "_n_leaves", "_root", "_suite", "max_forward", "max_retained")
 
     def __init__(
         self,
@@ -107,16 +131,24 @@ class SecretTree:
             raise InvalidArgument("max_forward and max_retained must be non-negative")
         self._suite = suite
         self._n_leaves = n_leaves
-        self._nodes: dict[int, bytes] = {treemath.root(n_leaves): bytes(encryption_secret)}
-        self._ratchets: dict[tuple[int, int], _Ratchet] = {}
-        self._version = 0
+        self._depth = _depth(n_leaves)
+        self._root = _Node(secret=bytes(encryption_secret))
         self.max_forward = max_forward
         self.max_retained = max_retained
 
+    def _stats(self) -> tuple[int, int]:
+        nodes = ratchets = 0
+        for _, node in self._walk():
+            nodes += node.secret is not None
+            if node.ratchets is not None:
+                ratchets += 2
+        return nodes, ratchets
+
     def __repr__(self) -> str:
+        nodes, ratchets = self._stats()
         return (
             f"SecretTree(suite={self._suite.suite_id}, n_leaves={self._n_leaves}, "
-            f"stored_nodes={len(self._nodes)}, ratchets={len(self._ratchets)})"
+            f"stored_nodes={nodes}, ratchets={ratchets})"
         )
 
     @property
@@ -128,39 +160,6 @@ class SecretTree:
         return self._suite
 
     # -- derivation -------------------------------------------------------------------------
-    def _leaf_ratchets(
-        self, leaf: int
-    ) -> tuple[int | None, tuple[tuple[int, bytes], ...], dict[tuple[int, int], _Ratchet]]:
-        """Derive (without storing) the path to ``leaf``: removed node, added siblings, new ratchets."""
-        suite = self._suite
-        nh = suite.hash_length
-        target = treemath.leaf_to_node(leaf)
-        x = treemath.root(self._n_leaves)
-        path: list[int] = []
-        while True:
-            path.append(x)
-            if x in self._nodes or x == target:
-                break
-            x = treemath.left(x) if target < x else treemath.right(x)
-        start = path[-1]
-        secret = self._nodes.get(start)
-        if secret is None:
-            raise InvalidState(f"secret tree has no secret left for leaf {leaf}")
-        added: list[tuple[int, bytes]] = []
-        x = start
-        while x != target:
-            left, right = treemath.left(x), treemath.right(x)
-            ls = suite.expand_with_label(secret, "tree", b"left", nh)
-            rs = suite.expand_with_label(secret, "tree", b"right", nh)
-            if target < x:
-                added.append((right, rs))
-                x, secret = left, ls
-            else:
-                added.append((left, ls))
-                x, secret = right, rs
-        ratchets = {(leaf, int(t)): _Ratchet(0, suite.expand_with_label(secret, t.label, b"", nh)) for t in RatchetType}
-        return start, tuple(added), ratchets
-
     def _key_nonce(self, secret: bytes, generation: int) -> tuple[bytes, bytes]:
         suite = self._suite
         key = suite.derive_tree_secret(secret, "key", generation, suite.aead_key_length)
@@ -174,14 +173,69 @@ class SecretTree:
         if not 0 <= leaf < self._n_leaves:
             raise ProtocolError(f"leaf index {leaf} is outside the tree of {self._n_leaves} leaves")
 
-    def _current(
-        self, leaf: int, rtype: RatchetType
-    ) -> tuple[_Ratchet, int | None, tuple[tuple[int, bytes], ...], dict[tuple[int, int], _Ratchet]]:
-        ratchet = self._ratchets.get((leaf, int(rtype)))
-        if ratchet is not None:
-            return ratchet, None, (), {}
-        removed, added, new = self._leaf_ratchets(leaf)
-        return new[(leaf, int(rtype))], removed, added, new
+    def _bits(self, leaf: int) -> list[int]:
+        d = self._depth
+        return [(leaf >> (d - 1 - i)) & 1 for i in range(d)]
+
+    def _leaf_state(self, leaf: int) -> tuple[list[_Node | None], tuple[_Ratchet, _Ratchet] | None]:
+        """Nodes on the root-to-leaf path (``None`` where no node exists) and the leaf's ratchets."""
+        path: list[_Node | None] = [self._root]
+        node: _Node | None = self._root
+        for bit in self._bits(leaf):
+            node = None if node is None else (node.right if bit else node.left)
+            path.append(node)
+        leaf_node = path[-1]
+        return path, None if leaf_node is None else leaf_node.ratchets
+
+    def _derive(self, leaf: int, rtype: RatchetType) -> tuple[_Ratchet, tuple[_Ratchet, _Ratchet], list[_Node | None]]:
+        """The leaf's ratchet of type ``rtype``, both of its ratchets, and the template path
+        (root to leaf) from which `_rebuild` makes the new tree.
+
+        Missing ratchets are derived from the nearest ancestor still holding its secret:
+        that secret is consumed and every sibling on the way down gets its derived secret
+        (nothing is stored below a node that still holds its secret, RFC 9420 section 9.2).
+        """
+        path, ratchets = self._leaf_state(leaf)
+        if ratchets is not None:
+            return ratchets[rtype], ratchets, path
+        suite = self._suite
+        nh = suite.hash_length
+        bits = self._bits(leaf)
+        start = next((i for i, n in enumerate(path) if n is not None and n.secret is not None), None)
+        if start is None:
+            raise InvalidState(f"secret tree has no secret left for leaf {leaf}")
+        start_node = path[start]
+        assert start_node is not None and start_node.secret is not None
+        secret = start_node.secret
+        template: list[_Node | None] = list(path)
+        for i in range(start, len(bits)):
+            ls = suite.expand_with_label(secret, "tree", b"left", nh)
+            rs = suite.expand_with_label(secret, "tree", b"right", nh)
+            if bits[i]:
+                template[i] = _Node(None, _Node(secret=ls), None)
+                secret = rs
+            else:
+                template[i] = _Node(None, None, _Node(secret=rs))
+                secret = ls
+        both = (
+            _Ratchet(0, suite.expand_with_label(secret, "handshake", b"", nh)),
+            _Ratchet(0, suite.expand_with_label(secret, "application", b"", nh)),
+        )
+        return both[rtype], both, template
+
+    def _rebuild(self, leaf: int, path: list[_Node | None], ratchets: tuple[_Ratchet, _Ratchet]) -> _Node:
+        """Path copying: a new root equal to ``path``'s nodes except the leaf, which holds ``ratchets``."""
+        bits = self._bits(leaf)
+        node = _Node(None, None, None, ratchets)
+        for i in range(len(bits) - 1, -1, -1):
+            parent = path[i]
+            if parent is None:  # pragma: no cover - the path exists down to the derivation point
+                raise InvalidState("secret tree path is broken")
+            if bits[i]:
+                node = _Node(parent.secret, parent.left, node, parent.ratchets)
+            else:
+                node = _Node(parent.secret, node, parent.right, parent.ratchets)
+        return node
 
     def prepare_key(self, leaf: int, ratchet_type: RatchetType, generation: int) -> PendingKey:
         """Key and nonce for receiving ``generation`` from ``leaf``; state is not changed.
@@ -193,8 +247,7 @@ class SecretTree:
         self._check_leaf(leaf)
         if not 0 <= generation <= _MAX_GENERATION:
             raise ProtocolError(f"generation {generation} out of range")
-        ratchet, removed, added, new = self._current(leaf, rtype)
-        rkey = (leaf, int(rtype))
+        ratchet, both, path = self._derive(leaf, rtype)
         if generation < ratchet.next_generation:
             kn = ratchet.skipped.get(generation)
             if kn is None:
@@ -202,39 +255,35 @@ class SecretTree:
             skipped = dict(ratchet.skipped)
             del skipped[generation]
             updated = _Ratchet(ratchet.next_generation, ratchet.secret, skipped)
-            new[rkey] = updated
-            return PendingKey(leaf, rtype, generation, kn[0], kn[1], self._version, removed, added, tuple(new.items()))
-        if generation - ratchet.next_generation > self.max_forward:
-            raise ProtocolError(
-                f"generation {generation} of leaf {leaf} is more than {self.max_forward} ahead of "
-                f"{ratchet.next_generation}"
-            )
-        skipped = dict(ratchet.skipped)
-        secret = ratchet.secret
-        g = ratchet.next_generation
-        while g < generation:
-            skipped[g] = self._key_nonce(secret, g)
-            secret = self._next_secret(secret, g)
-            g += 1
-        key, nonce = self._key_nonce(secret, generation)
-        next_secret = self._next_secret(secret, generation) if generation < _MAX_GENERATION else b""
-        if len(skipped) > self.max_retained:
-            for old in sorted(skipped)[: len(skipped) - self.max_retained]:
-                del skipped[old]
-        new[rkey] = _Ratchet(generation + 1, next_secret, skipped)
-        return PendingKey(leaf, rtype, generation, key, nonce, self._version, removed, added, tuple(new.items()))
+            key, nonce = kn
+        else:
+            if generation - ratchet.next_generation > self.max_forward:
+                raise ProtocolError(
+                    f"generation {generation} of leaf {leaf} is more than {self.max_forward} ahead of "
+                    f"{ratchet.next_generation}"
+                )
+            skipped = dict(ratchet.skipped)
+            secret = ratchet.secret
+            g = ratchet.next_generation
+            while g < generation:
+                skipped[g] = self._key_nonce(secret, g)
+                secret = self._next_secret(secret, g)
+                g += 1
+            key, nonce = self._key_nonce(secret, generation)
+            next_secret = self._next_secret(secret, generation) if generation < _MAX_GENERATION else b""
+            if len(skipped) > self.max_retained:
+                for old in sorted(skipped)[: len(skipped) - self.max_retained]:
+                    del skipped[old]
+            updated = _Ratchet(generation + 1, next_secret, skipped)
+        new_both = (updated, both[1]) if rtype == RatchetType.HANDSHAKE else (both[0], updated)
+        root = self._rebuild(leaf, path, new_both)
+        return PendingKey(leaf, rtype, generation, key, nonce, self._root, root)
 
     def commit(self, pending: PendingKey) -> None:
         """Apply the deletions of a key returned by `prepare_key` (after it decrypted successfully)."""
-        if pending._version != self._version:
+        if pending._base is not self._root:
             raise InvalidState("the secret tree changed since this key was prepared")
-        if pending._node_removed is not None:
-            del self._nodes[pending._node_removed]
-        for node, secret in pending._node_added:
-            self._nodes[node] = secret
-        for rkey, ratchet in pending._ratchets:
-            self._ratchets[rkey] = ratchet
-        self._version += 1
+        self._root = pending._root
 
     def key_for(self, leaf: int, ratchet_type: RatchetType, generation: int) -> RatchetKey:
         """`prepare_key` and `commit` in one step: the key is consumed (RFC 9420 section 9.2)."""
@@ -247,29 +296,44 @@ class SecretTree:
         rtype = RatchetType(ratchet_type)
         if not 0 <= leaf < self._n_leaves:
             raise InvalidArgument(f"leaf index {leaf} is outside the tree of {self._n_leaves} leaves")
-        ratchet, _, _, _ = self._current(leaf, rtype)
-        if ratchet.next_generation > _MAX_GENERATION or (ratchet.next_generation > 0 and not ratchet.secret):
+        gen = self.next_generation(leaf, rtype)
+        if gen > _MAX_GENERATION:
             raise InvalidState(f"the {rtype.label} ratchet of leaf {leaf} is exhausted")
-        return self.key_for(leaf, rtype, ratchet.next_generation)
+        return self.key_for(leaf, rtype, gen)
 
     def next_generation(self, leaf: int, ratchet_type: RatchetType) -> int:
         """The generation the next `next_key` call for ``leaf`` would return."""
         self._check_leaf(leaf)
-        ratchet = self._ratchets.get((leaf, int(RatchetType(ratchet_type))))
-        return 0 if ratchet is None else ratchet.next_generation
+        _, ratchets = self._leaf_state(leaf)
+        return 0 if ratchets is None else ratchets[RatchetType(ratchet_type)].next_generation
 
     # -- snapshots --------------------------------------------------------------------------
     def copy(self) -> SecretTree:
-        """An independent copy (values are immutable, so a shallow copy of the maps suffices)."""
+        """An independent copy in O(1) (the persistent structure is shared, never mutated)."""
         other = SecretTree.__new__(SecretTree)
         other._suite = self._suite
         other._n_leaves = self._n_leaves
-        other._nodes = dict(self._nodes)
-        other._ratchets = dict(self._ratchets)
-        other._version = 0
+        other._depth = self._depth
+        other._root = self._root
         other.max_forward = self.max_forward
         other.max_retained = self.max_retained
         return other
+
+    def _walk(self) -> Iterator[tuple[int, _Node]]:
+        """(array node index, node) of every existing node, in index order."""
+        stack: list[tuple[_Node, int, int]] = [(self._root, 0, 0)]  # node, depth, position
+        out: list[tuple[int, _Node]] = []
+        d = self._depth
+        while stack:
+            node, depth, pos = stack.pop()
+            level = d - depth
+            out.append(((pos << (level + 1)) + (1 << level) - 1, node))
+            if node.left is not None:
+                stack.append((node.left, depth + 1, 2 * pos))
+            if node.right is not None:
+                stack.append((node.right, depth + 1, 2 * pos + 1))
+        out.sort(key=lambda item: item[0])
+        return iter(out)
 
     def encode(self, w: Writer) -> None:
         """Private snapshot encoding (contains secrets; store it encrypted)."""
@@ -277,26 +341,34 @@ class SecretTree:
         w.u32(self._n_leaves)
         w.u32(self.max_forward)
         w.u32(self.max_retained)
+        nodes: list[tuple[int, bytes]] = []
+        ratchets: list[tuple[int, int, _Ratchet]] = []
+        for index, node in self._walk():
+            if node.secret is not None:
+                nodes.append((index, node.secret))
+            if node.ratchets is not None:
+                for rtype, r in enumerate(node.ratchets):
+                    ratchets.append((index // 2, rtype, r))
 
-        def node(wr: Writer, item: tuple[int, bytes]) -> None:
+        def w_node(wr: Writer, item: tuple[int, bytes]) -> None:
             wr.u32(item[0])
             wr.opaque(item[1])
 
-        def skip(wr: Writer, item: tuple[int, tuple[bytes, bytes]]) -> None:
+        def w_skip(wr: Writer, item: tuple[int, tuple[bytes, bytes]]) -> None:
             wr.u32(item[0])
             wr.opaque(item[1][0])
             wr.opaque(item[1][1])
 
-        def ratchet(wr: Writer, item: tuple[tuple[int, int], _Ratchet]) -> None:
-            (leaf, rtype), r = item
+        def w_ratchet(wr: Writer, item: tuple[int, int, _Ratchet]) -> None:
+            leaf, rtype, r = item
             wr.u32(leaf)
             wr.u8(rtype)
             wr.u64(r.next_generation)
             wr.opaque(r.secret)
-            wr.vector(sorted(r.skipped.items()), skip)
+            wr.vector(sorted(r.skipped.items()), w_skip)
 
-        w.vector(sorted(self._nodes.items()), node)
-        w.vector(sorted(self._ratchets.items()), ratchet)
+        w.vector(nodes, w_node)
+        w.vector(ratchets, w_ratchet)
 
     @classmethod
     def decode(cls, r: Reader) -> SecretTree:
@@ -304,33 +376,83 @@ class SecretTree:
         n_leaves = r.u32()
         max_forward = r.u32()
         max_retained = r.u32()
-
-        def node(rd: Reader) -> tuple[int, bytes]:
-            return rd.u32(), rd.opaque()
-
-        def skip(rd: Reader) -> tuple[int, tuple[bytes, bytes]]:
-            return rd.u32(), (rd.opaque(), rd.opaque())
-
-        def ratchet(rd: Reader) -> tuple[tuple[int, int], _Ratchet]:
-            leaf = rd.u32()
-            raw_type = rd.u8()
-            if raw_type not in (RatchetType.HANDSHAKE, RatchetType.APPLICATION):
-                raise DecodeError(f"invalid ratchet type {raw_type}")
-            gen = rd.u64()
-            secret = rd.opaque()
-            skipped = dict(rd.vector(skip))
-            if gen > _MAX_GENERATION + 1 or leaf >= n_leaves:
-                raise DecodeError("secret tree snapshot has an out-of-range ratchet")
-            return (leaf, raw_type), _Ratchet(gen, secret, skipped)
-
         if not 1 <= n_leaves <= 1 << 31:
             raise DecodeError(f"secret tree snapshot has an invalid leaf count {n_leaves}")
+        depth = _depth(n_leaves)
+        width = 2 << depth  # padded array width bound
+
+        def r_node(rd: Reader) -> tuple[int, bytes]:
+            index = rd.u32()
+            secret = rd.opaque()
+            if index >= width or len(secret) != suite.hash_length:
+                raise DecodeError("secret tree snapshot has an invalid node")
+            return index, secret
+
+        def r_skip(rd: Reader) -> tuple[int, tuple[bytes, bytes]]:
+            return rd.u32(), (rd.opaque(), rd.opaque())
+
+        def r_ratchet(rd: Reader) -> tuple[int, int, _Ratchet]:
+            leaf = rd.u32()
+            rtype = rd.u8()
+            if rtype not in (RatchetType.HANDSHAKE, RatchetType.APPLICATION):
+                raise DecodeError(f"invalid ratchet type {rtype}")
+            gen = rd.u64()
+            secret = rd.opaque()
+            skipped = dict(rd.vector(r_skip))
+            if gen > _MAX_GENERATION + 1 or leaf >= n_leaves:
+                raise DecodeError("secret tree snapshot has an out-of-range ratchet")
+            return leaf, rtype, _Ratchet(gen, secret, skipped)
+
+        nodes = r.vector(r_node)
+        ratchets = r.vector(r_ratchet)
+
+        # Rebuild the persistent tree with mutable scratch nodes, then freeze.
+        scratch: dict[tuple[int, int], dict[str, object]] = {}
+
+        def locate(index: int) -> tuple[int, int]:
+            level = (~index & (index + 1)).bit_length() - 1  # number of trailing one bits
+            pos = index >> (level + 1)
+            return depth - level, pos
+
+        for index, secret in nodes:
+            dpt, pos = locate(index)
+            if dpt < 0:
+                raise DecodeError("secret tree snapshot node is above the root")
+            scratch.setdefault((dpt, pos), {})["secret"] = secret
+        for leaf, rtype, ratchet in ratchets:
+            entry = scratch.setdefault((depth, leaf), {})
+            pair = entry.setdefault("ratchets", [None, None])
+            assert isinstance(pair, list)
+            pair[rtype] = ratchet
+        # Make sure every ancestor of a stored entry exists.
+        for dpt, pos in list(scratch):
+            while dpt > 0:
+                dpt, pos = dpt - 1, pos >> 1
+                scratch.setdefault((dpt, pos), {})
+
+        def build(dpt: int, pos: int) -> _Node | None:
+            entry = scratch.get((dpt, pos))
+            if entry is None:
+                return None
+            left = build(dpt + 1, 2 * pos) if dpt < depth else None
+            right = build(dpt + 1, 2 * pos + 1) if dpt < depth else None
+            secret = entry.get("secret")
+            pair = entry.get("ratchets")
+            rat: tuple[_Ratchet, _Ratchet] | None = None
+            if pair is not None:
+                assert isinstance(pair, list)
+                if pair[0] is None or pair[1] is None:
+                    raise DecodeError("secret tree snapshot leaf lacks one of its two ratchets")
+                rat = (pair[0], pair[1])
+            assert secret is None or isinstance(secret, bytes)
+            return _Node(secret, left, right, rat)
+
+        root = build(0, 0) or _Node()
         tree = cls.__new__(cls)
         tree._suite = suite
         tree._n_leaves = n_leaves
-        tree._nodes = dict(r.vector(node))
-        tree._ratchets = dict(r.vector(ratchet))
-        tree._version = 0
+        tree._depth = depth
+        tree._root = root
         tree.max_forward = max_forward
         tree.max_retained = max_retained
         return tree

@@ -187,3 +187,44 @@ def test_any_delivery_order_gives_the_in_order_keys(ops: list[tuple[int, Ratchet
         else:
             assert t.key_for(*op) == expected[op]
             used.add(op)
+
+
+def test_large_group_is_lazy() -> None:
+    """50,000 members: only the O(log n) path of the senders used is materialised."""
+    t = tree(50_000)
+    t.key_for(49_999, A, 0)
+    t.key_for(0, H, 0)
+    assert "stored_nodes=30" in repr(t)  # 16 siblings per path, 2 shared at the top
+    c = t.copy()
+    c.key_for(12_345, A, 3)
+    assert "stored_nodes=30" in repr(t)
+    assert SecretTree.from_bytes(c.to_bytes()).to_bytes() == c.to_bytes()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 8, 9])
+def test_snapshot_any_size(n: int) -> None:
+    t = tree(n)
+    ref = tree(n)
+    for leaf in range(0, n, 2):
+        t.key_for(leaf, A, 1)
+    t2 = SecretTree.from_bytes(t.to_bytes())
+    for leaf in range(n):
+        g = 0 if leaf % 2 else 2
+        assert t2.key_for(leaf, A, g) == ref.key_for(leaf, A, g)
+
+
+def test_snapshot_rejects_bad_ratchet_type() -> None:
+    t = tree(2)
+    t.key_for(1, A, 0)
+    data = bytearray(t.to_bytes())
+    # Locate the ratchet-type byte of the first ratchet: after the node vector and u32 leaf.
+    from crdt_mls.mls.codec import Reader
+
+    r = Reader(bytes(data))
+    r.u16(), r.u32(), r.u32(), r.u32()
+    r.opaque()  # node vector
+    r.varint()  # ratchet vector length
+    r.u32()
+    data[r.position] = 7
+    with pytest.raises(DecodeError):
+        SecretTree.from_bytes(bytes(data))
