@@ -78,6 +78,7 @@ DEFAULT_MAX_NODE_SIZE = 1 << 20
 DEFAULT_MAX_PARENTS = 1024
 
 _CID_LEN = 36
+_NO_LIMIT = 1 << 62
 
 
 class NodeKind(StrEnum):
@@ -174,9 +175,7 @@ class OpNode:
     sig: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        _check_fields(
-            self.kind, self.group, self.seq, self.prev, self.parents, self.epoch, self.payload, DEFAULT_MAX_PARENTS
-        )
+        _check_fields(self.kind, self.group, self.seq, self.prev, self.parents, self.epoch, self.payload, _NO_LIMIT)
         if type(self.author) is not bytes or len(self.author) != AUTHOR_LEN:
             raise InvalidArgument(f"author must be a {AUTHOR_LEN}-byte Ed25519 public key")
         if type(self.sig) is not bytes or len(self.sig) != SIG_LEN:
@@ -361,6 +360,29 @@ def decode_node(
         raise OversizeError(f"node block of {len(block)} bytes exceeds the limit of {max_size}")
     if expected_cid is not None and (len(expected_cid) != _CID_LEN or cid_for_block(block) != expected_cid):
         raise IntegrityError(f"node block of {len(block)} bytes does not match its expected CID")
+    node = _parse_fast(block, max_parents)
+    if node is None:
+        node = _parse_generic(block, max_parents)
+    if group is not None and node.group != group:
+        raise WrongGroupError("node belongs to another group")
+    if verify_signature:
+        # the block is canonical, so the unsigned encoding is the block minus the "sig" entry
+        _verify(node, SIGNATURE_LABEL + b"\xa9" + block[1:-_SIG_ENTRY_LEN])
+    return node
+
+
+_SIG_ENTRY_LEN = 4 + 2 + SIG_LEN  # "sig" key, bytes(64) head, signature
+
+
+def _verify(node: OpNode, signed: bytes) -> None:
+    try:
+        nacl.signing.VerifyKey(node.author).verify(signed, node.sig)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError, ValueError, TypeError):
+        raise SignatureError(f"invalid node signature (author seq {node.seq})") from None
+
+
+def _parse_generic(block: bytes, max_parents: int) -> OpNode:
+    """Decode with the generic strict DAG-CBOR decoder, then check the schema."""
     m = decode(block, max_depth=2)
     if type(m) is not dict:
         raise DecodeError("node: block is not a map")
@@ -393,8 +415,107 @@ def decode_node(
         node = OpNode(kind, m["g"], m["a"], m["s"], prev, tuple(parents), m["e"], m["d"], m["sig"])  # type: ignore[arg-type]
     except InvalidArgument as exc:
         raise DecodeError(f"node: {exc}") from None
-    if group is not None and node.group != group:
-        raise WrongGroupError("node belongs to another group")
-    if verify_signature:
-        verify_node(node)
     return node
+
+
+_KIND_BY_BYTES = {k.value.encode("ascii"): k for k in NodeKind}
+_A_HEAD = _K_A + b"\x58\x20"
+_G_HEAD = _K_G + b"\x58\x20"
+_SIG_HEAD = _K_SIG + b"\x58\x40"
+
+
+def _uint_at(block: bytes, pos: int, major: int) -> tuple[int, int] | None:
+    """Read a shortest-form head of ``major`` at ``pos``; ``None`` if absent or not shortest."""
+    if pos >= len(block):
+        return None
+    ib = block[pos]
+    if ib >> 5 != major:
+        return None
+    ai = ib & 0x1F
+    if ai < 24:
+        return ai, pos + 1
+    if ai > 27:
+        return None
+    size = 1 << (ai - 24)
+    end = pos + 1 + size
+    if end > len(block):
+        return None
+    arg = int.from_bytes(block[pos + 1 : end], "big")
+    if arg < (24 if size == 1 else 1 << (4 * size)):
+        return None
+    return arg, end
+
+
+def _parse_fast(block: bytes, max_parents: int) -> OpNode | None:
+    """Parse the fixed canonical layout of a v1 node; ``None`` on any deviation.
+
+    Accepts only byte strings that :func:`_parse_generic` also accepts (the canonical
+    encoding of a valid node); every other input falls back to it for a precise error.
+    """
+    if len(block) < 140 or block[0] != 0xAA or block[1:5] != _A_HEAD:
+        return None
+    author = block[5:37]
+    pos = 37
+    fields: list[bytes] = []
+    for key in (_K_D, _K_E):
+        if block[pos : pos + 2] != key:
+            return None
+        r = _uint_at(block, pos + 2, 2)
+        if r is None:
+            return None
+        n, pos = r
+        fields.append(block[pos : pos + n])
+        pos += n
+    payload, epoch = fields
+    if block[pos : pos + 4] != _G_HEAD:
+        return None
+    group = block[pos + 4 : pos + 36]
+    pos += 36
+    if block[pos : pos + 2] != _K_K:
+        return None
+    ib = block[pos + 2] if pos + 2 < len(block) else 0
+    if not 0x60 <= ib < 0x78:
+        return None
+    kind = _KIND_BY_BYTES.get(block[pos + 3 : pos + 3 + (ib & 0x1F)])
+    if kind is None:
+        return None
+    pos += 3 + (ib & 0x1F)
+    if block[pos : pos + 2] != _K_P:
+        return None
+    prev: bytes | None
+    if block[pos + 2 : pos + 3] == _NULL:
+        prev = None
+        pos += 3
+    elif block[pos + 2 : pos + 7] == _LINK_HEAD:
+        prev = block[pos + 7 : pos + 7 + _CID_LEN]
+        pos += 7 + _CID_LEN
+    else:
+        return None
+    if block[pos : pos + 2] != _K_S:
+        return None
+    r = _uint_at(block, pos + 2, 0)
+    if r is None:
+        return None
+    seq, pos = r
+    if block[pos : pos + 3] != _K_V1 or block[pos + 3 : pos + 6] != _K_PS:
+        return None
+    r = _uint_at(block, pos + 6, 4)
+    if r is None:
+        return None
+    count, pos = r
+    if count > max_parents or len(block) - pos != count * (5 + _CID_LEN) + _SIG_ENTRY_LEN:
+        return None
+    parents = []
+    for _ in range(count):
+        if block[pos : pos + 5] != _LINK_HEAD:
+            return None
+        parents.append(block[pos + 5 : pos + 5 + _CID_LEN])
+        pos += 5 + _CID_LEN
+    if block[pos : pos + 6] != _SIG_HEAD:
+        return None
+    sig = block[pos + 6 :]
+    try:
+        _check_fields(kind, group, seq, prev, tuple(parents), epoch, payload, max_parents)
+        return OpNode(kind, group, author, seq, prev, tuple(parents), epoch, payload, sig)
+    except InvalidArgument:
+        return None

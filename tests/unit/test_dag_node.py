@@ -30,6 +30,7 @@ from crdt_mls.dag import (
     verify_node,
 )
 from crdt_mls.dag.cbor import Link, encode
+from crdt_mls.dag.node import _parse_fast, _parse_generic
 from crdt_mls.errors import (
     DecodeError,
     IntegrityError,
@@ -363,3 +364,47 @@ def test_derive_group_tag() -> None:
         derive_group_tag(b"short", b"g")
     with pytest.raises(InvalidArgument):
         derive_group_tag(key, "g")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------ fast node parser == generic
+
+
+def _generic_or_error(block: bytes, max_parents: int = DEFAULT_MAX_PARENTS) -> OpNode | Exception:
+    try:
+        return _parse_generic(block, max_parents)
+    except (DecodeError, InvalidArgument) as exc:
+        return exc
+
+
+@given(fields_strategy())
+@settings(deadline=None, max_examples=150)
+def test_fast_parser_matches_generic_on_valid_nodes(fields: NodeFields) -> None:
+    node = sign_node(fields, KEY)
+    _, block = encode_node(node)
+    assert _parse_fast(block, DEFAULT_MAX_PARENTS) == node == _parse_generic(block, DEFAULT_MAX_PARENTS)
+    if node.parents:
+        assert _parse_fast(block, len(node.parents) - 1) is None
+
+
+@given(fields_strategy(), st.data())
+@settings(deadline=None, max_examples=600)
+def test_fast_parser_never_accepts_more(fields: NodeFields, data: st.DataObject) -> None:
+    _, block = encode_node(sign_node(fields, KEY))
+    mutated = bytearray(block)
+    op = data.draw(st.sampled_from(["flip", "set", "truncate", "append", "insert", "delete"]))
+    i = data.draw(st.integers(0, len(mutated) - 1))
+    if op == "flip":
+        mutated[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif op == "set":
+        mutated[i] = data.draw(st.integers(0, 255))
+    elif op == "truncate":
+        del mutated[i:]
+    elif op == "append":
+        mutated += data.draw(st.binary(min_size=1, max_size=3))
+    elif op == "insert":
+        mutated[i:i] = data.draw(st.binary(min_size=1, max_size=3))
+    else:
+        del mutated[i]
+    fast = _parse_fast(bytes(mutated), DEFAULT_MAX_PARENTS)
+    if fast is not None:
+        assert _generic_or_error(bytes(mutated)) == fast
