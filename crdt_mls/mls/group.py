@@ -248,6 +248,33 @@ def _verify_joined_tree(suite: CipherSuite, tree: RatchetTree, gi: GroupInfo) ->
     tree.verify_integrity(gc.group_id, gc.tree_hash)
 
 
+def _check_linked_group(psk: PreSharedKeyID, previous: Group, gc: GroupContext, tree: RatchetTree) -> None:
+    """Checks of a group joined with a reinit or branch PSK (RFC 9420 sections 11.2, 11.3, 12.4.3.1);
+    members are matched by credential."""
+    if psk.psk_group_id != previous.group_id:
+        raise WelcomeError("the resumption PSK names another group than the previous one")
+    old_creds = {codec.encode(leaf.credential) for _, leaf in previous.tree.members()}
+    new_creds = {codec.encode(leaf.credential) for _, leaf in tree.members()}
+    if psk.usage == ResumptionPSKUsage.REINIT:
+        ri = previous.reinit
+        if ri is None or psk.psk_epoch != previous.epoch:
+            raise WelcomeError("the previous group's last commit was not a ReInit")
+        if (ri.group_id, ri.version, ri.cipher_suite, tuple(ri.extensions)) != (
+            gc.group_id,
+            gc.version,
+            gc.cipher_suite,
+            tuple(gc.extensions),
+        ):
+            raise WelcomeError("the new group does not match the ReInit proposal")
+        if not old_creds <= new_creds:
+            raise WelcomeError("a member of the reinitialized group is missing from the new group")
+    else:
+        if (gc.version, gc.cipher_suite) != (previous.group_context.version, previous.cipher_suite):
+            raise WelcomeError("a branch must keep the version and cipher suite")
+        if not new_creds <= old_creds:
+            raise WelcomeError("a branch contains a member that is not in the original group")
+
+
 def _w_bytes_pair(w: Writer, item: tuple[bytes, bytes]) -> None:
     w.opaque(item[0])
     w.opaque(item[1])
@@ -425,12 +452,15 @@ class Group:
         ratchet_tree: bytes | RatchetTree | None = None,
         external_psks: Mapping[bytes, bytes] | None = None,
         resumption_psks: Mapping[tuple[bytes, int], bytes] | None = None,
+        previous: Group | None = None,
     ) -> Group:
         """Join from a Welcome (RFC 9420 section 12.4.3.1).
 
         ``ratchet_tree`` is the encoded tree when the GroupInfo does not carry it;
         ``external_psks`` maps psk_id to PSK; ``resumption_psks`` maps (group_id, epoch) to
         the resumption PSK (from `resumption_psk_map` of the old group, for reinit/branch).
+        ``previous`` is the old group of a reinit/branch: its PSKs are used and the new
+        group is checked against it (RFC 9420 sections 11.2, 11.3, 12.4.3.1).
         """
         if isinstance(welcome, Welcome):
             w = welcome
@@ -442,7 +472,8 @@ class Group:
         suite = key_package.suite
         secrets = open_group_secrets(w, key_package)
         ext_psks = dict(external_psks or {})
-        res_psks = dict(resumption_psks or {})
+        res_psks = dict(previous.resumption_psk_map() if previous is not None else {})
+        res_psks.update(resumption_psks or {})
         pairs: list[tuple[PreSharedKeyID, bytes]] = []
         special: list[PreSharedKeyID] = []
         for psk_id in secrets.psks:
@@ -474,6 +505,8 @@ class Group:
         my_leaf = tree.find_leaf(key_package.key_package.leaf_node)
         if my_leaf is None:
             raise WelcomeError("our KeyPackage's leaf is not in the ratchet tree")
+        if special and previous is not None:
+            _check_linked_group(special[0], previous, gc, tree)
         keys = TreePrivateKeys.for_leaf(my_leaf, key_package.encryption_priv)
         if secrets.path_secret is not None:
             lca = treemath.common_ancestor(2 * my_leaf, 2 * gi.signer)
@@ -902,6 +935,30 @@ class Group:
         (RFC 9420 section 12.4.1) -> (commit MLSMessage bytes, Welcome bytes or None, new state).
         """
         self._require_active()
+        return self._commit(
+            proposals,
+            add=add,
+            remove=remove,
+            include_pending=include_pending,
+            private=private,
+            ratchet_tree_in_welcome=ratchet_tree_in_welcome,
+            authenticated_data=authenticated_data,
+            rng=rng,
+        )
+
+    def _commit(
+        self,
+        proposals: Sequence[Proposal] = (),
+        *,
+        add: Sequence[bytes | KeyPackage] = (),
+        remove: Sequence[int] = (),
+        include_pending: bool = True,
+        private: bool = False,
+        ratchet_tree_in_welcome: bool = True,
+        authenticated_data: bytes = b"",
+        resumption_psk: PreSharedKeyID | None = None,
+        rng: Rng = os.urandom,
+    ) -> tuple[bytes, bytes | None, Group]:
         suite = self.suite
         gc = self.group_context
         me = Sender.member(self.own_leaf)
@@ -917,6 +974,11 @@ class Group:
         entries = [ProposalEntry(c.proposal, c.sender, c.ref) for c in refs]
         entries.extend(ProposalEntry(p, me) for p in by_value)
         validate_proposal_list(suite, self.tree, gc, entries, me)
+        if resumption_psk is not None:
+            # the reinit/branch PSK of a new group's first commit (RFC 9420 sections 11.2, 11.3);
+            # 12.1.4 forbids it in proposals others validate, and nobody but us processes this commit
+            by_value.append(PreSharedKey(resumption_psk))
+            entries.append(ProposalEntry(by_value[-1], me))
         applied = apply_proposal_list(self.tree, gc, entries)
         psk_secret = self._psk_secret(applied.psks)
         provisional = replace(gc, epoch=gc.epoch + 1, extensions=applied.extensions)
@@ -954,6 +1016,67 @@ class Group:
             w = build_welcome(suite, gi, es.joiner_secret, psk_secret, applied.psks, recipients, rng)
             welcome = MLSMessage(w).to_bytes()
         return MLSMessage(msg).to_bytes(), welcome, group
+
+    def _new_linked_group(
+        self,
+        usage: ResumptionPSKUsage,
+        cipher_suite: int,
+        group_id: bytes,
+        extensions: Sequence[Extension],
+        key_packages: Sequence[bytes | KeyPackage],
+        creator: KeyPackagePrivate | None,
+        rng: Rng,
+    ) -> tuple[bytes, Group]:
+        suite = get_cipher_suite(cipher_suite)
+        if creator is None:
+            creator = make_key_package(
+                cipher_suite,
+                self.leaf_node.credential,
+                signature_priv=self.signature_priv if cipher_suite == self.cipher_suite else None,
+                rng=rng,
+            )
+        new = Group.create(cipher_suite, creator, group_id=group_id, extensions=extensions, rng=rng)
+        new = replace(new, resumption_psks=((self.group_id, self.epoch, self.epoch_secrets.resumption_psk),))
+        psk = PreSharedKeyID.resumption(usage, self.group_id, self.epoch, rng(suite.hash_length))
+        _, welcome, new = new._commit(add=key_packages, resumption_psk=psk, rng=rng)
+        if welcome is None:
+            raise InvalidArgument("a reinitialized or branched group needs at least one other member")
+        return welcome, new
+
+    def reinit_group(
+        self,
+        key_packages: Sequence[bytes | KeyPackage],
+        *,
+        creator: KeyPackagePrivate | None = None,
+        rng: Rng = os.urandom,
+    ) -> tuple[bytes, Group]:
+        """After a ReInit commit: create the new group it describes and welcome the members'
+        new KeyPackages with a ``reinit`` resumption PSK (RFC 9420 section 11.2)
+        -> (Welcome bytes, new group at epoch 1)."""
+        ri = self.reinit
+        if ri is None:
+            raise InvalidState("no ReInit was committed in this group")
+        return self._new_linked_group(
+            ResumptionPSKUsage.REINIT, ri.cipher_suite, ri.group_id, ri.extensions, key_packages, creator, rng
+        )
+
+    def branch(
+        self,
+        key_packages: Sequence[bytes | KeyPackage],
+        *,
+        group_id: bytes | None = None,
+        extensions: Sequence[Extension] | None = None,
+        creator: KeyPackagePrivate | None = None,
+        rng: Rng = os.urandom,
+    ) -> tuple[bytes, Group]:
+        """Branch a subgroup with a ``branch`` resumption PSK (RFC 9420 section 11.3)
+        -> (Welcome bytes, new group at epoch 1)."""
+        self._require_active()
+        gid = group_id if group_id is not None else rng(16)
+        exts = self.group_context.extensions if extensions is None else tuple(extensions)
+        return self._new_linked_group(
+            ResumptionPSKUsage.BRANCH, self.cipher_suite, gid, exts, key_packages, creator, rng
+        )
 
     def _signed_group_info(self, with_tree: bool, external_pub: bool) -> GroupInfo:
         """GroupInfo of the current epoch, signed by us (RFC 9420 section 12.4.3)."""

@@ -366,3 +366,43 @@ def test_events(trio: Harness) -> None:
     assert ev.removed == (2,) and ev.added == (2,)
     g2, ev2 = trio.members["m2"].process(commit)
     assert isinstance(ev2, CommitApplied) and ev2.self_removed and not g2.active
+
+
+def test_reinit_to_another_suite() -> None:
+    from crdt_mls.mls.messages import ReInit
+
+    h = Harness(seed="reinit")
+    h.add("m0", 2)
+    commit, _, h.members["m1"] = h.members["m1"].commit([ReInit(b"group-1-v2", 1, 3, ())], rng=h.rng)
+    h.deliver("m1", commit)
+    for g in h.members.values():
+        assert g.reinit is not None
+        with pytest.raises(InvalidState):
+            g.protect_application(b"no more")
+    # each member publishes a KeyPackage for the new suite; m1 recreates the group
+    kps = {n: make_key_package(3, n.encode(), rng=h.rng) for n in ("m0", "m2")}
+    welcome, new1 = h.members["m1"].reinit_group([kp.public_message() for kp in kps.values()], rng=h.rng)
+    assert new1.epoch == 1 and new1.cipher_suite == 3 and new1.group_id == b"group-1-v2"
+    for n, kp in kps.items():
+        joined = Group.join_from_welcome(welcome, kp, previous=h.members[n])
+        assert joined.epoch_authenticator == new1.epoch_authenticator
+        # without the old group's resumption PSK the Welcome cannot be used
+        with pytest.raises(RemoteInputError):
+            Group.join_from_welcome(welcome, kp)
+
+
+def test_branch_subgroup() -> None:
+    h = Harness(seed="branch")
+    h.add("m0", 3)
+    kp = make_key_package(1, b"m2", rng=h.rng)
+    welcome, sub = h.members["m0"].branch([kp.public_message()], group_id=b"sub", rng=h.rng)
+    joined = Group.join_from_welcome(welcome, kp, previous=h.members["m2"])
+    assert joined.epoch == 1 and joined.epoch_authenticator == sub.epoch_authenticator
+    msg, sub = sub.protect_application(b"sub only")
+    data, _ = joined.unprotect(msg)
+    assert data == b"sub only"
+    # a branch with a stranger is refused by a member checking against the old group
+    stranger = make_key_package(1, b"stranger", rng=h.rng)
+    welcome, _ = h.members["m0"].branch([stranger.public_message()], rng=h.rng)
+    with pytest.raises(RemoteInputError):
+        Group.join_from_welcome(welcome, stranger, previous=h.members["m1"])
