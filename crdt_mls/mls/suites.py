@@ -216,6 +216,19 @@ def _vec(data: bytes) -> bytes:
     return encode_varint(len(data)) + data
 
 
+_LABELS: dict[str, bytes] = {}
+
+
+def _label(label: str) -> bytes:
+    """The encoded ``opaque label<V> = "MLS 1.0 " + label`` (memoized: labels are a small fixed set)."""
+    out = _LABELS.get(label)
+    if out is None:
+        out = _vec(_MLS_PREFIX + label.encode())
+        if len(_LABELS) < 1024:
+            _LABELS[label] = out
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class CipherSuite:
     """One MLS cipher suite (RFC 9420 section 5.1, table in section 17.1).  Holds no secrets."""
@@ -261,7 +274,7 @@ class CipherSuite:
         """ExpandWithLabel (RFC 9420 section 5.1): KDF.Expand(secret, KDFLabel, length)."""
         if not 0 <= length <= 0xFFFF:
             raise InvalidArgument(f"ExpandWithLabel length {length} is not a uint16")
-        info = length.to_bytes(2, "big") + _vec(_MLS_PREFIX + label.encode()) + _vec(context)
+        info = length.to_bytes(2, "big") + _label(label) + _vec(context)
         return self._hpke.kdf.expand(secret, info, length)
 
     def derive_secret(self, secret: bytes, label: str) -> bytes:
@@ -314,14 +327,14 @@ class CipherSuite:
         self, public_key: bytes, label: str, context: bytes, plaintext: bytes, rng: Rng = os.urandom
     ) -> tuple[bytes, bytes]:
         """EncryptWithLabel (RFC 9420 section 5.1.3) -> (kem_output, ciphertext)."""
-        info = _vec(_MLS_PREFIX + label.encode()) + _vec(context)
+        info = _label(label) + _vec(context)
         return self._hpke.seal(bytes(public_key), info, b"", plaintext, rng)
 
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:
         """DecryptWithLabel (RFC 9420 section 5.1.3); `DecryptionError` on failure."""
-        info = _vec(_MLS_PREFIX + label.encode()) + _vec(context)
+        info = _label(label) + _vec(context)
         return self._hpke.open(bytes(private_key), bytes(kem_output), info, b"", ciphertext)
 
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
@@ -351,11 +364,11 @@ class CipherSuite:
 
     def sign_with_label(self, private_key: bytes, label: str, content: bytes) -> bytes:
         """SignWithLabel (RFC 9420 section 5.1.2)."""
-        return self._sig.sign(private_key, _vec(_MLS_PREFIX + label.encode()) + _vec(content))
+        return self._sig.sign(private_key, _label(label) + _vec(content))
 
     def verify_with_label(self, public_key: bytes, label: str, content: bytes, signature: bytes) -> None:
         """VerifyWithLabel (RFC 9420 section 5.1.2); `SignatureError` if invalid."""
-        self._sig.verify(public_key, _vec(_MLS_PREFIX + label.encode()) + _vec(content), signature)
+        self._sig.verify(public_key, _label(label) + _vec(content), signature)
 
     def generate_signature_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
         """A fresh signature key pair -> (private, public)."""
