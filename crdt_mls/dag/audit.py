@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from crdt_mls.dag.cid import cid_to_str
+from crdt_mls.errors import DecodeError
 
 __all__ = ["assert_no_plaintext", "encodings_of"]
 
@@ -55,7 +56,11 @@ def assert_no_plaintext(store: _Readable, words: Iterable[str | bytes], *, meta_
     for cid in store.iter_cids():
         data = store.get_block(cid)
         if data is not None:
-            items.append((f"block {cid_to_str(cid)}", data))
+            try:
+                name = cid_to_str(cid)
+            except DecodeError:
+                name = cid.hex()
+            items.append((f"block {name}", data))
     for key in meta_keys:
         value = store.get_meta(key)
         if value is not None:

@@ -63,6 +63,8 @@ _SMALL_HEADS: tuple[tuple[bytes, ...], ...] = tuple(
 
 def head(major: int, n: int) -> bytes:
     """Return the shortest CBOR data item head for major type ``major`` and argument ``n``."""
+    if n < 0:
+        raise InvalidArgument("CBOR head argument must be non-negative")
     if n < 24:
         return _SMALL_HEADS[major][n]
     mt = major << 5
@@ -158,6 +160,12 @@ def _enc(v: object, out: list[bytes], depth: int) -> None:
             _enc(val, out, depth - 1)
     elif isinstance(v, (bytearray, memoryview)):
         _enc(bytes(v), out, depth)
+    elif isinstance(v, bool):  # pragma: no cover - bool cannot be subclassed
+        _enc(bool(v), out, depth)
+    elif isinstance(v, int):  # IntEnum and other int subclasses
+        _enc(int(v), out, depth)
+    elif isinstance(v, str):  # StrEnum and other str subclasses
+        _enc(str(v), out, depth)
     else:
         raise InvalidArgument(f"type {t.__name__} cannot be encoded as node DAG-CBOR")
 

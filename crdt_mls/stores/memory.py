@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from crdt_mls.errors import InvalidArgument, InvalidState
 
-__all__ = ["MemoryStore", "check_batch", "check_meta"]
+__all__ = ["MemoryStore", "check_batch", "check_cid_arg", "check_meta"]
 
 
 def check_batch(blocks: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -23,6 +23,15 @@ def check_batch(blocks: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
             raise InvalidArgument("empty CID")
         out.append((bytes(cid), bytes(data)))
     return out
+
+
+def check_cid_arg(cid: object) -> bytes:
+    """Return a CID argument as ``bytes``; raise :class:`InvalidArgument` for other types."""
+    if isinstance(cid, bytes):
+        return cid
+    if isinstance(cid, (bytearray, memoryview)):
+        return bytes(cid)
+    raise InvalidArgument(f"CID must be bytes, not {type(cid).__name__}")
 
 
 def check_meta(meta: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
@@ -57,17 +66,19 @@ class MemoryStore:
 
     def get_block(self, cid: bytes) -> bytes | None:
         self._check_open()
-        return self._blocks.get(bytes(cid))
+        return self._blocks.get(check_cid_arg(cid))
 
     def has_block(self, cid: bytes) -> bool:
         self._check_open()
-        return bytes(cid) in self._blocks
+        return check_cid_arg(cid) in self._blocks
 
     def put_blocks(self, blocks: Sequence[tuple[bytes, bytes]]) -> None:
         self.write_batch(blocks, {})
 
     def get_meta(self, key: str) -> bytes | None:
         self._check_open()
+        if not isinstance(key, str):
+            raise InvalidArgument("meta keys must be str")
         return self._meta.get(key)
 
     def write_batch(self, blocks: Sequence[tuple[bytes, bytes]], meta: Mapping[str, bytes | None]) -> None:

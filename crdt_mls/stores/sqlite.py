@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal
 
 from crdt_mls.errors import InvalidArgument, InvalidState, StorageError
-from crdt_mls.stores.memory import check_batch, check_meta
+from crdt_mls.stores.memory import check_batch, check_cid_arg, check_meta
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -91,7 +91,7 @@ class SqliteStore:
     def get_block(self, cid: bytes) -> bytes | None:
         with self._lock:
             try:
-                row = self._c().execute("SELECT data FROM blocks WHERE cid = ?", (bytes(cid),)).fetchone()
+                row = self._c().execute("SELECT data FROM blocks WHERE cid = ?", (check_cid_arg(cid),)).fetchone()
             except sqlite3.Error as exc:
                 raise StorageError(f"SQLite read failed: {exc}") from exc
         return None if row is None else bytes(row[0])
@@ -99,7 +99,7 @@ class SqliteStore:
     def has_block(self, cid: bytes) -> bool:
         with self._lock:
             try:
-                row = self._c().execute("SELECT 1 FROM blocks WHERE cid = ?", (bytes(cid),)).fetchone()
+                row = self._c().execute("SELECT 1 FROM blocks WHERE cid = ?", (check_cid_arg(cid),)).fetchone()
             except sqlite3.Error as exc:
                 raise StorageError(f"SQLite read failed: {exc}") from exc
         return row is not None

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from multiformats import CID
 
-from crdt_mls.dag.cbor import Link, Value, decode, encode
+from crdt_mls.dag.cbor import Link, Value, decode, encode, head
 from crdt_mls.dag.cid import cid_for_block, cid_for_raw
 from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError
 
@@ -228,6 +228,17 @@ def test_encode_rejects_unsupported() -> None:
     with pytest.raises(InvalidArgument):
         encode(nested)
     assert encode((1, 2)) == encode([1, 2])  # type: ignore[arg-type]
+    import enum
+
+    class E(enum.IntEnum):
+        X = 7
+
+    class S(enum.StrEnum):
+        Y = "y"
+
+    assert encode([E.X, S.Y]) == dag_cbor.encode([7, "y"])
+    with pytest.raises(InvalidArgument):
+        head(0, -1)
     assert encode(bytearray(b"ab")) == encode(b"ab")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument):
         decode("00")  # type: ignore[arg-type]

@@ -54,6 +54,22 @@ def test_protocol(store: Store) -> None:
     assert store.get_block(blk(3)[0]) == blk(3)[1]
 
 
+def test_argument_types(store: Store) -> None:
+    for bad in (5, "bafy", None):
+        with pytest.raises(InvalidArgument):
+            store.get_block(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument):
+            store.has_block(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        store.get_meta(b"k")  # type: ignore[arg-type]
+
+
+def test_sqlite_in_memory() -> None:
+    with SqliteStore(":memory:") as s:
+        s.write_batch([blk(1)], {"k": b"v"})
+        assert s.get_block(blk(1)[0]) == blk(1)[1] and s.get_meta("k") == b"v"
+
+
 def test_first_write_wins(store: Store) -> None:
     cid = cid_for_raw(b"a")
     store.put_blocks([(cid, b"a")])
@@ -182,4 +198,7 @@ def test_assert_no_plaintext(store: Store) -> None:
         assert_no_plaintext(store, [secret], meta_keys=["state", "absent"])
     with pytest.raises(ValueError):
         assert_no_plaintext(store, ["abc"])
+    store.put_blocks([(b"not a cid", b"xx attack at dawn")])
+    with pytest.raises(AssertionError, match="6e6f742061"):
+        assert_no_plaintext(store, [secret])
     assert cid_for_block(block) == cid
