@@ -19,6 +19,7 @@ from crdt_mls.causal.logs import (
     MemberLogs,
     Refused,
 )
+from crdt_mls.causal.nodes import NodeRef, decode_ref, encode_ref, opnode_checker, opnode_links
 from crdt_mls.causal.sync import SyncMessage, SyncSession
 
 __all__ = [
@@ -38,10 +39,15 @@ __all__ = [
     "LogGapError",
     "MemberLogs",
     "MemoryDag",
+    "NodeRef",
     "Refused",
     "StoreDag",
     "SyncMessage",
     "SyncSession",
     "dag_difference",
+    "decode_ref",
     "dependencies",
+    "encode_ref",
+    "opnode_checker",
+    "opnode_links",
 ]

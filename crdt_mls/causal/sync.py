@@ -132,6 +132,7 @@ class SyncSession:
 
     __slots__ = (
         "_counter",
+        "_flushed",
         "_have_key",
         "_id",
         "_last_sent_heads",
@@ -186,6 +187,7 @@ class SyncSession:
         self._retired: set[bytes] = set()
         self._pending: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
         self._pending_bytes = 0
+        self._flushed: list[bytes] = []
         self._since: frozenset[bytes] = frozenset()
         self._reset_peer_view()
         self._reset_flight()
@@ -222,6 +224,13 @@ class SyncSession:
     def in_sync(self) -> bool:
         """Whether the peer's latest heads equal ours and nothing waits."""
         return self._their_heads == self.view.heads() and not self._pending
+
+    def take_flushed(self) -> list[bytes]:
+        """CIDs that :meth:`generate_message` moved from the waiting area into the store
+        (their links arrived through another session) since the last call, parents first.
+        Blocks added by :meth:`receive_message` are returned by it instead."""
+        out, self._flushed = self._flushed, []
+        return out
 
     # -- timers ---------------------------------------------------------------------------
     def on_timeout(self) -> None:
@@ -274,10 +283,13 @@ class SyncSession:
         waiting_on: dict[bytes, int] = {}
         children: dict[bytes, list[bytes]] = {}
         queue: list[bytes] = []
+        held = {c for c in pending if view.has(c)}  # arrived meanwhile through another session
         for cid, (_, links) in pending.items():
+            if cid in held:
+                continue
             n = 0
             for link in set(links):
-                if link in pending:
+                if link in pending and link not in held:
                     n += 1
                     children.setdefault(link, []).append(cid)
                 elif not view.has(link):
@@ -297,7 +309,7 @@ class SyncSession:
                     if waiting_on[child] == 0:
                         queue.append(child)
         placed = {c for c, _, _ in ready}
-        return ready, {c for c in pending if c not in placed}
+        return ready, {c for c in pending if c not in placed and c not in held}
 
     def _take_state(self, msg: SyncMessage) -> None:
         if msg.session == self._peer_id:
@@ -338,8 +350,9 @@ class SyncSession:
         view = self.view
         if self._pending:
             ready, remaining = self._plan_flush(self._pending)
-            if ready:
+            if len(remaining) < len(self._pending):
                 view.add(ready)
+                self._flushed.extend(c for c, _, _ in ready)
                 self._pending = {c: self._pending[c] for c in remaining}
                 self._pending_bytes = sum(len(b) for b, _ in self._pending.values())
         self._update_since()

@@ -48,6 +48,7 @@ def pump(replicas: Sequence[SimReplica], net: NetSim, *, max_ticks: int = 10_000
         for r in replicas:
             for peer, session in sorted(r.sessions.items()):
                 msg = session.generate_message()
+                r.added.extend(session.take_flushed())
                 if msg is not None:
                     net.send(r.name, peer, msg)
                     sent = True

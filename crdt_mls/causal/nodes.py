@@ -1,0 +1,83 @@
+"""Adapters between signed operation nodes (:mod:`crdt_mls.dag.node`) and the causal layer.
+
+:class:`NodeRef` pairs an :class:`~crdt_mls.dag.node.OpNode` with its CID and block size,
+which is what :class:`~crdt_mls.causal.delivery.CausalBuffer` and
+:class:`~crdt_mls.causal.logs.MemberLogs` need; :func:`opnode_checker` is the
+:data:`~crdt_mls.causal.dagview.BlockChecker` that sync uses to verify fetched blocks
+(CID, canonical DAG-CBOR, schema, group tag, signature) and read their links.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crdt_mls.causal.dagview import BlockChecker
+from crdt_mls.dag.cid import cid_for_block
+from crdt_mls.dag.node import OpNode, decode_node, encode_node
+
+__all__ = ["NodeRef", "decode_ref", "encode_ref", "opnode_checker", "opnode_links"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    """A verified operation node with its CID (satisfies ``CausalNode``)."""
+
+    cid: bytes
+    node: OpNode
+    size: int
+
+    @property
+    def author(self) -> bytes:
+        return self.node.author
+
+    @property
+    def seq(self) -> int:
+        return self.node.seq
+
+    @property
+    def prev(self) -> bytes | None:
+        return self.node.prev
+
+    @property
+    def parents(self) -> tuple[bytes, ...]:
+        return self.node.parents
+
+    @property
+    def epoch(self) -> bytes:
+        return self.node.epoch
+
+    @classmethod
+    def from_node(cls, node: OpNode) -> NodeRef:
+        cid, block = encode_node(node)
+        return cls(cid, node, len(block))
+
+    @classmethod
+    def from_block(cls, cid: bytes, block: bytes, *, group: bytes | None = None) -> NodeRef:
+        """Decode and verify a block fetched under ``cid`` (see ``decode_node``)."""
+        return cls(cid, decode_node(block, cid, group=group), len(block))
+
+
+def opnode_links(node: OpNode) -> tuple[bytes, ...]:
+    """The CIDs a node depends on: its parents, then its ``prev`` if not among them."""
+    if node.prev is None or node.prev in node.parents:
+        return node.parents
+    return (*node.parents, node.prev)
+
+
+def opnode_checker(group: bytes | None = None) -> BlockChecker:
+    """A block checker for sync: verifies a node block fully and returns its links."""
+
+    def check(cid: bytes, block: bytes) -> tuple[bytes, ...]:
+        return opnode_links(decode_node(block, cid, group=group))
+
+    return check
+
+
+def encode_ref(ref: NodeRef) -> bytes:
+    """The block of a node (for ``CausalBuffer.to_bytes`` / ``MemberLogs.to_bytes``)."""
+    return encode_node(ref.node)[1]
+
+
+def decode_ref(block: bytes) -> NodeRef:
+    """Inverse of :func:`encode_ref`; verifies the signature."""
+    return NodeRef(cid_for_block(block), decode_node(block), len(block))
