@@ -563,3 +563,35 @@ def test_x25519_public_key_cache_holds_no_private_key(monkeypatch: pytest.Monkey
         assert cs.hpke_public_key(sk) == pk  # cached or recomputed, always right
     enc, ct = cs.hpke_seal(keys[0][1], b"i", b"a", b"p")
     assert cs.hpke_open(keys[0][0], enc, b"i", b"a", ct) == b"p"
+
+
+@pytest.mark.parametrize("suite_id", [1, 2, 3, 5, 7])
+def test_interop_with_cryptography_hpke(suite_id: int) -> None:
+    """Cross-check against the independent HPKE of `cryptography` (no X448 there)."""
+    from cryptography.hazmat.primitives import hpke as chpke
+    from cryptography.hazmat.primitives.asymmetric import ec, x25519
+
+    cs = cs_of(suite_id)
+    kem, kdf, aead = {
+        1: (chpke.KEM.X25519, chpke.KDF.HKDF_SHA256, chpke.AEAD.AES_128_GCM),
+        2: (chpke.KEM.P256, chpke.KDF.HKDF_SHA256, chpke.AEAD.AES_128_GCM),
+        3: (chpke.KEM.X25519, chpke.KDF.HKDF_SHA256, chpke.AEAD.CHACHA20_POLY1305),
+        5: (chpke.KEM.P521, chpke.KDF.HKDF_SHA512, chpke.AEAD.AES_256_GCM),
+        7: (chpke.KEM.P384, chpke.KDF.HKDF_SHA384, chpke.AEAD.AES_256_GCM),
+    }[suite_id]
+    theirs = chpke.Suite(kem, kdf, aead)
+    sk, pk = cs.derive_key_pair(b"interop")
+    csk: x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey
+    cpk: x25519.X25519PublicKey | ec.EllipticCurvePublicKey
+    if suite_id in (1, 3):
+        csk = x25519.X25519PrivateKey.from_private_bytes(sk)
+        cpk = x25519.X25519PublicKey.from_public_bytes(pk)
+    else:
+        curve = {2: ec.SECP256R1(), 5: ec.SECP521R1(), 7: ec.SECP384R1()}[suite_id]
+        csk = ec.derive_private_key(int.from_bytes(sk, "big"), curve)
+        cpk = ec.EllipticCurvePublicKey.from_encoded_point(curve, pk)
+    n = cs.kem_output_length
+    blob = theirs.encrypt(b"plaintext", cpk, info=b"info")
+    assert cs.hpke_open(sk, blob[:n], b"info", b"", blob[n:]) == b"plaintext"
+    enc, ct = cs.hpke_seal(pk, b"info", b"", b"plaintext")
+    assert theirs.decrypt(enc + ct, csk, info=b"info") == b"plaintext"
