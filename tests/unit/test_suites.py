@@ -595,3 +595,16 @@ def test_interop_with_cryptography_hpke(suite_id: int) -> None:
     assert cs.hpke_open(sk, blob[:n], b"info", b"", blob[n:]) == b"plaintext"
     enc, ct = cs.hpke_seal(pk, b"info", b"", b"plaintext")
     assert theirs.decrypt(enc + ct, csk, info=b"info") == b"plaintext"
+
+
+def test_ed25519_interop_with_openssl() -> None:
+    """libsodium (ours) and OpenSSL (`cryptography`) agree on Ed25519 (deterministic signatures)."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    cs = cs_of(1)
+    sk, pk = cs.generate_signature_key_pair(seeded(b"ed"))
+    other = ed25519.Ed25519PrivateKey.from_private_bytes(sk)
+    assert other.public_key().public_bytes_raw() == pk
+    assert other.sign(b"message") == cs.sign(sk, b"message")
+    other.public_key().verify(cs.sign(sk, b"m2"), b"m2")
+    cs.verify(pk, b"m3", other.sign(b"m3"))
