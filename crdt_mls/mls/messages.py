@@ -1730,7 +1730,10 @@ class MLSMessage:
 
     @property
     def wire_format(self) -> WireFormat:
-        return _BODY_FORMAT[type(self.body)]
+        wf = _BODY_FORMAT.get(type(self.body))
+        if wf is None:
+            raise InvalidArgument(f"{type(self.body).__name__} cannot be the body of an MLSMessage")
+        return wf
 
     def encode(self, w: Writer) -> None:
         w.u16(MLS10)

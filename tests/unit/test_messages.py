@@ -705,3 +705,12 @@ def test_fast_and_slow_tree_parsers_agree_on_mutations(tree: list[Node | None], 
     fast = run(decode_ratchet_tree)
     slow = run(lambda d: decode_with(read_ratchet_tree_slow, d))
     assert fast == slow
+
+
+def test_mls_message_body_must_be_a_message_struct() -> None:
+    bogus: Any = Remove(1)
+    with pytest.raises(InvalidArgument):
+        _ = MLSMessage(bogus).wire_format
+    w = Writer()
+    with pytest.raises(InvalidArgument):
+        encode_node(w, bogus)
