@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError, ProposalError, SignatureError, TreeError
 from crdt_mls.mls import treemath
-from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.codec import Reader, Writer, encode_varint
 from crdt_mls.mls.messages import (
     Add,
     LeafNode,
@@ -44,6 +44,8 @@ __all__ = [
     "NodeValue",
     "RatchetTree",
     "apply_proposal",
+    "direct_path",
+    "path_with_siblings",
     "verify_leaf_signature",
 ]
 
@@ -55,16 +57,48 @@ MAX_LEAVES = 1 << 20
 _EMPTY: tuple[int, ...] = ()
 
 
-def _write_optional(w: Writer, v: NodeValue | None) -> None:
-    if v is None:
-        w.u8(0)
-    else:
-        w.u8(1)
-        v.encode(w)
-
-
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
+
+
+def _level(x: int) -> int:
+    """Level of node ``x`` (number of trailing one bits)."""
+    return (~x & (x + 1)).bit_length() - 1
+
+
+def _children(x: int) -> tuple[int, int]:
+    """Left and right child of parent node ``x`` (appendix C)."""
+    k = _level(x) - 1
+    return x ^ (1 << k), x ^ (3 << k)
+
+
+def direct_path(x: int, n_leaves: int) -> list[int]:
+    """Direct path of ``x`` in a full tree of ``n_leaves`` (a power of two) leaves (section 4.1).
+
+    Same result as `treemath.direct_path`, computed with bit operations only.
+    """
+    root = n_leaves - 1
+    out: list[int] = []
+    k = _level(x)
+    while x != root:
+        x = x - (1 << k) if (x >> (k + 1)) & 1 else x + (1 << k)
+        k += 1
+        out.append(x)
+    return out
+
+
+def path_with_siblings(x: int, n_leaves: int) -> list[tuple[int, int]]:
+    """``(parent, sibling of the child on the path)`` for every node on the direct path of ``x``."""
+    root = n_leaves - 1
+    out: list[tuple[int, int]] = []
+    k = _level(x)
+    while x != root:
+        bit = 1 << (k + 1)
+        sib = x ^ bit
+        x = x - (1 << k) if x & bit else x + (1 << k)
+        k += 1
+        out.append((x, sib))
+    return out
 
 
 def verify_leaf_signature(suite: CipherSuite, leaf: LeafNode, group_id: bytes, leaf_index: int) -> None:
@@ -271,7 +305,7 @@ class RatchetTree:
         hashes, res = self._hashes, self._res
         hashes[x] = None
         res[x] = None
-        for p in treemath.direct_path(x, self.n_leaves):
+        for p in direct_path(x, self.n_leaves):
             hashes[p] = None
             res[p] = None
 
@@ -293,7 +327,7 @@ class RatchetTree:
     def blank_path(self, leaf_index: int) -> None:
         """Blank every parent on the direct path of a leaf (RFC 9420 section 7.4)."""
         self._check_leaf(leaf_index)
-        for p in treemath.direct_path(2 * leaf_index, self.n_leaves):
+        for p in direct_path(2 * leaf_index, self.n_leaves):
             if self._nodes[p] is not None:
                 self._put(p, None)
         self._invalidate(2 * leaf_index)
@@ -347,7 +381,7 @@ class RatchetTree:
         if index == self.n_leaves:
             self._extend()
         x = 2 * index
-        for p in treemath.direct_path(x, self.n_leaves):
+        for p in direct_path(x, self.n_leaves):
             v = self._nodes[p]
             if v is not None:
                 assert isinstance(v, ParentNode)
@@ -387,7 +421,8 @@ class RatchetTree:
         if v is None and x % 2 == 0:
             out = _EMPTY
         elif v is None:
-            out = self.resolution(treemath.left(x)) + self.resolution(treemath.right(x))
+            lc, rc = _children(x)
+            out = self.resolution(lc) + self.resolution(rc)
         elif x % 2 == 0:
             out = (x,)
         else:
@@ -406,32 +441,12 @@ class RatchetTree:
 
     def filtered_direct_path(self, leaf_index: int) -> list[int]:
         """Direct path minus nodes whose copath child has an empty resolution (section 4.1.2)."""
-        self._check_leaf(leaf_index)
-        x = 2 * leaf_index
-        n = self.n_leaves
-        dp = treemath.direct_path(x, n)
-        out: list[int] = []
-        child = x
-        for p in dp:
-            s = treemath.sibling(child, n)
-            if self.resolution(s):
-                out.append(p)
-            child = p
-        return out
+        return [p for p, _s in self.filtered_direct_path_with_copath(leaf_index)]
 
     def filtered_direct_path_with_copath(self, leaf_index: int) -> list[tuple[int, int]]:
-        """``(parent, copath child)`` pairs of the filtered direct path."""
+        """``(parent, copath child)`` pairs of the filtered direct path (section 4.1.2)."""
         self._check_leaf(leaf_index)
-        x = 2 * leaf_index
-        n = self.n_leaves
-        out: list[tuple[int, int]] = []
-        child = x
-        for p in treemath.direct_path(x, n):
-            s = treemath.sibling(child, n)
-            if self.resolution(s):
-                out.append((p, s))
-            child = p
-        return out
+        return [(p, s) for p, s in path_with_siblings(2 * leaf_index, self.n_leaves) if self.resolution(s)]
 
     # ------------------------------------------------------------------ tree hash
 
@@ -454,7 +469,7 @@ class RatchetTree:
             return h
         if x % 2 == 1:
             # fill children first without deep recursion on cached subtrees
-            left, right = treemath.left(x), treemath.right(x)
+            left, right = _children(x)
             lh = self._hashes[left] or self._th(left)
             rh = self._hashes[right] or self._th(right)
             h = self._parent_hash_input_hash(self._nodes[x], lh, rh)
@@ -464,19 +479,26 @@ class RatchetTree:
         return h
 
     def _leaf_hash(self, leaf_index: int, leaf: NodeValue | None) -> bytes:
-        w = Writer()
-        w.u8(NodeType.LEAF)
-        w.u32(leaf_index)
-        _write_optional(w, leaf)
-        return self.suite.hash(w.getvalue())
+        """Hash of TreeHashInput for a leaf (RFC 9420 section 7.8)."""
+        head = b"\x01" + leaf_index.to_bytes(4, "big")
+        if leaf is None:
+            return self.suite.hash(head + b"\x00")
+        assert isinstance(leaf, LeafNode)
+        return self.suite.hash(head + b"\x01" + leaf.to_bytes())
 
     def _parent_hash_input_hash(self, node: NodeValue | None, left_hash: bytes, right_hash: bytes) -> bytes:
-        w = Writer()
-        w.u8(NodeType.PARENT)
-        _write_optional(w, node)
-        w.opaque(left_hash)
-        w.opaque(right_hash)
-        return self.suite.hash(w.getvalue())
+        """Hash of TreeHashInput for a parent (RFC 9420 section 7.8)."""
+        if node is None:
+            body = b"\x02\x00"
+        else:
+            w = Writer()
+            w.u8(NodeType.PARENT)
+            w.u8(1)
+            node.encode(w)
+            body = w.getvalue()
+        return self.suite.hash(
+            body + encode_varint(len(left_hash)) + left_hash + encode_varint(len(right_hash)) + right_hash
+        )
 
     def _th_excluding(self, x: int, excluded: frozenset[int]) -> bytes:
         """Tree hash of ``x`` with the ``excluded`` leaves blanked and dropped from unmerged lists."""
@@ -491,8 +513,9 @@ class RatchetTree:
             kept = [u for u in v.unmerged_leaves if u not in excluded]
             if len(kept) != len(v.unmerged_leaves):
                 v = replace(v, unmerged_leaves=tuple(kept))
-        lh = self._th_excluding(treemath.left(x), excluded)
-        rh = self._th_excluding(treemath.right(x), excluded)
+        lc, rc = _children(x)
+        lh = self._th_excluding(lc, excluded)
+        rh = self._th_excluding(rc, excluded)
         return self._parent_hash_input_hash(v, lh, rh)
 
     # ------------------------------------------------------------------ parent hash
@@ -545,7 +568,7 @@ class RatchetTree:
         """Whether exactly one descendant chains to parent ``p`` (top-down check, section 7.9.2)."""
         if self._nodes[p] is None:
             return True
-        left, right = treemath.left(p), treemath.right(p)
+        left, right = _children(p)
         found = 0
         for c, s in ((left, right), (right, left)):
             ph = self.compute_parent_hash(p, s)
@@ -580,7 +603,7 @@ class RatchetTree:
                     raise TreeError(f"unmerged leaf {u} of node {p} is not a descendant")
                 if self._nodes[2 * u] is None:
                     raise TreeError(f"unmerged leaf {u} of node {p} is blank")
-                for q in treemath.direct_path(2 * u, n):
+                for q in direct_path(2 * u, n):
                     if q == p:
                         break
                     qv = self._nodes[q]

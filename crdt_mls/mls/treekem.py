@@ -26,7 +26,7 @@ from crdt_mls.mls.messages import (
     UpdatePath,
     UpdatePathNode,
 )
-from crdt_mls.mls.ratchet_tree import RatchetTree, verify_leaf_signature
+from crdt_mls.mls.ratchet_tree import RatchetTree, direct_path, verify_leaf_signature
 
 if TYPE_CHECKING:
     from crdt_mls.mls.suites import CipherSuite
@@ -134,7 +134,7 @@ def _derive_up(suite: CipherSuite, tree: RatchetTree, start_node: int, path_secr
     n = tree.n_leaves
     out: dict[int, bytes] = {}
     secret = path_secret
-    chain = (start_node, *treemath.direct_path(start_node, n))
+    chain = (start_node, *direct_path(start_node, n))
     first = True
     for x in chain:
         v = tree.node(x)
@@ -389,6 +389,6 @@ def process_update_path(
         last = secret
     commit_secret = next_path_secret(suite, last)
 
-    drop = treemath.direct_path(2 * sender, new.n_leaves)
+    drop = direct_path(2 * sender, new.n_leaves)
     keys = private_keys.with_keys(derived, drop=drop)
     return ProcessedUpdatePath(new, keys, gc, commit_secret, path_secret, lca)
