@@ -108,11 +108,11 @@ from crdt_mls.mls.welcome import (
     KeyPackagePrivate,
     build_welcome,
     decrypt_group_info,
-    make_key_package,
     open_group_secrets,
     sign_group_info,
     verify_group_info,
 )
+from crdt_mls.mls.welcome import make_key_package as _make_key_package
 
 __all__ = [
     "ApplicationMessage",
@@ -199,6 +199,22 @@ def external_init_receive(suite: CipherSuite, external_priv: bytes, kem_output: 
     """``SetupBaseR(kem_output, external_priv, "")`` and export the init secret (RFC 9420 section 8.3)."""
     shared = suite._hpke.kem.decap(kem_output, external_priv)
     return _hpke_export(suite, shared, _EXTERNAL_INIT_LABEL, suite.hash_length)
+
+
+# ------------------------------------------------------------------------ key packages
+
+
+def make_key_package(
+    cipher_suite: int,
+    credential: Credential | bytes,
+    *,
+    signature_priv: bytes | None = None,
+    rng: Rng = os.urandom,
+) -> tuple[bytes, KeyPackagePrivate]:
+    """A fresh KeyPackage (RFC 9420 section 10) -> (public KeyPackage MLSMessage bytes,
+    private bundle for `Group.join_from_welcome`).  More options: `crdt_mls.mls.welcome.make_key_package`."""
+    kp = _make_key_package(cipher_suite, credential, signature_priv=signature_priv, rng=rng)
+    return kp.public_message(), kp
 
 
 # ------------------------------------------------------------------------ helpers
@@ -423,7 +439,7 @@ class Group:
             if kp.key_package.cipher_suite != cipher_suite:
                 raise InvalidArgument("the KeyPackage is for another cipher suite")
         else:
-            kp = make_key_package(cipher_suite, credential, signature_priv=signature_priv, rng=rng)
+            kp = _make_key_package(cipher_suite, credential, signature_priv=signature_priv, rng=rng)
         nh = suite.hash_length
         gid = group_id if group_id is not None else rng(16)
         check_leaf_capabilities(kp.key_package.leaf_node, extensions, "the creator's leaf")
@@ -666,11 +682,13 @@ class Group:
             raise ProtocolError("a new_member_commit sender must send a commit with a path")
         return content.content.path.leaf_node.signature_key
 
-    def process(self, message: bytes | MLSMessage) -> tuple[Group, Event]:
+    def process(self, message: bytes | MLSMessage, *, now: int | None = None) -> tuple[Group, Event]:
         """Process a PublicMessage or PrivateMessage (RFC 9420 sections 6, 12.1, 12.4.2).
 
         Returns the new state and what happened; on any error raises a typed
-        `RemoteInputError` and this state stays valid and unchanged.
+        `RemoteInputError` and this state stays valid and unchanged.  ``now`` (seconds since
+        the epoch) enables KeyPackage lifetime checks of committed Adds (off by default: the
+        interop vectors predate eternal lifetimes).
         """
         self._require_active()
         msg = _parse(message)
@@ -698,7 +716,7 @@ class Group:
             event = ApplicationMessage(content.sender.index, content.content, content.authenticated_data)
             return replace(self, secret_tree=secret_tree), event
         if isinstance(content.content, Commit):
-            return self._process_commit(ac)
+            return self._process_commit(ac, now)
         return self._process_proposal(ac, secret_tree)
 
     def unprotect(self, message: bytes | MLSMessage) -> tuple[bytes, Group]:
@@ -731,7 +749,7 @@ class Group:
         group = replace(self, proposals=(*self.proposals, cached), secret_tree=secret_tree)
         return group, ProposalReceived(ref, proposal, sender)
 
-    def _process_commit(self, ac: AuthenticatedContent) -> tuple[Group, Event]:
+    def _process_commit(self, ac: AuthenticatedContent, now: int | None) -> tuple[Group, Event]:
         """Process a commit of another member or an external joiner (RFC 9420 section 12.4.2)."""
         suite = self.suite
         gc = self.group_context
@@ -747,7 +765,7 @@ class Group:
         if external and any(isinstance(p, bytes) for p in raw):
             raise ProposalError("an external commit must not include proposals by reference")
         entries = resolve_entries(raw, cache, sender)
-        validate_proposal_list(suite, self.tree, gc, entries, sender)
+        validate_proposal_list(suite, self.tree, gc, entries, sender, now=now)
         applied = apply_proposal_list(self.tree, gc, entries)
         if commit.path is None and (applied.needs_path or not entries or external):
             raise ProtocolError("this commit must carry a path")
@@ -929,6 +947,7 @@ class Group:
         private: bool = False,
         ratchet_tree_in_welcome: bool = True,
         authenticated_data: bytes = b"",
+        now: int | None = None,
         rng: Rng = os.urandom,
     ) -> tuple[bytes, bytes | None, Group]:
         """Commit pending proposals (by reference) and new ones (by value) with a fresh path
@@ -943,6 +962,7 @@ class Group:
             private=private,
             ratchet_tree_in_welcome=ratchet_tree_in_welcome,
             authenticated_data=authenticated_data,
+            now=now,
             rng=rng,
         )
 
@@ -957,6 +977,7 @@ class Group:
         ratchet_tree_in_welcome: bool = True,
         authenticated_data: bytes = b"",
         resumption_psk: PreSharedKeyID | None = None,
+        now: int | None = None,
         rng: Rng = os.urandom,
     ) -> tuple[bytes, bytes | None, Group]:
         suite = self.suite
@@ -973,7 +994,7 @@ class Group:
                     refs.append(c)
         entries = [ProposalEntry(c.proposal, c.sender, c.ref) for c in refs]
         entries.extend(ProposalEntry(p, me) for p in by_value)
-        validate_proposal_list(suite, self.tree, gc, entries, me)
+        validate_proposal_list(suite, self.tree, gc, entries, me, now=now)
         if resumption_psk is not None:
             # the reinit/branch PSK of a new group's first commit (RFC 9420 sections 11.2, 11.3);
             # 12.1.4 forbids it in proposals others validate, and nobody but us processes this commit
@@ -1029,7 +1050,7 @@ class Group:
     ) -> tuple[bytes, Group]:
         suite = get_cipher_suite(cipher_suite)
         if creator is None:
-            creator = make_key_package(
+            creator = _make_key_package(
                 cipher_suite,
                 self.leaf_node.credential,
                 signature_priv=self.signature_priv if cipher_suite == self.cipher_suite else None,

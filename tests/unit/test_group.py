@@ -406,3 +406,17 @@ def test_branch_subgroup() -> None:
     welcome, _ = h.members["m0"].branch([stranger.public_message()], rng=h.rng)
     with pytest.raises(RemoteInputError):
         Group.join_from_welcome(welcome, stranger, previous=h.members["m1"])
+
+
+def test_key_package_lifetime_checked_only_with_now() -> None:
+    from crdt_mls.mls.group import make_key_package as group_make_key_package
+    from crdt_mls.mls.messages import Lifetime
+
+    h = Harness(seed="lifetime")
+    public, private = group_make_key_package(1, b"fresh", rng=h.rng)
+    assert MLSMessage.from_bytes(public).body == private.key_package
+    old = make_key_package(1, b"old", lifetime=Lifetime(0, 1000), rng=h.rng)
+    with pytest.raises(ProposalError):
+        h.members["m0"].commit(add=[old.public_message()], now=2000)
+    _, welcome, g = h.members["m0"].commit(add=[old.public_message()], rng=h.rng)
+    assert welcome is not None and len(g.members()) == 2

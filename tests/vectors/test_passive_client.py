@@ -40,8 +40,6 @@ def _params() -> list[Any]:
             reason = XFAIL.get((name, i))
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
-            if name == "passive-client-random":
-                marks.append(pytest.mark.slow)
             out.append(pytest.param(name, i, id=f"{tag}-{i}-cs{entry['cipher_suite']}", marks=marks))
     return out
 
