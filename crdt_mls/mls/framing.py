@@ -306,24 +306,29 @@ def unprotect_private(
     Raises `WrongGroupError`, `WrongEpochError`, `DecryptionError` (sender data or content),
     `DecodeError` (malformed plaintext, non-zero padding), `ProtocolError` (leaf outside the
     tree, generation too far ahead), `ReplayError` (generation already consumed),
-    `SignatureError`.  The secret tree changes only on success.
+    `SignatureError`, and whatever the ``signature_key`` lookup raises for the sender's
+    leaf (it is called right after the sender data is decrypted and should reject blank
+    leaves).  The secret tree changes only on success.
     """
     _check_group(message.group_id, message.epoch, context)
     content_type = message.content_type
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
     sd_aad = codec.encode(SenderDataAAD(message.group_id, message.epoch, content_type))
     sender_data = codec.decode(SenderData, suite.aead_open(sd_key, sd_nonce, sd_aad, message.encrypted_sender_data))
+    sender = Sender.member(sender_data.leaf_index)
+    # Resolve the sender's key first: the lookup rejects blank leaves (RFC 9420 section 6.3.2)
+    # before any ratchet work is done for them.
+    signature_pub = _resolve_key(signature_key, sender)
     pending = secret_tree.prepare_key(sender_data.leaf_index, ratchet_type_for(content_type), sender_data.generation)
     aad = codec.encode(PrivateContentAAD(message.group_id, message.epoch, content_type, message.authenticated_data))
     plaintext = suite.aead_open(pending.key, _guarded(pending.nonce, sender_data.reuse_guard), aad, message.ciphertext)
     r = Reader(plaintext)
     pmc = PrivateMessageContent.decode(r, content_type)
     r.finish()
-    sender = Sender.member(sender_data.leaf_index)
     content = FramedContent(message.group_id, message.epoch, sender, message.authenticated_data, pmc.content)
     if content.content_type != content_type:  # pragma: no cover - decode is driven by content_type
         raise ProtocolError("decrypted content type does not match the PrivateMessage header")
     auth_content = AuthenticatedContent(WireFormat.MLS_PRIVATE_MESSAGE, content, pmc.auth)
-    verify_framed_content(suite, _resolve_key(signature_key, sender), auth_content, context)
+    verify_framed_content(suite, signature_pub, auth_content, context)
     secret_tree.commit(pending)
     return auth_content

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from crdt_mls.errors import InvalidArgument
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.messages import GroupContext
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
 
 __all__ = [
@@ -48,13 +48,13 @@ def expand_with_label_bytes(suite: CipherSuite, secret: bytes, label: bytes, con
     return suite.kdf_expand(secret, w.getvalue(), length)
 
 
-def group_context_bytes(group_context: Any) -> bytes:
+def group_context_bytes(group_context: GroupContext | bytes) -> bytes:
     """The TLS encoding of a GroupContext given either as bytes or as a struct with ``encode``."""
     if isinstance(group_context, bytes | bytearray | memoryview):
         return bytes(group_context)
-    if hasattr(group_context, "encode"):
+    if isinstance(group_context, GroupContext):
         return codec.encode(group_context)
-    raise InvalidArgument("group_context must be bytes or an encodable GroupContext")
+    raise InvalidArgument("group_context must be a GroupContext or its encoding")
 
 
 def _check_len(name: str, value: bytes, expected: int) -> None:
@@ -172,7 +172,7 @@ def _from_joiner(suite: CipherSuite, joiner_secret: bytes, psk_secret: bytes, co
 
 
 def epoch_secrets_from_joiner(
-    suite: CipherSuite, joiner_secret: bytes, group_context: Any, psk_secret: bytes | None = None
+    suite: CipherSuite, joiner_secret: bytes, group_context: GroupContext | bytes, psk_secret: bytes | None = None
 ) -> EpochSecrets:
     """Key schedule from the ``joiner_secret`` on (RFC 9420 section 8; used when joining by Welcome).
 
@@ -189,7 +189,7 @@ def derive_epoch_secrets(
     suite: CipherSuite,
     init_secret: bytes,
     commit_secret: bytes | None,
-    group_context: Any,
+    group_context: GroupContext | bytes,
     psk_secret: bytes | None = None,
 ) -> EpochSecrets:
     """One step of the key schedule (RFC 9420 section 8).

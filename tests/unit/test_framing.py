@@ -8,6 +8,8 @@ import dataclasses
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdt_mls.errors import (
     DecodeError,
@@ -15,6 +17,7 @@ from crdt_mls.errors import (
     InvalidArgument,
     MembershipTagError,
     ProtocolError,
+    RemoteInputError,
     ReplayError,
     SignatureError,
     WrongEpochError,
@@ -290,3 +293,44 @@ def test_signature_key_lookup_errors_propagate(rx: SecretTree) -> None:
         raise ProtocolError(f"leaf {sender.index} is blank")
 
     _unchanged_after(rx, msg, ProtocolError, blank)
+
+
+# ------------------------------------------------------------------------- properties
+
+_PRIV_MSG = MLSMessage(protect_private(SUITE, signed(Commit(), PRIV), tree(), SDS, padding=3)).to_bytes()
+_PUB_MSG = MLSMessage(protect_public(SUITE, signed(Commit(), PUB), CTX, MEMB)).to_bytes()
+
+
+def _process(data: bytes, rx: SecretTree) -> AuthenticatedContent:
+    body = MLSMessage.from_bytes(data).body
+    if isinstance(body, PublicMessage):
+        return unprotect_public(SUITE, body, CTX, MEMB, SIG_PUB)
+    assert isinstance(body, PrivateMessage)
+    return unprotect_private(SUITE, body, CTX, rx, SDS, SIG_PUB)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["priv", "pub"]), st.data())
+def test_any_single_byte_change_is_rejected(which: str, data: st.DataObject) -> None:
+    """Flipping any bits of any byte of a protected message gives a typed remote-input error
+    and leaves the receiver's secret tree unchanged."""
+    raw = _PRIV_MSG if which == "priv" else _PUB_MSG
+    i = data.draw(st.integers(0, len(raw) - 1))
+    mask = data.draw(st.integers(1, 255))
+    tampered = raw[:i] + bytes([raw[i] ^ mask]) + raw[i + 1 :]
+    rx = tree()
+    before = rx.to_bytes()
+    with pytest.raises(RemoteInputError):
+        _process(tampered, rx)
+    assert rx.to_bytes() == before
+    _process(raw, rx)  # the genuine message still works
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=64), st.integers(0, 64), st.binary(max_size=16))
+def test_private_round_trip_property(payload: bytes, padding: int, aad: bytes) -> None:
+    fc = framed(payload, aad=aad)
+    ac = authenticate(SUITE, SIG_PRIV, PRIV, fc, CTX)
+    msg = wire(protect_private(SUITE, ac, tree(), SDS, padding=padding))
+    assert isinstance(msg, PrivateMessage)
+    assert unprotect_private(SUITE, msg, CTX, tree(), SDS, SIG_PUB) == ac

@@ -65,7 +65,7 @@ def test_wrong_lengths_rejected() -> None:
     with pytest.raises(InvalidArgument):
         epoch_secrets_from_joiner(SUITE, b"", CTX)
     with pytest.raises(InvalidArgument):
-        derive_epoch_secrets(SUITE, b"\x11" * NH, None, object())
+        derive_epoch_secrets(SUITE, b"\x11" * NH, None, object())  # type: ignore[arg-type]
 
 
 def test_repr_hides_secrets() -> None:
