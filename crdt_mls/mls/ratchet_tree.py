@@ -31,6 +31,7 @@ from crdt_mls.mls.messages import (
     ParentNode,
     Proposal,
     Remove,
+    RequiredCapabilities,
     Update,
     encode_ratchet_tree,
     read_ratchet_tree,
@@ -46,6 +47,7 @@ __all__ = [
     "apply_proposal",
     "direct_path",
     "path_with_siblings",
+    "validate_leaf_node",
     "verify_leaf_signature",
 ]
 
@@ -693,3 +695,73 @@ def apply_proposal(tree: RatchetTree, proposal: Proposal, sender: int) -> int | 
         tree.remove_leaf(proposal.removed)
         return None
     return None
+
+
+#: Extension types that are "default" and never listed in Capabilities (RFC 9420 section 7.2).
+_DEFAULT_EXTENSIONS = frozenset({1, 2, 3, 4, 5})
+
+
+def validate_leaf_node(
+    tree: RatchetTree,
+    leaf: LeafNode,
+    *,
+    source: LeafNodeSource,
+    group_id: bytes,
+    leaf_index: int | None = None,
+    required_capabilities: RequiredCapabilities | None = None,
+    now: int | None = None,
+) -> None:
+    """Leaf node validation against a group (RFC 9420 section 7.3), except credential
+    validation, which is application policy.
+
+    ``source`` is the expected ``leaf_node_source`` (key_package for Add, update for Update,
+    commit for an UpdatePath leaf).  ``leaf_index`` is the leaf the node will occupy (needed
+    for update/commit signatures; the current occupant is ignored by the uniqueness checks).
+    ``now`` (seconds since the epoch), if given, is checked against a key_package lifetime.
+    Raises `SignatureError` or `TreeError`.
+    """
+    if leaf.leaf_node_source != source:
+        raise TreeError(f"leaf_node_source is {leaf.leaf_node_source}, expected {source}")
+    if source != LeafNodeSource.KEY_PACKAGE and leaf_index is None:
+        raise InvalidArgument("an update/commit leaf node is validated at a leaf index")
+    verify_leaf_signature(tree.suite, leaf, group_id, 0 if leaf_index is None else leaf_index)
+
+    caps = leaf.capabilities
+    if required_capabilities is not None:
+        rc = required_capabilities
+        missing_ext = [t for t in rc.extension_types if t not in caps.extensions and t not in _DEFAULT_EXTENSIONS]
+        missing_prop = [t for t in rc.proposal_types if t not in caps.proposals and not 1 <= t <= 7]
+        missing_cred = [t for t in rc.credential_types if t not in caps.credentials]
+        if missing_ext or missing_prop or missing_cred:
+            raise TreeError(
+                f"leaf node lacks required capabilities: extensions {missing_ext}, "
+                f"proposals {missing_prop}, credentials {missing_cred}"
+            )
+    for ext in leaf.extensions:
+        if ext.extension_type not in _DEFAULT_EXTENSIONS and ext.extension_type not in caps.extensions:
+            raise TreeError(f"leaf node extension {ext.extension_type} is not listed in its capabilities")
+    ctype = leaf.credential.credential_type
+    if ctype not in caps.credentials:
+        raise TreeError(f"leaf node credential type {ctype} is not listed in its capabilities")
+
+    if source == LeafNodeSource.KEY_PACKAGE and now is not None:
+        lt = leaf.lifetime
+        if lt is None or not lt.not_before <= now <= lt.not_after:
+            raise TreeError("leaf node lifetime does not cover the current time")
+
+    own = None if leaf_index is None or leaf_index >= tree.n_leaves else tree.leaf(leaf_index)
+    # validating a leaf already in the tree (e.g. when joining): it may hold its own key once
+    allowed = 1 if own is not None and own == leaf else 0
+    if tree._key_index().get(leaf.encryption_key, 0) > allowed:
+        raise TreeError("leaf node encryption key already appears in the tree")
+    for i, member in tree.members():
+        if i == leaf_index:
+            continue
+        if member.signature_key == leaf.signature_key:
+            raise TreeError(f"leaf node signature key is already used by leaf {i}")
+        if ctype not in member.capabilities.credentials:
+            raise TreeError(f"leaf {i} does not support credential type {ctype}")
+        if member.credential.credential_type not in caps.credentials:
+            raise TreeError(
+                f"leaf node does not support credential type {member.credential.credential_type} of leaf {i}"
+            )

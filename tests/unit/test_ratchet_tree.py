@@ -14,15 +14,23 @@ from crdt_mls.mls.codec import Writer
 from crdt_mls.mls.messages import (
     Capabilities,
     Credential,
+    Extension,
     LeafNode,
     LeafNodeSource,
     Lifetime,
     ParentNode,
     Remove,
+    RequiredCapabilities,
     Update,
     encode_ratchet_tree,
 )
-from crdt_mls.mls.ratchet_tree import NodeValue, RatchetTree, apply_proposal, verify_leaf_signature
+from crdt_mls.mls.ratchet_tree import (
+    NodeValue,
+    RatchetTree,
+    apply_proposal,
+    validate_leaf_node,
+    verify_leaf_signature,
+)
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
 from crdt_mls.mls.treekem import TreePrivateKeys, create_update_path
 
@@ -396,3 +404,72 @@ def test_encode_writer_roundtrip() -> None:
     w = Writer()
     w.fixed(tree.encode())
     assert RatchetTree.decode(SUITE, w.getvalue()) == tree
+
+
+# ------------------------------------------------------------------------------ leaf node validation
+
+
+def _sign(leaf: LeafNode, sig_priv: bytes, index: int | None = None) -> LeafNode:
+    unsigned = leaf.without_signature()
+    tbs = unsigned.tbs() if index is None else unsigned.tbs(GROUP_ID, index)
+    return unsigned.with_signature(SUITE.sign_with_label(sig_priv, "LeafNodeTBS", tbs))
+
+
+def test_validate_leaf_node_accepts_good_leaves() -> None:
+    tree, members, _keys = build_group(3)
+    newcomer = make_member(7)
+    validate_leaf_node(tree, newcomer.leaf, source=LeafNodeSource.KEY_PACKAGE, group_id=GROUP_ID, now=5)
+    # an existing leaf validated in place (a joiner checking the tree)
+    leaf1 = tree.leaf(1)
+    assert leaf1 is not None
+    validate_leaf_node(tree, leaf1, source=LeafNodeSource.KEY_PACKAGE, group_id=GROUP_ID, leaf_index=1)
+    # an Update from leaf 1 with a fresh encryption key, same signature key
+    _priv, pub = SUITE.generate_hpke_key_pair()
+    upd = _sign(
+        replace(leaf1, encryption_key=pub, leaf_node_source=LeafNodeSource.UPDATE, lifetime=None),
+        members[1].sig_priv,
+        1,
+    )
+    validate_leaf_node(tree, upd, source=LeafNodeSource.UPDATE, group_id=GROUP_ID, leaf_index=1)
+    # required capabilities that are listed
+    rc = RequiredCapabilities(credential_types=(1,))
+    validate_leaf_node(
+        tree, newcomer.leaf, source=LeafNodeSource.KEY_PACKAGE, group_id=GROUP_ID, required_capabilities=rc
+    )
+
+
+def test_validate_leaf_node_rejections() -> None:
+    tree, members, _keys = build_group(3)
+    newcomer = make_member(7)
+    kp = LeafNodeSource.KEY_PACKAGE
+
+    def bad(leaf: LeafNode, exc: type[Exception] = TreeError, **kw: Any) -> None:
+        args: dict[str, Any] = {"source": kp, "group_id": GROUP_ID}
+        args.update(kw)
+        with pytest.raises(exc):
+            validate_leaf_node(tree, leaf, **args)
+
+    bad(newcomer.leaf, source=LeafNodeSource.UPDATE, leaf_index=1)  # wrong source
+    bad(replace(newcomer.leaf, signature=bytes(64)), SignatureError)
+    leaf1 = tree.leaf(1)
+    assert leaf1 is not None
+    bad(_sign(replace(newcomer.leaf, signature_key=leaf1.signature_key), newcomer.sig_priv), SignatureError)
+    bad(_sign(replace(newcomer.leaf, encryption_key=leaf1.encryption_key), newcomer.sig_priv))
+    # a signature key already used by another member (signed with that member's key)
+    dup_sig = _sign(replace(newcomer.leaf, signature_key=leaf1.signature_key), members[1].sig_priv)
+    bad(dup_sig)
+    # unlisted extension, unlisted credential type, missing required capability, expired lifetime
+    ext = Extension(0x0F0F, b"x")
+    bad(_sign(replace(newcomer.leaf, extensions=(ext,)), newcomer.sig_priv))
+    bad(_sign(replace(newcomer.leaf, capabilities=Capabilities(credentials=(2,))), newcomer.sig_priv))
+    bad(newcomer.leaf, required_capabilities=RequiredCapabilities(extension_types=(0x0F0F,)))
+    bad(newcomer.leaf, now=2**64)
+    # an Update that keeps the current encryption key
+    upd = _sign(replace(leaf1, leaf_node_source=LeafNodeSource.UPDATE, lifetime=None), members[1].sig_priv, 1)
+    bad(upd, source=LeafNodeSource.UPDATE, leaf_index=1)
+    # a member that does not support the newcomer's credential type
+    x509 = _sign(
+        replace(newcomer.leaf, credential=Credential(2, b""), capabilities=Capabilities(credentials=(1, 2))),
+        newcomer.sig_priv,
+    )
+    bad(x509)
