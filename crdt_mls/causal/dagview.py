@@ -134,10 +134,6 @@ class MemoryDag:
         self._heads = heads
 
 
-_HEADS_KEY = "causal/heads"
-_NODE_PREFIX = "causal/n/"
-
-
 def _encode_meta(height: int, links: tuple[bytes, ...]) -> bytes:
     w = Writer()
     w.u32(height)
@@ -156,18 +152,23 @@ def _decode_meta(data: bytes) -> tuple[int, tuple[bytes, ...]]:
 class StoreDag:
     """A :class:`DagView` over a :class:`crdt_mls.stores.Store`.
 
-    Meta keys: ``causal/heads`` (sorted CIDs, ``opaque<V><V>``) and ``causal/n/<cid hex>``
-    (``uint32 height; opaque links<V><V>``).  Blocks already in the store that were not added
+    Meta keys: ``<namespace>/heads`` (sorted CIDs, ``opaque<V><V>``) and
+    ``<namespace>/n/<cid hex>`` (``uint32 height; opaque links<V><V>``); the default namespace
+    is ``causal``; use one namespace per group when several groups share a store.  Blocks already in the store that were not added
     through a ``StoreDag`` are invisible to it (call :meth:`adopt` to index them).
     """
 
-    __slots__ = ("_cache", "_checker", "_heads", "store")
+    __slots__ = ("_cache", "_checker", "_heads", "_heads_key", "_node_prefix", "store")
 
-    def __init__(self, store: BlockStore, check: BlockChecker) -> None:
+    def __init__(self, store: BlockStore, check: BlockChecker, *, namespace: str = "causal") -> None:
+        if not namespace or "/" in namespace:
+            raise InvalidArgument("namespace must be a non-empty name without '/'")
         self.store = store
         self._checker = check
+        self._heads_key = f"{namespace}/heads"
+        self._node_prefix = f"{namespace}/n/"
         self._cache: dict[bytes, tuple[int, tuple[bytes, ...]]] = {}
-        raw = store.get_meta(_HEADS_KEY)
+        raw = store.get_meta(self._heads_key)
         if raw is None:
             self._heads: frozenset[bytes] = frozenset()
         else:
@@ -178,7 +179,7 @@ class StoreDag:
     def _node(self, cid: bytes) -> tuple[int, tuple[bytes, ...]] | None:
         hit = self._cache.get(cid)
         if hit is None:
-            raw = self.store.get_meta(_NODE_PREFIX + cid.hex())
+            raw = self.store.get_meta(self._node_prefix + cid.hex())
             if raw is None:
                 return None
             try:
@@ -217,10 +218,12 @@ class StoreDag:
         plan, heads = _plan(entries, self.has, self.height, self._heads)
         if not plan:
             return
-        meta: dict[str, bytes | None] = {_NODE_PREFIX + cid.hex(): _encode_meta(h, links) for cid, _, links, h in plan}
+        meta: dict[str, bytes | None] = {
+            self._node_prefix + cid.hex(): _encode_meta(h, links) for cid, _, links, h in plan
+        }
         w = Writer()
         w.vector(sorted(heads), Writer.opaque)
-        meta[_HEADS_KEY] = w.getvalue()
+        meta[self._heads_key] = w.getvalue()
         self.store.write_batch([(cid, block) for cid, block, _, _ in plan], meta)
         for cid, _, links, h in plan:
             self._cache[cid] = (h, links)

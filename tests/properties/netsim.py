@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 
@@ -116,3 +116,13 @@ class NetSim:
 
     def in_flight(self) -> int:
         return len(self._queue)
+
+    def run(self, handler: Callable[[Message], None], *, max_ticks: int = 100_000) -> int:
+        """Step until nothing is in flight, passing each arrival to ``handler`` (which may
+        send more).  Returns the ticks used; raises ``AssertionError`` after ``max_ticks``."""
+        for tick in range(max_ticks):
+            if self.idle():
+                return tick
+            for msg in self.step():
+                handler(msg)
+        raise AssertionError(f"network still busy after {max_ticks} ticks")

@@ -240,3 +240,13 @@ def test_dag_difference() -> None:
     assert dag_difference(view, [base[-1].cid], [left[-1].cid]) == []
     assert dag_difference(view, [base[2].cid], []) == [n.cid for n in base[:3]]
     assert dag_difference(view, [b"\x01unknown"], []) == []
+
+
+def test_store_dag_namespaces_separate_groups() -> None:
+    store = DictStore()
+    g1 = StoreDag(store, toy_check, namespace="g1")
+    g2 = StoreDag(store, toy_check, namespace="g2")
+    n = grow([g1], ToyAuthor(b"x"), 1)[0]
+    assert g1.has(n.cid) and not g2.has(n.cid) and g2.heads() == frozenset()
+    with pytest.raises(InvalidArgument):
+        StoreDag(store, toy_check, namespace="a/b")
