@@ -77,18 +77,30 @@ class _Ratchet:
     skipped: dict[int, tuple[bytes, bytes]] = field(repr=False, default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
 class _Node:
-    """Immutable node of the persistent secret tree.
+    """Immutable (by convention) node of the persistent secret tree.
 
-    ``secret`` is the (not yet consumed) tree-node secret; ``ratchets`` (leaves only) holds
-    the handshake and application ratchets once the leaf secret was consumed.
+    ``secret`` is the not yet consumed tree-node secret; ``ratchets`` (leaves only) holds
+    the handshake and application ratchets once the leaf secret was consumed.  A plain
+    slotted class rather than a frozen dataclass: nodes are created on every key operation.
     """
 
-    secret: bytes | None = field(default=None, repr=False)
-    left: _Node | None = None
-    right: _Node | None = None
-    ratchets: tuple[_Ratchet, _Ratchet] | None = field(default=None, repr=False)
+    __slots__ = ("left", "ratchets", "right", "secret")
+
+    def __init__(
+        self,
+        secret: bytes | None = None,
+        left: _Node | None = None,
+        right: _Node | None = None,
+        ratchets: tuple[_Ratchet, _Ratchet] | None = None,
+    ) -> None:
+        self.secret = secret
+        self.left = left
+        self.right = right
+        self.ratchets = ratchets
+
+    def __repr__(self) -> str:
+        return f"_Node(has_secret={self.secret is not None}, has_ratchets={self.ratchets is not None})"
 
 
 @dataclass(frozen=True, slots=True)
