@@ -52,9 +52,10 @@ class NodeRef:
         return cls(cid, node, len(block))
 
     @classmethod
-    def from_block(cls, cid: bytes, block: bytes, *, group: bytes | None = None) -> NodeRef:
-        """Decode and verify a block fetched under ``cid`` (see ``decode_node``)."""
-        return cls(cid, decode_node(block, cid, group=group), len(block))
+    def from_block(cls, cid: bytes, block: bytes, *, group: bytes | None = None, verify: bool = True) -> NodeRef:
+        """Decode a block fetched under ``cid`` (see ``decode_node``).  ``verify=False`` skips
+        only the signature check, for blocks already verified when they entered the store."""
+        return cls(cid, decode_node(block, cid, group=group, verify_signature=verify), len(block))
 
 
 def opnode_links(node: OpNode) -> tuple[bytes, ...]:
