@@ -745,6 +745,9 @@ class Group:
         ref = proposal_ref(self.suite, ac)
         if any(c.ref == ref for c in self.proposals):
             raise ReplayError("this proposal was already received in this epoch")
+        validate_proposal_list(
+            self.suite, self.tree, self.group_context, [ProposalEntry(proposal, sender, ref)], sender, list_checks=False
+        )
         cached = CachedProposal(ref, proposal, sender)
         group = replace(self, proposals=(*self.proposals, cached), secret_tree=secret_tree)
         return group, ProposalReceived(ref, proposal, sender)

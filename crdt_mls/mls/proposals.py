@@ -162,14 +162,18 @@ def validate_proposal_list(
     committer: Sender,
     *,
     now: int | None = None,
+    list_checks: bool = True,
 ) -> None:
     """Proposal list validation (RFC 9420 section 12.2) and the per-proposal checks of 12.1.
+
+    With ``list_checks=False`` only the checks of individual proposals run (on receipt of a
+    proposal, before any commit covers it; ``committer`` is then ignored).
 
     ``committer`` is the commit's sender (member or new_member_commit).  ``now`` (seconds)
     enables key-package lifetime checks; None skips them.  Raises `ProposalError` or
     `SignatureError`.
     """
-    external = committer.sender_type == SenderType.NEW_MEMBER_COMMIT
+    external = list_checks and committer.sender_type == SenderType.NEW_MEMBER_COMMIT
     if external:
         inits = sum(1 for e in entries if isinstance(e.proposal, ExternalInit))
         removes = sum(1 for e in entries if isinstance(e.proposal, Remove))
@@ -182,7 +186,7 @@ def validate_proposal_list(
                 raise ProposalError("an external commit must not include proposals by reference")
             if not isinstance(e.proposal, ExternalInit | Remove | PreSharedKey):
                 raise ProposalError(f"proposal type {e.proposal.proposal_type} is not allowed in an external commit")
-    committer_leaf = committer.index if committer.sender_type == SenderType.MEMBER else None
+    committer_leaf = committer.index if list_checks and committer.sender_type == SenderType.MEMBER else None
 
     extensions = context.extensions
     gce = [e for e in entries if isinstance(e.proposal, GroupContextExtensions)]
@@ -255,12 +259,12 @@ def validate_proposal_list(
                 raise ProposalError("two PreSharedKey proposals with the same PreSharedKeyID")
             psk_ids.add(key_bytes)
         elif isinstance(p, ReInit):
-            if len(entries) != 1:
+            if list_checks and len(entries) != 1:
                 raise ProposalError("a ReInit proposal must be the only proposal of a commit")
             if p.version < context.version:
                 raise ProposalError("a ReInit must not lower the protocol version")
         elif isinstance(p, ExternalInit):
-            if not external:
+            if list_checks and not external:
                 raise ProposalError("an ExternalInit proposal is only allowed in an external commit")
         elif isinstance(p, UnknownProposal):
             for i, leaf in tree.members():
@@ -268,7 +272,7 @@ def validate_proposal_list(
                     raise ProposalError(f"member {i} does not support proposal type {p.proposal_type}")
 
     # Add of a client already in the group, unless that member is removed by this commit
-    if new_sig_keys:
+    if new_sig_keys and list_checks:
         for i, leaf in tree.members():
             if i not in removed and leaf.signature_key in new_sig_keys:
                 raise ProposalError(f"Add of a client that is already member {i}")

@@ -420,3 +420,14 @@ def test_key_package_lifetime_checked_only_with_now() -> None:
         h.members["m0"].commit(add=[old.public_message()], now=2000)
     _, welcome, g = h.members["m0"].commit(add=[old.public_message()], rng=h.rng)
     assert welcome is not None and len(g.members()) == 2
+
+
+def test_invalid_proposal_rejected_on_receipt(trio: Harness) -> None:
+    from crdt_mls.mls.messages import LeafNodeSource, Remove, Update
+
+    g1 = trio.members["m1"]
+    leaf = replace(g1.leaf_node, leaf_node_source=LeafNodeSource.UPDATE, lifetime=None, encryption_key=b"\x01" * 32)
+    bad_update, _ = g1.propose(Update(leaf.with_signature(b"\x00" * 64)))
+    _unchanged(trio.members["m0"], lambda: trio.members["m0"].process(bad_update), SignatureError)
+    blank_remove, _ = g1.propose(Remove(7))
+    _unchanged(trio.members["m0"], lambda: trio.members["m0"].process(blank_remove), ProposalError)
