@@ -608,3 +608,16 @@ def test_ed25519_interop_with_openssl() -> None:
     assert other.sign(b"message") == cs.sign(sk, b"message")
     other.public_key().verify(cs.sign(sk, b"m2"), b"m2")
     cs.verify(pk, b"m3", other.sign(b"m3"))
+
+
+def test_ed25519_rfc8032_test1() -> None:
+    """RFC 8032 section 7.1, TEST 1 (empty message)."""
+    cs = cs_of(1)
+    sk = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+    pk = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    sig = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    assert cs.signature_public_key(sk) == pk
+    assert cs.sign(sk, b"") == sig
+    cs.verify(pk, b"", sig)
