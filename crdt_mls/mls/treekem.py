@@ -222,6 +222,8 @@ def create_update_path(
     template = leaf_node if leaf_node is not None else current
     if template is None:
         raise InvalidArgument(f"leaf {leaf_index} is blank and no leaf node template was given")
+    if suite.signature_public_key(signature_private_key) != template.signature_key:
+        raise InvalidArgument("the signature private key does not match the leaf node's signature key")
     excluded = frozenset(excluded_leaves)
     if leaf_index in excluded:
         raise InvalidArgument("the committer cannot be an excluded leaf")

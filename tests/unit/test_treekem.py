@@ -273,3 +273,88 @@ def test_node_key_derivation_matches_tree(scenario) -> None:  # type: ignore[no-
         assert v is not None and v.encryption_key == pub
     with pytest.raises(TreeError):
         created.private_keys.with_node_secret(SUITE, created.tree, created.tree.root, b"\x00" * 32)
+
+
+def test_create_rejects_foreign_signature_key() -> None:
+    tree, members, _keys = build_group(3)
+    with pytest.raises(InvalidArgument):
+        _commit(tree, 0, members[1].sig_priv)
+
+
+# ------------------------------------------------------------------------------ random histories
+
+
+def _update_leaf(leaf: LeafNode, sig_priv: bytes, index: int) -> tuple[LeafNode, bytes]:
+    from crdt_mls.mls.messages import LeafNodeSource
+
+    priv, pub = SUITE.generate_hpke_key_pair()
+    unsigned = replace(
+        leaf, encryption_key=pub, leaf_node_source=LeafNodeSource.UPDATE, lifetime=None, parent_hash=None
+    )
+    unsigned = unsigned.without_signature()
+    sig = SUITE.sign_with_label(sig_priv, "LeafNodeTBS", unsigned.tbs(GROUP_ID, index))
+    return unsigned.with_signature(sig), priv
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_history_converges(seed: int) -> None:
+    """Random commits with adds, removes and updates: every member ends with the committer's
+    tree and commit secret, the cached tree hash equals a from-scratch one, the tree passes
+    the joiner checks, and every member's private keys match the tree."""
+    rnd = random.Random(seed)
+    tree, members, keys = build_group(rnd.randint(2, 5))
+    sig = {m.index: m.sig_priv for m in members}
+    next_id = 100
+    for _round in range(8):
+        current = sorted(keys)
+        committer = rnd.choice(current)
+        work = tree.copy()
+        # updates from other members (RFC 9420 12.2 order: updates, removes, adds)
+        updated: dict[int, bytes] = {}
+        for i in rnd.sample([i for i in current if i != committer], k=min(len(current) - 1, rnd.randint(0, 1))):
+            leaf = work.leaf(i)
+            assert leaf is not None
+            new_leaf, priv = _update_leaf(leaf, sig[i], i)
+            work.update_leaf(i, new_leaf)
+            updated[i] = priv
+        removable = [i for i in current if i != committer and i not in updated]
+        removed = rnd.sample(removable, k=min(len(removable), rnd.randint(0, 2)))
+        for i in removed:
+            work.remove_leaf(i)
+        joiners = []
+        for _ in range(rnd.randint(0, 3)):
+            m = make_member(next_id)
+            next_id += 1
+            m.index = work.add_leaf(m.leaf)
+            joiners.append(m)
+        added = [m.index for m in joiners]
+        created = _commit(work, committer, sig[committer], excluded_leaves=added, rng=_seeded(seed * 100 + _round))
+
+        new_keys = {committer: created.private_keys}
+        for i in current:
+            if i == committer or i in removed:
+                continue
+            k = keys[i]
+            if i in updated:
+                k = TreePrivateKeys.for_leaf(i, updated[i])
+            res = process_update_path(work, committer, created.update_path, GC, k.pruned(work), excluded_leaves=added)
+            assert res.tree == created.tree
+            assert res.commit_secret == created.commit_secret
+            assert res.private_keys is not None
+            new_keys[i] = res.private_keys
+        for m in joiners:
+            ps = created.path_secret_for(m.index)
+            assert ps is not None
+            lca = treemath.common_ancestor(2 * committer, 2 * m.index)
+            new_keys[m.index] = TreePrivateKeys.for_leaf(m.index, m.enc_priv).with_path_secret(
+                SUITE, created.tree, lca, ps
+            )
+            sig[m.index] = m.sig_priv
+        tree, keys = created.tree, new_keys
+
+        assert tree.tree_hash() == RatchetTree(SUITE, list(tree.nodes())).tree_hash()
+        assert RatchetTree.decode(SUITE, tree.encode()) == tree
+        tree.verify_integrity(GROUP_ID, tree.tree_hash())
+        assert sorted(keys) == [i for i, _leaf in tree.members()]
+        for k in keys.values():
+            k.verify(SUITE, tree)
