@@ -30,6 +30,8 @@ from crdt_mls.errors import (
     ReplayError,
     TreeError,
     WelcomeError,
+    WrongEpochError,
+    WrongGroupError,
 )
 from crdt_mls.mls import codec, treemath
 from crdt_mls.mls.codec import Reader, Writer
@@ -56,6 +58,7 @@ from crdt_mls.mls.messages import (
     FramedContent,
     FramedContentAuthData,
     GroupContext,
+    GroupContextExtensions,
     GroupInfo,
     KeyPackage,
     LeafNode,
@@ -119,6 +122,7 @@ __all__ = [
     "CommitApplied",
     "Event",
     "Group",
+    "GroupState",
     "KeyPackagePrivate",
     "ProposalReceived",
     "make_key_package",
@@ -697,6 +701,10 @@ class Group:
         gc = self.group_context
         secret_tree = self.secret_tree
         if isinstance(body, PublicMessage):
+            if body.content.group_id != gc.group_id:
+                raise WrongGroupError("message is for another group")
+            if body.content.epoch != gc.epoch:
+                raise WrongEpochError(f"message is for epoch {body.content.epoch}, the group is at epoch {gc.epoch}")
             key = self._public_signature_key(body.content)
             ac = unprotect_public(suite, body, gc, self.epoch_secrets.membership_key, key)
             if ac.content.content_type == ContentType.APPLICATION:
@@ -989,12 +997,7 @@ class Group:
         by_value: list[Proposal] = [*proposals]
         by_value.extend(Add(_key_package(kp)) for kp in add)
         by_value.extend(Remove(i) for i in remove)
-        refs: list[CachedProposal] = []
-        if include_pending:
-            for c in self.proposals:
-                own_update = isinstance(c.proposal, Update) and c.sender == me
-                if not own_update:
-                    refs.append(c)
+        refs = self._pending_for_commit(by_value) if include_pending else []
         entries = [ProposalEntry(c.proposal, c.sender, c.ref) for c in refs]
         entries.extend(ProposalEntry(p, me) for p in by_value)
         validate_proposal_list(suite, self.tree, gc, entries, me, now=now)
@@ -1101,6 +1104,53 @@ class Group:
         return self._new_linked_group(
             ResumptionPSKUsage.BRANCH, self.cipher_suite, gid, exts, key_packages, creator, rng
         )
+
+    def _pending_for_commit(self, by_value: Sequence[Proposal]) -> list[CachedProposal]:
+        """The cached proposals a commit of ours covers (RFC 9420 section 12.2 committer rules):
+        not our own Updates, not a Remove of ourselves, a Remove wins over Updates of the same
+        leaf, the most recent Update of a leaf wins, duplicate Removes/Adds/PSKs are dropped."""
+        me = self.own_leaf
+        removed = {p.removed for p in by_value if isinstance(p, Remove)}
+        for c in self.proposals:
+            if isinstance(c.proposal, Remove) and c.proposal.removed != me:
+                removed.add(c.proposal.removed)
+        last_update: dict[int, bytes] = {}
+        for c in self.proposals:
+            if isinstance(c.proposal, Update) and c.sender.index is not None:
+                last_update[c.sender.index] = c.ref
+        seen_removes: set[int] = {p.removed for p in by_value if isinstance(p, Remove)}
+        seen_keys: set[bytes] = {p.key_package.leaf_node.signature_key for p in by_value if isinstance(p, Add)}
+        seen_psks: set[bytes] = {codec.encode(p.psk) for p in by_value if isinstance(p, PreSharedKey)}
+        has_gce = any(isinstance(p, GroupContextExtensions) for p in by_value)
+        out: list[CachedProposal] = []
+        for c in self.proposals:
+            p = c.proposal
+            if isinstance(p, Update):
+                i = c.sender.index
+                if i is None or i == me or i in removed or last_update.get(i) != c.ref:
+                    continue
+            elif isinstance(p, Remove):
+                if p.removed == me or p.removed in seen_removes:
+                    continue
+                seen_removes.add(p.removed)
+            elif isinstance(p, Add):
+                key = p.key_package.leaf_node.signature_key
+                if key in seen_keys:
+                    continue
+                seen_keys.add(key)
+            elif isinstance(p, PreSharedKey):
+                psk = codec.encode(p.psk)
+                if psk in seen_psks:
+                    continue
+                seen_psks.add(psk)
+            elif isinstance(p, GroupContextExtensions):
+                if has_gce:
+                    continue
+                has_gce = True
+            elif isinstance(p, ReInit):
+                continue  # a ReInit must be committed alone: commit([reinit], include_pending=False)
+            out.append(c)
+        return out
 
     def _signed_group_info(self, with_tree: bool, external_pub: bool) -> GroupInfo:
         """GroupInfo of the current epoch, signed by us (RFC 9420 section 12.4.3)."""
@@ -1214,3 +1264,7 @@ class Group:
             f"Group(epoch={self.epoch}, own_leaf={self.own_leaf}, members={sum(1 for _ in self.tree.members())}, "
             f"suite={self.cipher_suite}, active={self.active})"
         )
+
+
+#: The group state value (the brief's name): `Group` is itself the frozen state.
+GroupState = Group

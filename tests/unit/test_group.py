@@ -431,3 +431,57 @@ def test_invalid_proposal_rejected_on_receipt(trio: Harness) -> None:
     _unchanged(trio.members["m0"], lambda: trio.members["m0"].process(bad_update), SignatureError)
     blank_remove, _ = g1.propose(Remove(7))
     _unchanged(trio.members["m0"], lambda: trio.members["m0"].process(blank_remove), ProposalError)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_operations_with_snapshots(seed: int) -> None:
+    """40 epochs of random adds, removes, updates (by reference and by value), empty commits,
+    public and private handshakes, and application traffic; every member restores from its
+    snapshot each epoch and all members agree every epoch."""
+    rnd = random.Random(seed)
+    h = Harness(seed=f"random{seed}")
+    h.add("m0", 3)
+    for _ in range(40):
+        names = sorted(h.members)
+        private = rnd.random() < 0.5
+        # some proposals by members who are not the committer
+        committer = rnd.choice(names)
+        for proposer in rnd.sample(names, k=min(len(names), rnd.randint(0, 2))):
+            if proposer == committer:
+                continue
+            g = h.members[proposer]
+            kind = rnd.random()
+            if kind < 0.5:
+                msg, h.members[proposer] = g.propose_update(private=private, rng=h.rng)
+            elif kind < 0.8 and len(h.members) < 12:
+                name = f"m{h.counter}"
+                h.counter += 1
+                kp = h.new_kp(name)
+                h.pending = getattr(h, "pending", {})
+                h.pending[name] = kp
+                msg, h.members[proposer] = g.propose_add(kp.public_message(), private=private)
+            else:
+                continue
+            h.deliver(proposer, msg)
+        remove: list[int] = []
+        if len(names) > 3 and rnd.random() < 0.3:
+            victim = rnd.choice([n for n in names if n != committer])
+            remove = [h.leaf(victim)]
+        commit, welcome, h.members[committer] = h.members[committer].commit(remove=remove, private=private, rng=h.rng)
+        h.deliver(committer, commit)
+        for name in [n for n, g in h.members.items() if not g.active]:
+            del h.members[name]
+        pending = getattr(h, "pending", {})
+        if welcome is not None:
+            for name, kp in pending.items():
+                h.members[name] = Group.join_from_welcome(welcome, kp)
+        h.pending = {}
+        h.check_agreement()
+        for name, g in list(h.members.items()):
+            h.members[name] = Group.from_bytes(g.to_bytes())
+        speaker = rnd.choice(sorted(h.members))
+        msg, h.members[speaker] = h.members[speaker].protect_application(b"tick", padding=rnd.randint(0, 8))
+        for other in h.members:
+            if other != speaker:
+                data, h.members[other] = h.members[other].unprotect(msg)
+                assert data == b"tick"
