@@ -141,7 +141,7 @@ class KuboRpc:
         """POST one RPC command and return the raw body; :class:`TransportError` on any failure.
 
         ``retry``: reconnect and resend once if the kept-alive connection turned out to be dead
-        (only for idempotent commands; everything this module sends is idempotent except pub).
+        (the daemon closed it while idle, so it never saw the request).
         """
         if self._closed:
             raise TransportError("IPFS RPC client is closed")
@@ -315,8 +315,8 @@ class KuboRpc:
         return [str(p.get("Peer")) for p in peers or [] if isinstance(p, dict)]
 
     def pubsub_pub(self, topic: str | bytes, data: bytes) -> None:
-        """``pubsub/pub``: publish ``data`` on ``topic`` (not retried: it is not idempotent)."""
-        self.call("pubsub/pub", [encode_topic(topic)], files=[data], retry=False)
+        """``pubsub/pub``: publish ``data`` on ``topic`` (best effort: pubsub has no delivery guarantee)."""
+        self.call("pubsub/pub", [encode_topic(topic)], files=[data])
 
     def pubsub_peers(self, topic: str | bytes) -> list[str]:
         """``pubsub/peers``: the peers known to subscribe to ``topic``."""
