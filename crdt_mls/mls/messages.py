@@ -751,9 +751,19 @@ def _p_extensions(data: bytes, cap: int) -> tuple[Extension, ...]:
 
 
 def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Capabilities]) -> tuple[LeafNode, int]:
+    # Short vectors (length < 64, one header byte) are read inline; everything else goes
+    # through `_p_opaque`, which performs the full set of checks.
     leaf_start = pos
-    encryption_key, pos = _p_opaque(buf, pos, end, cap)
-    signature_key, pos = _p_opaque(buf, pos, end, cap)
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        encryption_key = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        encryption_key, pos = _p_opaque(buf, pos, end, cap)
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        signature_key = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        signature_key, pos = _p_opaque(buf, pos, end, cap)
     if pos + 2 > end:
         raise _trunc(pos)
     ctype = (buf[pos] << 8) | buf[pos + 1]
@@ -764,17 +774,15 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
         _p_check_opaque_list(ccontent, cap)
     credential = Credential(ctype, ccontent)
     start = pos
-    vs, pos = _p_opaque(buf, pos, end, cap)
-    cs, pos = _p_opaque(buf, pos, end, cap)
-    es, pos = _p_opaque(buf, pos, end, cap)
-    ps, pos = _p_opaque(buf, pos, end, cap)
-    crs, pos = _p_opaque(buf, pos, end, cap)
+    for _ in range(5):  # the five vectors of Capabilities
+        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+            pos += 1 + n
+        else:
+            _, pos = _p_opaque(buf, pos, end, cap)
     raw_caps = buf[start:pos]
     capabilities = caps_cache.get(raw_caps)
     if capabilities is None:
-        capabilities = Capabilities(
-            _p_uints(vs, 2), _p_uints(cs, 2), _p_uints(es, 2), _p_uints(ps, 2), _p_uints(crs, 2)
-        )
+        capabilities = decode_with(Capabilities.decode, raw_caps, cap)
         caps_cache[raw_caps] = capabilities
     if pos >= end:
         raise _trunc(pos)
@@ -795,8 +803,12 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
         src = LeafNodeSource.COMMIT
     else:
         raise DecodeError(f"invalid leaf_node_source value {src_value}")
-    ext_data, pos = _p_opaque(buf, pos, end, cap)
-    extensions = _p_extensions(ext_data, cap)
+    if pos < end and buf[pos] == 0:
+        extensions: tuple[Extension, ...] = ()
+        pos += 1
+    else:
+        ext_data, pos = _p_opaque(buf, pos, end, cap)
+        extensions = _p_extensions(ext_data, cap)
     signature, pos = _p_opaque(buf, pos, end, cap)
     leaf = LeafNode(
         encryption_key, signature_key, credential, capabilities, src, lifetime, parent_hash, extensions, signature
