@@ -16,6 +16,7 @@ Wire format (TLS presentation language, RFC 9420 section 2.1)::
         uint8 version = 1;
         opaque session[8];          // random per session; a new value = the peer restarted
         uint32 counter;             // per-session message number; older ones only give blocks
+        bool restated;              // sent after a retransmission timeout
         CID heads<V>;               // sender's heads, strictly ascending
         CID need<V>;                // CIDs the sender asks for, strictly ascending
         CID since<V>;               // heads the sender believes both hold, strictly ascending
@@ -77,11 +78,13 @@ class SyncMessage:
     since: tuple[bytes, ...]
     have: BloomFilter | None
     blocks: tuple[tuple[bytes, bytes], ...]
+    restated: bool = False
 
     def encode(self, w: Writer) -> None:
         w.u8(SYNC_VERSION)
         w.fixed(self.session)
         w.u32(self.counter)
+        w.boolean(self.restated)
         for lst in (self.heads, self.need, self.since):
             w.vector(sorted(lst), Writer.opaque)
         w.optional(self.have, lambda ww, b: b.encode(ww))
@@ -99,6 +102,7 @@ class SyncMessage:
             raise DecodeError(f"unknown sync message version {version}")
         session = r.fixed(SESSION_ID_BYTES)
         counter = r.u32()
+        restated = r.boolean()
         heads = _cid_list(r, "heads")
         need = _cid_list(r, "need")
         since = _cid_list(r, "since")
@@ -106,7 +110,7 @@ class SyncMessage:
         blocks = tuple(r.vector(_block))
         if len({c for c, _ in blocks}) != len(blocks):
             raise DecodeError("sync message carries a block twice")
-        return cls(session, counter, heads, need, since, have, blocks)
+        return cls(session, counter, heads, need, since, have, blocks, restated)
 
     def to_bytes(self) -> bytes:
         w = Writer()
@@ -143,6 +147,7 @@ class SyncSession:
         "_peer_id",
         "_pending",
         "_pending_bytes",
+        "_restate",
         "_retired",
         "_sent",
         "_since",
@@ -188,6 +193,7 @@ class SyncSession:
         self._pending: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
         self._pending_bytes = 0
         self._flushed: list[bytes] = []
+        self._restate = False
         self._since: frozenset[bytes] = frozenset()
         self._reset_peer_view()
         self._reset_flight()
@@ -222,7 +228,8 @@ class SyncSession:
         return len(self._pending)
 
     def in_sync(self) -> bool:
-        """Whether the peer's latest heads equal ours and nothing waits."""
+        """Whether the peer's latest heads equal ours and nothing waits.  A replica calls
+        :meth:`on_timeout` only while this is false and no message arrived for a while."""
         return self._their_heads == self.view.heads() and not self._pending
 
     def take_flushed(self) -> list[bytes]:
@@ -234,8 +241,10 @@ class SyncSession:
 
     # -- timers ---------------------------------------------------------------------------
     def on_timeout(self) -> None:
-        """The caller's retransmission timer fired: the next message restates everything."""
+        """The caller's retransmission timer fired: the next message restates everything
+        (and asks the peer to do the same)."""
         self._reset_flight()
+        self._restate = True
 
     # -- receiving ------------------------------------------------------------------------
     def receive_message(self, data: bytes) -> list[bytes]:
@@ -331,6 +340,10 @@ class SyncSession:
         if msg.have is not None:
             self._their_have = msg.have
         self._update_since()
+        if msg.restated:
+            # The peer's timer fired: our messages may have been lost too.  Restate ours, so
+            # that a peer waiting for our heads (while we consider ourselves in sync) hears them.
+            self._reset_flight()
 
     def _update_since(self) -> None:
         if self._their_heads is None:
@@ -412,7 +425,9 @@ class SyncSession:
             tuple(sorted(self._since)),
             have,
             tuple(blocks),
+            self._restate,
         )
+        self._restate = False
         self._counter += 1
         self._sent.update(chosen)
         self._last_sent_heads = heads

@@ -71,14 +71,20 @@ def converged(replicas: Sequence[SimReplica]) -> bool:
     return len(heads) == 1
 
 
-def sync_to_quiescence(replicas: Sequence[SimReplica], net: NetSim, *, max_timeouts: int = 50) -> int:
-    """Pump; while replicas differ, fire every retransmission timer and pump again.
+def all_in_sync(replicas: Sequence[SimReplica]) -> bool:
+    return all(s.in_sync() for r in replicas for s in r.sessions.values())
 
-    Returns the number of timeout rounds needed.
-    """
+
+def sync_to_quiescence(replicas: Sequence[SimReplica], net: NetSim, *, max_timeouts: int = 50) -> int:
+    """Pump; while some session is not in sync, fire its retransmission timer and pump again
+    (what a replica's timer does).  Returns the number of timer rounds needed."""
     for rounds in range(max_timeouts + 1):
         pump(replicas, net)
-        if converged(replicas):
+        if all_in_sync(replicas):
+            assert converged(replicas)
             return rounds
-        timeout_all(replicas)
+        for r in replicas:
+            for s in r.sessions.values():
+                if not s.in_sync():
+                    s.on_timeout()
     raise AssertionError("replicas did not converge")

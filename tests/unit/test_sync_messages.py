@@ -15,7 +15,7 @@ C1, C2, C3 = b"\x01\x01", b"\x01\x02", b"\x01\x03"
 
 
 def sample() -> SyncMessage:
-    return SyncMessage(b"S" * 8, 7, (C1, C2), (C3,), (C1,), BloomFilter.build([C1, C2]), ((C3, b"block"),))
+    return SyncMessage(b"S" * 8, 7, (C1, C2), (C3,), (C1,), BloomFilter.build([C1, C2]), ((C3, b"block"),), True)
 
 
 def raw(
@@ -33,6 +33,7 @@ def raw(
     w.u8(version)
     w.fixed(session)
     w.u32(1)
+    w.u8(0)  # not restated
     for lst in (heads or [], need or [], since or []):
         w.vector(lst, Writer.opaque)
     if have is None:
@@ -80,7 +81,8 @@ def test_bloom_membership() -> None:
         pytest.param(raw(have=b"\x00\x00\x00\x02\x07\x01\x00"), id="bloom-size"),
         pytest.param(raw(have=b"\x00\x00\x00\x00\x00\x00"), id="bloom-zero-hashes"),
         pytest.param(raw(have=b"\xff\xff\xff\xff\x07\x00"), id="bloom-too-large"),
-        pytest.param(raw()[:16] + b"\x02" + raw()[17:], id="bad-optional"),
+        pytest.param(raw()[:17] + b"\x02" + raw()[18:], id="bad-optional"),
+        pytest.param(raw()[:13] + b"\x02" + raw()[14:], id="bad-boolean"),
     ],
 )
 def test_malformed_rejected(data: bytes) -> None:

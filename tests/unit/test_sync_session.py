@@ -250,3 +250,23 @@ def test_store_dag_namespaces_separate_groups() -> None:
     assert g1.has(n.cid) and not g2.has(n.cid) and g2.heads() == frozenset()
     with pytest.raises(InvalidArgument):
         StoreDag(store, toy_check, namespace="a/b")
+
+
+def test_restated_message_makes_a_silent_peer_reply() -> None:
+    """b's only message is lost; b considers itself in sync and stays silent until a's
+    timer fires and a's restated message asks b to restate its heads."""
+    a, b = pair()
+    grow([a.view, b.view], ToyAuthor(b"x"), 3)
+    sa, sb = a.sessions["b"], b.sessions["a"]
+    sb.generate_message()  # lost
+    sb.receive_message(sa.generate_message() or b"")
+    assert sb.in_sync() and not sa.in_sync()
+    assert sb.generate_message() is None and sa.generate_message() is None
+    sa.on_timeout()
+    restated = sa.generate_message()
+    assert restated is not None and SyncMessage.from_bytes(restated).restated
+    sb.receive_message(restated)
+    reply = sb.generate_message()
+    assert reply is not None and not SyncMessage.from_bytes(reply).restated
+    sa.receive_message(reply)
+    assert sa.in_sync() and sa.generate_message() is None and sb.generate_message() is None
