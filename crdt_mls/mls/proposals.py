@@ -39,7 +39,7 @@ from crdt_mls.mls.messages import (
     Update,
     find_extension,
 )
-from crdt_mls.mls.ratchet_tree import RatchetTree, verify_leaf_signature
+from crdt_mls.mls.ratchet_tree import RatchetTree, validate_leaf_node
 from crdt_mls.mls.suites import CipherSuite
 from crdt_mls.mls.welcome import verify_key_package
 
@@ -215,6 +215,22 @@ def validate_proposal_list(
         extensions = prop.extensions
         _check_group_extensions_supported(tree, extensions, removed)
 
+    cred_cache: list[tuple[set[int], set[int]]] = []
+
+    def credential_support() -> tuple[set[int], set[int]]:
+        # (credential types in use, credential types every remaining member supports), O(n) once
+        if not cred_cache:
+            in_use: set[int] = set()
+            supported: set[int] | None = None
+            for i, leaf in tree.members():
+                if i in removed:
+                    continue
+                in_use.add(leaf.credential.credential_type)
+                caps = set(leaf.capabilities.credentials)
+                supported = caps if supported is None else supported & caps
+            cred_cache.append((in_use, supported or set()))
+        return cred_cache[0]
+
     for e in entries:
         p = e.proposal
         if isinstance(p, Add):
@@ -225,6 +241,11 @@ def validate_proposal_list(
                 raise ProposalError(f"Add of a KeyPackage for version {kp.version}")
             verify_key_package(kp, now)
             check_leaf_capabilities(kp.leaf_node, extensions, "added KeyPackage")
+            in_use, supported = credential_support()
+            ctype = kp.leaf_node.credential.credential_type
+            caps_creds = kp.leaf_node.capabilities.credentials
+            if ctype not in caps_creds or ctype not in supported or not in_use <= set(caps_creds):
+                raise ProposalError(f"credential type {ctype} of the added member is not supported group-wide (7.3)")
             key = kp.leaf_node.signature_key
             if key in new_sig_keys:
                 raise ProposalError("two Add proposals for the same client")
@@ -248,7 +269,14 @@ def validate_proposal_list(
             if leaf.encryption_key == current.encryption_key:
                 raise ProposalError("an Update must change the encryption key")
             try:
-                verify_leaf_signature(suite, leaf, context.group_id, s)
+                validate_leaf_node(
+                    tree,
+                    leaf,
+                    source=LeafNodeSource.UPDATE,
+                    group_id=context.group_id,
+                    leaf_index=s,
+                    required_capabilities=_required_capabilities(extensions),
+                )
             except DecodeError:
                 raise SignatureError(f"LeafNode signature of leaf {s} does not verify") from None
             check_leaf_capabilities(leaf, extensions, f"Update of leaf {s}")
