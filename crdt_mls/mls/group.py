@@ -94,7 +94,7 @@ from crdt_mls.mls.proposals import (
     resolve_entries,
     validate_proposal_list,
 )
-from crdt_mls.mls.psk import compute_psk_secret
+from crdt_mls.mls.psk import compute_psk_secret, resolve_psks
 from crdt_mls.mls.ratchet_tree import RatchetTree
 from crdt_mls.mls.secret_tree import SecretTree
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
@@ -398,19 +398,7 @@ class Group:
 
     def _psk_secret(self, psks: Sequence[PreSharedKeyID]) -> bytes:
         """Look up every PSK (RFC 9420 section 8.4); `ProposalError` if one is not available."""
-        ext = dict(self.external_psks)
-        pairs: list[tuple[PreSharedKeyID, bytes]] = []
-        for psk_id in psks:
-            value: bytes | None
-            if psk_id.psktype == PSKType.EXTERNAL:
-                assert psk_id.psk_id is not None
-                value = ext.get(psk_id.psk_id)
-            else:
-                assert psk_id.psk_group_id is not None and psk_id.psk_epoch is not None
-                value = self._resumption_psk(psk_id.psk_group_id, psk_id.psk_epoch)
-            if value is None:
-                raise ProposalError(f"PSK of type {psk_id.psktype.name.lower()} is not available")
-            pairs.append((psk_id, value))
+        pairs = resolve_psks(self.suite, psks, dict(self.external_psks), self._resumption_psk)
         return compute_psk_secret(self.suite, pairs)
 
     def _require_active(self) -> None:
