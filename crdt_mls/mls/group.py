@@ -29,6 +29,7 @@ from crdt_mls.errors import (
     ProtocolError,
     ReplayError,
     TreeError,
+    UnsupportedError,
     WelcomeError,
     WrongEpochError,
     WrongGroupError,
@@ -561,7 +562,10 @@ class Group:
                 raise WelcomeError("message is not a GroupInfo")
             gi = body
         gc = gi.group_context
-        suite = get_cipher_suite(gc.cipher_suite)
+        try:
+            suite = get_cipher_suite(gc.cipher_suite)
+        except UnsupportedError:
+            raise WelcomeError(f"the GroupInfo uses unsupported cipher suite {gc.cipher_suite}") from None
         tree = _tree_from(suite, ratchet_tree, gi.extensions)
         _verify_joined_tree(suite, tree, gi)
         ext = find_extension(gi.extensions, ExtensionType.EXTERNAL_PUB)

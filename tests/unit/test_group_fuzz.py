@@ -85,3 +85,33 @@ def test_truncation_and_garbage_are_rejected(name: str, data: st.DataObject) -> 
     else:  # pragma: no cover
         raise AssertionError(f"{name} cut at {cut} with {len(tail)} garbage bytes was accepted")
     assert g.to_bytes() == state
+
+
+@cache
+def _join_material() -> tuple[bytes, bytes, bytes]:
+    h = Harness(seed="fuzz-join")
+    h.add("m0", 2)
+    kp = h.new_kp("joiner")
+    _, welcome, g = h.members["m0"].commit(add=[kp.public_message()], rng=h.rng)
+    assert welcome is not None
+    return welcome, g.group_info(), kp.to_bytes()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.booleans(), data=st.data())
+def test_corrupted_welcome_and_group_info_are_rejected(which: bool, data: st.DataObject) -> None:
+    from crdt_mls.mls.welcome import KeyPackagePrivate
+
+    welcome, group_info, kp_raw = _join_material()
+    msg = bytearray(welcome if which else group_info)
+    pos = data.draw(st.integers(0, len(msg) - 1))
+    msg[pos] ^= 1 << data.draw(st.integers(0, 7))
+    kp = KeyPackagePrivate.from_bytes(kp_raw)
+    try:
+        if which:
+            Group.join_from_welcome(bytes(msg), kp)
+        else:
+            Group.join_external(bytes(msg), b"outsider")
+    except RemoteInputError:
+        return
+    raise AssertionError(f"corrupted {'Welcome' if which else 'GroupInfo'} (byte {pos}) was accepted")
