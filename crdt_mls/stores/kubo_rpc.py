@@ -159,7 +159,7 @@ class KuboRpc:
                     resp = conn.getresponse()
                     data = resp.read(_MAX_RESPONSE + 1)
                     status = resp.status
-                    if resp.will_close:
+                    if resp.will_close or len(data) > _MAX_RESPONSE:
                         self._drop()
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                     self._drop()
@@ -172,7 +172,7 @@ class KuboRpc:
                 except (OSError, http.client.HTTPException) as exc:
                     self._drop()
                     raise TransportError(
-                        f"IPFS RPC {command}: cannot reach {self.host}:{self.port} ({exc.__class__.__name__})"
+                        f"IPFS RPC {command}: cannot reach {self.host}:{self.port} or bad answer ({exc.__class__.__name__})"
                     ) from exc
                 break
         if len(data) > _MAX_RESPONSE:
