@@ -14,7 +14,7 @@ mutate it and swap it in only on success (see `crdt_mls.mls.treekem`).
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeAlias
@@ -502,22 +502,25 @@ class RatchetTree:
             body + encode_varint(len(left_hash)) + left_hash + encode_varint(len(right_hash)) + right_hash
         )
 
-    def _th_excluding(self, x: int, excluded: frozenset[int]) -> bytes:
-        """Tree hash of ``x`` with the ``excluded`` leaves blanked and dropped from unmerged lists."""
-        rng = treemath.subtree_leaves(x)
-        if not any(i in rng for i in excluded):
+    def _th_excluding(self, x: int, excluded: list[int], exset: frozenset[int]) -> bytes:
+        """Tree hash of ``x`` with the ``excluded`` leaves (sorted) blanked and dropped from
+        unmerged lists; subtrees without excluded leaves use the cache."""
+        k = _level(x)
+        first = (x - ((1 << k) - 1)) >> 1
+        i = bisect_left(excluded, first)
+        if i == len(excluded) or excluded[i] >= first + (1 << k):
             return self._th(x)
-        if x % 2 == 0:
+        if k == 0:
             return self._leaf_hash(x // 2, None)
         v = self._nodes[x]
         if v is not None:
             assert isinstance(v, ParentNode)
-            kept = [u for u in v.unmerged_leaves if u not in excluded]
+            kept = [u for u in v.unmerged_leaves if u not in exset]
             if len(kept) != len(v.unmerged_leaves):
                 v = replace(v, unmerged_leaves=tuple(kept))
         lc, rc = _children(x)
-        lh = self._th_excluding(lc, excluded)
-        rh = self._th_excluding(rc, excluded)
+        lh = self._th_excluding(lc, excluded, exset)
+        rh = self._th_excluding(rc, excluded, exset)
         return self._parent_hash_input_hash(v, lh, rh)
 
     # ------------------------------------------------------------------ parent hash
@@ -527,7 +530,9 @@ class RatchetTree:
         v = self._nodes[p]
         if not isinstance(v, ParentNode):
             raise TreeError(f"parent hash of blank node {p}")
-        return self._th_excluding(s, frozenset(v.unmerged_leaves))
+        if not v.unmerged_leaves:
+            return self._th(s)
+        return self._th_excluding(s, sorted(v.unmerged_leaves), frozenset(v.unmerged_leaves))
 
     def compute_parent_hash(self, p: int, s: int) -> bytes:
         """Parent hash of ``p`` with copath child ``s`` (RFC 9420 section 7.9)."""
