@@ -119,3 +119,22 @@ class StorageError(CrdtMlsError):
 
 class TransportError(CrdtMlsError):
     """A transport (IPFS RPC, pubsub) failed or timed out."""
+
+
+# ------------------------------------------------------------- private content (crdt_mls.content)
+
+
+class WrongPasswordError(DecryptionError):
+    """A password did not unlock an identity or a password-encrypted file."""
+
+
+class NotRecipientError(DecryptionError):
+    """None of the (padded) recipient entries of an encrypted file or share opens with our key."""
+
+
+class TruncatedError(DecryptionError):
+    """An encrypted stream ended before its authenticated final chunk."""
+
+
+class RevokedError(DecryptionError):
+    """A Cryptree capability was revoked (its subtree was re-keyed)."""
