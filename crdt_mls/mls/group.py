@@ -126,7 +126,9 @@ __all__ = [
     "GroupState",
     "KeyPackagePrivate",
     "ProposalReceived",
+    "external_proposal",
     "make_key_package",
+    "new_member_proposal",
 ]
 
 Rng = Callable[[int], bytes]
@@ -220,6 +222,35 @@ def make_key_package(
     private bundle for `Group.join_from_welcome`).  More options: `crdt_mls.mls.welcome.make_key_package`."""
     kp = _make_key_package(cipher_suite, credential, signature_priv=signature_priv, rng=rng)
     return kp.public_message(), kp
+
+
+def external_proposal(
+    cipher_suite: int,
+    group_id: bytes,
+    epoch: int,
+    proposal: Proposal,
+    sender_index: int,
+    signature_priv: bytes,
+    *,
+    authenticated_data: bytes = b"",
+) -> bytes:
+    """A proposal from an external sender listed in the group's external_senders extension
+    (RFC 9420 section 12.1.8) as PublicMessage bytes."""
+    suite = get_cipher_suite(cipher_suite)
+    if isinstance(proposal, Update | ExternalInit):
+        raise InvalidArgument("external senders cannot propose Update or ExternalInit")
+    content = FramedContent(group_id, epoch, Sender.external(sender_index), authenticated_data, proposal)
+    ac = authenticate(suite, signature_priv, WireFormat.MLS_PUBLIC_MESSAGE, content, None)
+    return MLSMessage(PublicMessage(ac.content, ac.auth)).to_bytes()
+
+
+def new_member_proposal(group_id: bytes, epoch: int, key_package: KeyPackagePrivate) -> bytes:
+    """A non-member's request to be added: an Add of its own KeyPackage with sender
+    new_member_proposal (RFC 9420 section 12.1.8) as PublicMessage bytes."""
+    suite = key_package.suite
+    content = FramedContent(group_id, epoch, Sender.new_member_proposal(), b"", Add(key_package.key_package))
+    ac = authenticate(suite, key_package.signature_priv, WireFormat.MLS_PUBLIC_MESSAGE, content, None)
+    return MLSMessage(PublicMessage(ac.content, ac.auth)).to_bytes()
 
 
 # ------------------------------------------------------------------------ helpers
