@@ -1,0 +1,348 @@
+"""The epoch DAG and S(heads), computed incrementally (design doc section 5.2, docs/merge.md section 4).
+
+`GroupDag` is sans-I/O: it takes delivered `OpRecord`s (already in causal order, as
+:mod:`crdt_mls.causal` hands them out) and returns events.  It keeps a vector clock per node
+(the highest sequence number of every author in the node's causal past), which answers
+"is a in the causal past of b" in O(1) because every author's log is linear.
+
+``S(heads)`` (`GroupDag.state`) is the membership of the commits in the causal past of the
+heads:
+
+* one head: the head's own state, computed once when the commit arrives by applying its
+  changes to its parent epoch's state (a linear extension never replays history);
+* several heads: the commits of the causal past replayed in the deterministic order
+  (height, then CID) with the conflict rules of :mod:`crdt_mls.merge.rules`, starting from
+  the latest common *cut* epoch (an epoch in every head's past that every later commit has in
+  its past) so only the concurrent region is replayed.
+
+Per-epoch states live in a bounded LRU cache (``max_states``); an evicted state is recomputed
+on demand from the nearest cached ancestor.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from crdt_mls.errors import InvalidArgument, ProtocolError, UnknownParentError
+from crdt_mls.merge.rules import (
+    Change,
+    ChangeKind,
+    Membership,
+    MutualRemoval,
+    OpRecord,
+    ReplayResult,
+    apply_commit,
+    replay,
+)
+
+__all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeState", "OperationVoided"]
+
+
+@dataclass(frozen=True, slots=True)
+class EpochAdded:
+    """A commit was accepted: ``cid`` is a new epoch with ``membership``."""
+
+    cid: bytes
+    parents: tuple[bytes, ...]
+    membership: Membership
+
+
+@dataclass(frozen=True, slots=True)
+class HeadsChanged:
+    """The set of epoch heads changed; several heads mean a merge commit is due."""
+
+    heads: frozenset[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationVoided:
+    """Commits void in the state of ``heads`` (strong remove, docs/merge.md section 3.2)."""
+
+    heads: frozenset[bytes]
+    void: frozenset[bytes]
+
+
+Event = EpochAdded | HeadsChanged | OperationVoided
+
+
+@dataclass(frozen=True, slots=True)
+class MergeState:
+    """S(heads): the membership plus what the merge decided (void commits, moved joiners)."""
+
+    heads: frozenset[bytes]
+    membership: Membership
+    void: frozenset[bytes]
+    moved: frozenset[bytes]
+
+
+@dataclass(slots=True)
+class _Node:
+    rec: OpRecord
+    height: int
+    clock: dict[bytes, int]
+    frontier: frozenset[bytes]  #: maximal commits in the causal past, the node itself included
+
+
+class GroupDag:
+    """Epoch DAG of one group with S(heads) (design doc sections 5.1-5.4).
+
+    ``genesis`` is the group's first node: a commit record with no epochs whose ADD changes
+    are the founding members.  ``max_states`` bounds the per-epoch state cache.
+    """
+
+    def __init__(
+        self,
+        genesis: OpRecord,
+        *,
+        mutual_removal: MutualRemoval = MutualRemoval.BOTH,
+        max_states: int = 256,
+    ) -> None:
+        if not genesis.is_commit or genesis.epochs or genesis.parents or genesis.prev is not None:
+            raise InvalidArgument("the genesis record is a commit with no parents, epochs or prev")
+        assert genesis.changes is not None
+        if any(c.kind != ChangeKind.ADD for c in genesis.changes):
+            raise InvalidArgument("the genesis only adds the founding members")
+        if max_states < 2:
+            raise InvalidArgument("max_states must be at least 2")
+        self.mutual_removal = mutual_removal
+        self.max_states = max_states
+        self.genesis = genesis.cid
+        self._nodes: dict[bytes, _Node] = {}
+        self._commits: list[bytes] = []
+        self._children: dict[bytes, list[bytes]] = {}
+        self._heads: set[bytes] = set()
+        self._by_author: dict[bytes, dict[int, bytes]] = {}
+        self._states: OrderedDict[frozenset[bytes], MergeState] = OrderedDict()
+        self._accept(genesis, 0, {genesis.author: genesis.seq}, frozenset())
+        founders = apply_commit(Membership(()), genesis)
+        self._cache(MergeState(frozenset({genesis.cid}), founders, frozenset(), frozenset()))
+
+    # ------------------------------------------------------------------ queries
+
+    def heads(self) -> frozenset[bytes]:
+        """The epoch heads: commits that are no other commit's epoch parent."""
+        return frozenset(self._heads)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._nodes
+
+    def record(self, cid: bytes) -> OpRecord:
+        n = self._nodes.get(cid)
+        if n is None:
+            raise InvalidArgument("unknown operation")
+        return n.rec
+
+    def height(self, cid: bytes) -> int:
+        return self._node(cid).height
+
+    def commits(self) -> tuple[bytes, ...]:
+        """Every accepted commit, in arrival order."""
+        return tuple(self._commits)
+
+    def in_past(self, a: bytes, b: bytes) -> bool:
+        """True iff node ``a`` is in the causal past of node ``b`` (strictly)."""
+        na, nb = self._node(a), self._node(b)
+        return a != b and nb.clock.get(na.rec.author, -1) >= na.rec.seq
+
+    def concurrent(self, a: bytes, b: bytes) -> bool:
+        return a != b and not self.in_past(a, b) and not self.in_past(b, a)
+
+    def rank(self, cid: bytes) -> tuple[int, bytes]:
+        """Position key of the deterministic order: (height, CID)."""
+        return self._node(cid).height, cid
+
+    def state(self, heads: Iterable[bytes] | None = None) -> MergeState:
+        """S(heads) (default: the current heads)."""
+        hs = frozenset(self._heads if heads is None else heads)
+        if not hs:
+            raise InvalidArgument("S(heads) needs at least one head")
+        for h in hs:
+            if h not in self._nodes or not self._nodes[h].rec.is_commit:
+                raise InvalidArgument("a head must be a known commit")
+        hs = self._maximal(hs)
+        cached = self._states.get(hs)
+        if cached is not None:
+            self._states.move_to_end(hs)
+            return cached
+        if len(hs) == 1:
+            # walk back along single-parent commits to a cached state, then apply forward
+            chain: list[OpRecord] = []
+            cur = hs
+            while cur not in self._states:
+                (h,) = cur
+                rec = self._nodes[h].rec
+                chain.append(rec)
+                if rec.is_merge:
+                    break
+                cur = frozenset(rec.epochs)
+            if cur in self._states:
+                st = self._states[cur]
+            else:  # the walk stopped at an uncached merge commit: S(parents) then the commit
+                m = chain.pop()
+                merged = self.state(m.epochs)
+                st = MergeState(cur, apply_commit(merged.membership, m), merged.void, merged.moved)
+                self._cache(st)
+            for rec in reversed(chain):
+                st = MergeState(frozenset({rec.cid}), apply_commit(st.membership, rec), frozenset(), frozenset())
+                self._cache(st)
+            return st
+        st = self._merge(hs)
+        self._cache(st)
+        return st
+
+    def members(self, heads: Iterable[bytes] | None = None) -> Membership:
+        return self.state(heads).membership
+
+    # ------------------------------------------------------------------ input
+
+    def add(self, rec: OpRecord) -> list[Event]:
+        """Accept one delivered operation; returns events.  Raises on invalid input, unchanged."""
+        if rec.cid in self._nodes:
+            return []
+        for p in (*rec.parents, *((rec.prev,) if rec.prev is not None else ())):
+            if p not in self._nodes:
+                raise UnknownParentError("operation names an unknown causal parent")
+        log = self._by_author.get(rec.author, {})
+        if rec.seq in log:
+            raise ProtocolError(f"author already has an operation with seq {rec.seq} (equivocation)")
+        if rec.prev is not None:
+            prev = self._nodes[rec.prev].rec
+            if prev.author != rec.author or prev.seq != rec.seq - 1:
+                raise ProtocolError("prev is not the author's previous operation")
+        elif rec.seq != 0:
+            raise ProtocolError("an operation with seq > 0 needs prev")
+        links = [*rec.parents, *((rec.prev,) if rec.prev is not None else ())]
+        clock: dict[bytes, int] = {}
+        height = 0
+        seen: set[bytes] = set()
+        for p in links:
+            n = self._nodes[p]
+            height = max(height, n.height + 1)
+            seen |= n.frontier
+            for a, s in n.clock.items():
+                if clock.get(a, -1) < s:
+                    clock[a] = s
+        frontier = self._maximal(seen)
+        if not rec.epochs:
+            raise ProtocolError("an operation must name its epoch")
+        for e in rec.epochs:
+            en = self._nodes.get(e)
+            if en is None or not en.rec.is_commit:
+                raise ProtocolError("an operation's epoch must be a known commit")
+            if clock.get(en.rec.author, -1) < en.rec.seq:
+                raise ProtocolError("an operation's epoch must be in its causal past")
+        if not rec.is_commit:
+            clock[rec.author] = rec.seq
+            self._accept(rec, height, clock, frontier)
+            return []
+        # a commit builds on exactly the commit heads of its causal past (docs/merge.md section 4.1)
+        if frontier != frozenset(rec.epochs):
+            raise ProtocolError("a commit's epoch parents must be exactly the latest commits it has seen")
+        if len(rec.epochs) != len(set(rec.epochs)):
+            raise ProtocolError("repeated epoch parent")
+        base = self.state(rec.epochs)
+        if rec.author not in base.membership:
+            raise ProtocolError("the committer is not a member of its parent state")
+        assert rec.changes is not None
+        if rec.is_merge and any(c.kind != ChangeKind.UPDATE or c.member != rec.author for c in rec.changes):
+            raise ProtocolError("a merge commit only updates its committer's leaf")
+        _check_changes(base.membership, rec.changes)
+        clock[rec.author] = rec.seq
+        self._accept(rec, height, clock, frozenset({rec.cid}))
+        st = self.state({rec.cid})
+        events: list[Event] = [EpochAdded(rec.cid, rec.epochs, st.membership), HeadsChanged(self.heads())]
+        if len(self._heads) > 1:
+            merged = self.state()
+            if merged.void:
+                events.append(OperationVoided(merged.heads, merged.void))
+        return events
+
+    # ------------------------------------------------------------------ internals
+
+    def _node(self, cid: bytes) -> _Node:
+        n = self._nodes.get(cid)
+        if n is None:
+            raise InvalidArgument("unknown operation")
+        return n
+
+    def _accept(self, rec: OpRecord, height: int, clock: dict[bytes, int], frontier: frozenset[bytes]) -> None:
+        if rec.is_commit:
+            frontier = frozenset({rec.cid})
+        self._nodes[rec.cid] = _Node(rec, height, clock, frontier)
+        self._by_author.setdefault(rec.author, {})[rec.seq] = rec.cid
+        if rec.is_commit:
+            self._commits.append(rec.cid)
+            for e in rec.epochs:
+                self._children.setdefault(e, []).append(rec.cid)
+                self._heads.discard(e)
+            self._heads.add(rec.cid)
+
+    def _cache(self, st: MergeState) -> None:
+        self._states[st.heads] = st
+        self._states.move_to_end(st.heads)
+        while len(self._states) > self.max_states:
+            self._states.popitem(last=False)
+
+    def _maximal(self, cids: Iterable[bytes]) -> frozenset[bytes]:
+        cs = set(cids)
+        return frozenset(c for c in cs if not any(self.in_past(c, d) for d in cs if d != c))
+
+    def _past_commits(self, heads: frozenset[bytes]) -> list[bytes]:
+        return [c for c in self._commits if c in heads or any(self.in_past(c, h) for h in heads)]
+
+    def _merge(self, heads: frozenset[bytes]) -> MergeState:
+        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md 4.2)."""
+        past = self._past_commits(heads)
+        common = [c for c in past if all(c == h or self.in_past(c, h) for h in heads)]
+        region = [c for c in past if c not in set(common)]
+        region_set = set(region)
+        # the latest common epoch that every region commit has in its past: its state is final
+        cut = self.genesis
+        for c in sorted(common, key=self.rank, reverse=True):
+            if all(self.in_past(c, r) for r in region):
+                cut = c
+                break
+        base = self.state({cut})
+        todo = sorted((c for c in past if self.in_past(cut, c)), key=self.rank)
+        recs = [self._nodes[c].rec for c in todo]
+
+        def concurrent(a: OpRecord, b: OpRecord) -> bool:
+            return self.concurrent(a.cid, b.cid)
+
+        def eviction_void(r: OpRecord, ch: Change) -> bool:
+            # weak eviction: void if the evicted member has an operation concurrent with it
+            # in the past of the heads and at least one of the two is in the merged region
+            log = self._by_author.get(ch.member, {})
+            first = self._nodes[r.cid].clock.get(ch.member, -1) + 1
+            n = log.get(first)
+            if n is None or not any(n == h or self.in_past(n, h) for h in heads):
+                return False
+            return self.concurrent(n, r.cid) and (r.cid in region_set or not self._in_all(n, heads))
+
+        result: ReplayResult = replay(
+            base.membership,
+            recs,
+            concurrent=concurrent,
+            eviction_void=eviction_void,
+            rank=self.rank,
+            mode=self.mutual_removal,
+        )
+        return MergeState(heads, result.membership, result.void, result.moved)
+
+    def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
+        return all(cid == h or self.in_past(cid, h) for h in heads)
+
+
+def _check_changes(state: Membership, changes: tuple[Change, ...]) -> None:
+    """RFC 9420 validity of a commit's changes against its parent state (section 12.2)."""
+    keys = state.keys()
+    added: set[bytes] = set()
+    for ch in changes:
+        if ch.kind == ChangeKind.ADD:
+            if ch.member in keys or ch.member in added:
+                raise ProtocolError("commit adds a member already in the group")
+            added.add(ch.member)
+        elif ch.member not in keys:
+            raise ProtocolError(f"commit's {ch.kind.name} names a non-member")

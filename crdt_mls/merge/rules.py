@@ -1,0 +1,319 @@
+"""Membership as a CRDT: the conflict rules of docs/merge.md section 3, as a pure replay.
+
+The engine (:mod:`crdt_mls.merge.dag`) turns every delivered commit into an `OpRecord`
+listing its membership `Change`s.  `replay` computes the membership of a set of heads from
+the commits of their causal past, in one deterministic topological order, applying the
+rules (design doc section 5, docs/merge.md section 3):
+
+* strong remove, transitively voiding the removed member's concurrent commits;
+* mutual removal: `MutualRemoval.BOTH` (default) or `MutualRemoval.SENIORITY`;
+* weak idle eviction (`ChangeKind.EVICT`): void when the evicted member has a concurrent
+  operation in the merged region;
+* joiners keep their leaf; a leaf index taken twice moves the later joiner to the leftmost
+  free leaf; the same person added twice is added once (first add in the order);
+* concurrent updates of one leaf: the last in the order wins;
+* a proposal committed by two concurrent commits takes effect once (changes are idempotent).
+
+Members are identified by their signature key (unique among members, RFC 9420 section 7.3);
+a re-add after a removal is a new *instance* (``Member.added_in`` differs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+from crdt_mls.errors import InvalidArgument
+
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "Member",
+    "Membership",
+    "MutualRemoval",
+    "OpRecord",
+    "ReplayResult",
+    "apply_commit",
+    "replay",
+]
+
+
+class ChangeKind(IntEnum):
+    """What a commit does to one member (docs/merge.md section 2)."""
+
+    ADD = 1  #: member added at ``leaf`` with LeafNode ``data``
+    REMOVE = 2  #: strong remove (RFC 9420 Remove proposal)
+    EVICT = 3  #: idle eviction: a Remove marked as eviction, weak (design section 5.4)
+    UPDATE = 4  #: member's LeafNode replaced by ``data`` (Update proposal or the committer's path)
+
+
+class MutualRemoval(IntEnum):
+    """Rule for two members removing each other concurrently (design section 5.3)."""
+
+    BOTH = 1  #: both removed (default: neither can be trusted by the other)
+    SENIORITY = 2  #: the member added earlier (causally, then by order) stays
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One membership effect of a commit; ``member`` is the signature key concerned."""
+
+    kind: ChangeKind
+    member: bytes
+    leaf: int = 0
+    data: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ChangeKind):
+            raise InvalidArgument("change kind must be a ChangeKind")
+        if type(self.member) is not bytes or not self.member:
+            raise InvalidArgument("change member must be a non-empty signature key")
+        if type(self.leaf) is not int or self.leaf < 0:
+            raise InvalidArgument("change leaf must be a non-negative int")
+        if self.kind in (ChangeKind.ADD, ChangeKind.UPDATE) and not self.data:
+            raise InvalidArgument(f"a {self.kind.name} change needs the member's LeafNode data")
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """What the merge engine needs of one delivered operation node.
+
+    ``parents`` are the node's causal parents (any node kind), ``prev`` its author's
+    previous node.  ``epochs`` are the epochs (commit CIDs) it builds on: one for an
+    ordinary commit or an application/ack/proposal node, several for a merge commit, none
+    for the genesis.  ``changes`` is ``None`` for a non-commit node.
+    """
+
+    cid: bytes
+    author: bytes
+    seq: int
+    prev: bytes | None
+    parents: tuple[bytes, ...]
+    epochs: tuple[bytes, ...]
+    changes: tuple[Change, ...] | None = None
+
+    @property
+    def is_commit(self) -> bool:
+        return self.changes is not None
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.epochs) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member instance: signature key, leaf index, LeafNode bytes, provenance CIDs."""
+
+    key: bytes
+    leaf: int
+    data: bytes = field(repr=False)
+    added_in: bytes = field(repr=False)
+    updated_in: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The membership part of S(heads): members sorted by leaf index."""
+
+    members: tuple[Member, ...]
+
+    @classmethod
+    def of(cls, members: Iterable[Member]) -> Membership:
+        ms = tuple(sorted(members, key=lambda m: m.leaf))
+        leaves = [m.leaf for m in ms]
+        if len(set(leaves)) != len(leaves):
+            raise InvalidArgument("two members on one leaf")
+        if len({m.key for m in ms}) != len(ms):
+            raise InvalidArgument("two members with one signature key")
+        return cls(ms)
+
+    def keys(self) -> frozenset[bytes]:
+        return frozenset(m.key for m in self.members)
+
+    def by_key(self) -> dict[bytes, Member]:
+        return {m.key: m for m in self.members}
+
+    def by_leaf(self) -> dict[int, Member]:
+        return {m.leaf: m for m in self.members}
+
+    def get(self, key: bytes) -> Member | None:
+        for m in self.members:
+            if m.key == key:
+                return m
+        return None
+
+    def __contains__(self, key: object) -> bool:
+        return any(m.key == key for m in self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """Outcome of `replay`: the membership, the void commits, the removals that took effect."""
+
+    membership: Membership
+    void: frozenset[bytes]
+    removals: frozenset[tuple[bytes, int]]  #: (commit cid, change index) of effective removes/evictions
+    moved: frozenset[bytes]  #: keys of joiners moved off a taken leaf
+
+
+def _leftmost_free(taken: Mapping[int, bytes]) -> int:
+    i = 0
+    while i in taken:
+        i += 1
+    return i
+
+
+def apply_commit(state: Membership, rec: OpRecord) -> Membership:
+    """Apply one commit with no concurrency (a linear extension, RFC 9420 semantics)."""
+    by_key = state.by_key()
+    by_leaf = {m.leaf: m.key for m in state.members}
+    assert rec.changes is not None
+    for ch in rec.changes:
+        _apply_change(by_key, by_leaf, rec.cid, ch, effective=True, moved=set())
+    return Membership.of(by_key.values())
+
+
+def _apply_change(
+    by_key: dict[bytes, Member],
+    by_leaf: dict[int, bytes],
+    cid: bytes,
+    ch: Change,
+    *,
+    effective: bool,
+    moved: set[bytes],
+) -> None:
+    if ch.kind == ChangeKind.ADD:
+        if ch.member in by_key:  # the same person added twice: the first add stands
+            return
+        leaf = ch.leaf
+        if leaf in by_leaf:  # the leaf index was taken concurrently: move to the leftmost free leaf
+            leaf = _leftmost_free(by_leaf)
+            moved.add(ch.member)
+        by_key[ch.member] = Member(ch.member, leaf, ch.data, cid, cid)
+        by_leaf[leaf] = ch.member
+    elif ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
+        m = by_key.pop(ch.member, None) if effective else None
+        if m is not None:
+            del by_leaf[m.leaf]
+    else:  # UPDATE: the last in the order wins
+        m = by_key.get(ch.member)
+        if m is not None and m.data != ch.data:
+            by_key[ch.member] = replace(m, data=ch.data, updated_in=cid)
+
+
+#: ``concurrent(a, b)``: neither record is in the other's causal past
+Concurrent = Callable[[OpRecord, OpRecord], bool]
+#: ``eviction_void(rec, change)``: the evicted member has a concurrent operation in the region
+EvictionVoid = Callable[[OpRecord, Change], bool]
+#: ``rank(cid)``: the commit's position key in the deterministic order (smaller = earlier)
+Rank = Callable[[bytes], tuple[int, bytes]]
+
+
+def replay(
+    base: Membership,
+    commits: Sequence[OpRecord],
+    *,
+    concurrent: Concurrent,
+    eviction_void: EvictionVoid,
+    rank: Rank,
+    mode: MutualRemoval = MutualRemoval.BOTH,
+) -> ReplayResult:
+    """Membership after ``commits`` (already in the deterministic order) on top of ``base``.
+
+    Removals that take effect and void commits depend on each other (a void commit's
+    removals do not count; a removal voids its target's concurrent commits), so they are
+    computed as a fixpoint; should the iteration cycle (odd removal cycles), the union of the
+    cycle's removals is applied: removal wins, the safe side (docs/merge.md section 3.2).
+    """
+    added_in = {m.key: m.added_in for m in base.members}
+    seniority: dict[bytes, tuple[tuple[int, bytes], bytes]] = {}
+    candidates: list[tuple[OpRecord, int, Change]] = []
+    for rec in commits:
+        assert rec.changes is not None
+        for ch in rec.changes:
+            if ch.kind == ChangeKind.ADD:
+                added_in[ch.member] = rec.cid
+    for key, cid in added_in.items():
+        seniority[key] = (rank(cid), key)
+    for rec in commits:
+        assert rec.changes is not None
+        for i, ch in enumerate(rec.changes):
+            if ch.kind == ChangeKind.REMOVE or (ch.kind == ChangeKind.EVICT and not eviction_void(rec, ch)):
+                candidates.append((rec, i, ch))
+    if mode == MutualRemoval.SENIORITY:
+        # a junior's removal of a senior who concurrently removes it never counts
+        def junior_mutual(r: OpRecord, ch: Change) -> bool:
+            far = (((1 << 62), b""), b"")
+            if seniority.get(r.author, far) <= seniority.get(ch.member, far):
+                return False
+            return any(o.author == ch.member and c.member == r.author and concurrent(o, r) for o, _j, c in candidates)
+
+        candidates = [(r, i, ch) for r, i, ch in candidates if not junior_mutual(r, ch)]
+    effective = frozenset((r.cid, i) for r, i, _ in candidates)
+    seen: list[frozenset[tuple[bytes, int]]] = []
+    result = _simulate(base, commits, candidates, effective, concurrent, mode)
+    for _ in range(len(candidates) + 2):
+        nxt = result.removals
+        if nxt == effective:
+            break
+        if nxt in seen:
+            union = frozenset().union(*seen[seen.index(nxt) :], effective)
+            result = _simulate(base, commits, candidates, union, concurrent, mode)
+            break
+        seen.append(effective)
+        effective = nxt
+        result = _simulate(base, commits, candidates, effective, concurrent, mode)
+    return result
+
+
+def _simulate(
+    base: Membership,
+    commits: Sequence[OpRecord],
+    candidates: Sequence[tuple[OpRecord, int, Change]],
+    effective: frozenset[tuple[bytes, int]],
+    concurrent: Concurrent,
+    mode: MutualRemoval,
+) -> ReplayResult:
+    """One pass: apply the commits in order given the set of removals assumed effective."""
+    by_key = base.by_key()
+    by_leaf = {m.leaf: m.key for m in base.members}
+    removes_of: dict[bytes, list[OpRecord]] = {}
+    for r, i, ch in candidates:
+        if (r.cid, i) in effective:
+            removes_of.setdefault(ch.member, []).append(r)
+
+    def mutual(rec: OpRecord, r: OpRecord) -> bool:
+        """``rec`` (by the target of ``r``) removes ``r``'s author concurrently (BOTH mode keeps it)."""
+        assert rec.changes is not None
+        return (
+            mode == MutualRemoval.BOTH
+            and any(c.kind in (ChangeKind.REMOVE, ChangeKind.EVICT) and c.member == r.author for c in rec.changes)
+            and concurrent(rec, r)
+        )
+
+    void: set[bytes] = set()
+    moved: set[bytes] = set()
+    removed_by: dict[bytes, OpRecord] = {}
+    for rec in commits:
+        assert rec.changes is not None
+        a = rec.author
+        # strong remove: a commit by a member concurrent with an effective removal of it is void
+        voided = any(r.cid != rec.cid and concurrent(rec, r) and not mutual(rec, r) for r in removes_of.get(a, ()))
+        if not voided and a not in by_key:
+            r0 = removed_by.get(a)
+            voided = r0 is None or not mutual(rec, r0)
+        if voided:
+            void.add(rec.cid)
+            continue
+        for i, ch in enumerate(rec.changes):
+            eff_here = (rec.cid, i) in effective
+            if eff_here and ch.member in by_key and ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
+                removed_by[ch.member] = rec
+            _apply_change(by_key, by_leaf, rec.cid, ch, effective=eff_here, moved=moved)
+    still = frozenset((r.cid, i) for r, i, _ in candidates if r.cid not in void)
+    return ReplayResult(Membership.of(by_key.values()), frozenset(void), still, frozenset(moved))
