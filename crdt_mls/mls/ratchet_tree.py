@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeAlias
 
 from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError, ProposalError, SignatureError, TreeError
@@ -116,10 +116,19 @@ def verify_leaf_signature(suite: CipherSuite, leaf: LeafNode, group_id: bytes, l
         raise SignatureError(f"LeafNode signature of leaf {leaf_index} does not verify") from None
 
 
+@dataclass(frozen=True, slots=True)
+class _LeafSummary:
+    """Signature keys and credential types of all leaves (for `validate_leaf_node`)."""
+
+    sig_keys: dict[bytes, int]
+    cred_types: dict[int, int]
+    supported: frozenset[int]
+
+
 class RatchetTree:
     """An RFC 9420 ratchet tree with cached tree hashes and resolutions (sections 4.1, 7.8)."""
 
-    __slots__ = ("_free_hint", "_hashes", "_keys", "_nodes", "_res", "suite")
+    __slots__ = ("_free_hint", "_hashes", "_keys", "_leaf_summary", "_nodes", "_res", "suite")
 
     suite: CipherSuite
     _nodes: list[NodeValue | None]
@@ -129,6 +138,8 @@ class RatchetTree:
     _keys: dict[bytes, int] | None
     #: no blank leaf has an index below this
     _free_hint: int
+    #: facts about all leaves for O(1) leaf validation; rebuilt after any leaf changes
+    _leaf_summary: _LeafSummary | None
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
         """Build a tree from a full node array (``2^(d+1) - 1`` entries, leaves at even indices)."""
@@ -148,6 +159,7 @@ class RatchetTree:
         self._res = [None] * width
         self._keys = None
         self._free_hint = 0
+        self._leaf_summary = None
 
     # ------------------------------------------------------------------ construction
 
@@ -214,6 +226,7 @@ class RatchetTree:
         t._res = self._res.copy()
         t._keys = None if self._keys is None else self._keys.copy()
         t._free_hint = self._free_hint
+        t._leaf_summary = self._leaf_summary
         return t
 
     # ------------------------------------------------------------------ access
@@ -299,8 +312,10 @@ class RatchetTree:
             if value is not None:
                 k = value.encryption_key
                 idx[k] = idx.get(k, 0) + 1
-        if value is None and x % 2 == 0 and x // 2 < self._free_hint:
-            self._free_hint = x // 2
+        if x % 2 == 0:
+            self._leaf_summary = None
+            if value is None and x // 2 < self._free_hint:
+                self._free_hint = x // 2
 
     def _invalidate(self, x: int) -> None:
         """Drop cached hashes/resolutions of ``x`` and its ancestors: O(log n)."""
@@ -663,6 +678,24 @@ class RatchetTree:
             self._keys = idx
         return idx
 
+    def _summary(self) -> _LeafSummary:
+        summary = self._leaf_summary
+        if summary is None:
+            sig: dict[bytes, int] = {}
+            cred: dict[int, int] = {}
+            supported: set[int] | None = None
+            for _i, leaf in self.members():
+                sig[leaf.signature_key] = sig.get(leaf.signature_key, 0) + 1
+                t = leaf.credential.credential_type
+                cred[t] = cred.get(t, 0) + 1
+                if supported is None:
+                    supported = set(leaf.capabilities.credentials)
+                else:
+                    supported.intersection_update(leaf.capabilities.credentials)
+            summary = _LeafSummary(sig, cred, frozenset(supported or ()))
+            self._leaf_summary = summary
+        return summary
+
     def has_encryption_key(self, key: bytes) -> bool:
         """Whether any node holds ``key`` (O(1) after the index is built)."""
         return key in self._key_index()
@@ -759,6 +792,15 @@ def validate_leaf_node(
     allowed = 1 if own is not None and own == leaf else 0
     if tree._key_index().get(leaf.encryption_key, 0) > allowed:
         raise TreeError("leaf node encryption key already appears in the tree")
+    # fast path from the cached summary; the exact scan below only runs when it is inconclusive
+    summary = tree._summary()
+    own_sig = 1 if own is not None and own.signature_key == leaf.signature_key else 0
+    if (
+        summary.sig_keys.get(leaf.signature_key, 0) <= own_sig
+        and ctype in summary.supported
+        and all(t in caps.credentials for t in summary.cred_types)
+    ):
+        return
     for i, member in tree.members():
         if i == leaf_index:
             continue

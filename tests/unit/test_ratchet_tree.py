@@ -473,3 +473,18 @@ def test_validate_leaf_node_rejections() -> None:
         newcomer.sig_priv,
     )
     bad(x509)
+
+
+def test_validate_leaf_node_cache_follows_tree_changes() -> None:
+    tree, _members, _keys = build_group(3)
+    a, b = make_member(20), make_member(21)
+    kp = LeafNodeSource.KEY_PACKAGE
+    validate_leaf_node(tree, a.leaf, source=kp, group_id=GROUP_ID)  # builds the cached summary
+    snapshot = tree.copy()
+    tree.add_leaf(a.leaf)
+    clash = _sign(replace(b.leaf, signature_key=a.leaf.signature_key), a.sig_priv)
+    with pytest.raises(TreeError):
+        validate_leaf_node(tree, clash, source=kp, group_id=GROUP_ID)
+    validate_leaf_node(snapshot, clash, source=kp, group_id=GROUP_ID)  # the copy is unaffected
+    tree.remove_leaf(3)
+    validate_leaf_node(tree, clash, source=kp, group_id=GROUP_ID)
