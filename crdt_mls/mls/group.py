@@ -79,6 +79,7 @@ from crdt_mls.mls.messages import (
     Sender,
     SenderType,
     Update,
+    UpdatePath,
     Welcome,
     WireFormat,
     decode_proposal,
@@ -981,11 +982,15 @@ class Group:
         private: bool = False,
         ratchet_tree_in_welcome: bool = True,
         authenticated_data: bytes = b"",
+        force_path: bool = True,
         now: int | None = None,
         rng: Rng = os.urandom,
     ) -> tuple[bytes, bytes | None, Group]:
-        """Commit pending proposals (by reference) and new ones (by value) with a fresh path
-        (RFC 9420 section 12.4.1) -> (commit MLSMessage bytes, Welcome bytes or None, new state).
+        """Commit pending proposals (by reference) and new ones (by value) (RFC 9420 section 12.4.1)
+        -> (commit MLSMessage bytes, Welcome bytes or None, new state).
+
+        The commit carries a fresh UpdatePath unless ``force_path=False`` and the proposals
+        do not require one (only Adds, PSKs, GroupContextExtensions).
         """
         self._require_active()
         return self._commit(
@@ -996,6 +1001,7 @@ class Group:
             private=private,
             ratchet_tree_in_welcome=ratchet_tree_in_welcome,
             authenticated_data=authenticated_data,
+            force_path=force_path,
             now=now,
             rng=rng,
         )
@@ -1011,6 +1017,7 @@ class Group:
         ratchet_tree_in_welcome: bool = True,
         authenticated_data: bytes = b"",
         resumption_psk: PreSharedKeyID | None = None,
+        force_path: bool = True,
         now: int | None = None,
         rng: Rng = os.urandom,
     ) -> tuple[bytes, bytes | None, Group]:
@@ -1032,20 +1039,30 @@ class Group:
         applied = apply_proposal_list(self.tree, gc, entries)
         psk_secret = self._psk_secret(applied.psks)
         provisional = replace(gc, epoch=gc.epoch + 1, extensions=applied.extensions)
-        created = create_update_path(
-            applied.tree, self.own_leaf, provisional, self.signature_priv, excluded_leaves=applied.added, rng=rng
-        )
+        with_path = force_path or applied.needs_path or not entries
+        if with_path:
+            created = create_update_path(
+                applied.tree, self.own_leaf, provisional, self.signature_priv, excluded_leaves=applied.added, rng=rng
+            )
+            tree, keys, commit_secret = created.tree, created.private_keys, created.commit_secret
+            update_path: UpdatePath | None = created.update_path
+            path_secret_for: Callable[[int], bytes | None] = created.path_secret_for
+        else:
+            tree, keys, commit_secret, update_path = applied.tree, self.private_keys, None, None
+
+            def path_secret_for(_leaf: int) -> bytes | None:
+                return None
+
         por: list[ProposalOrRef] = [ProposalRef(c.ref) for c in refs]
         por.extend(by_value)
-        content = FramedContent(gc.group_id, gc.epoch, me, authenticated_data, Commit(tuple(por), created.update_path))
+        content = FramedContent(gc.group_id, gc.epoch, me, authenticated_data, Commit(tuple(por), update_path))
         wf = WireFormat.MLS_PRIVATE_MESSAGE if private else WireFormat.MLS_PUBLIC_MESSAGE
         signature = sign_framed_content(suite, self.signature_priv, wf, content, gc)
         confirmed = suite.hash(self.interim_transcript_hash + confirmed_transcript_hash_input(wf, content, signature))
-        tree = created.tree
         new_gc = GroupContext(
             gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1, tree.tree_hash(), confirmed, applied.extensions
         )
-        es = derive_epoch_secrets(suite, self.epoch_secrets.init_secret, created.commit_secret, new_gc, psk_secret)
+        es = derive_epoch_secrets(suite, self.epoch_secrets.init_secret, commit_secret, new_gc, psk_secret)
         tag = confirmation_tag(suite, es.confirmation_key, confirmed)
         ac = AuthenticatedContent(wf, content, FramedContentAuthData(signature, tag))
         st = self.secret_tree
@@ -1056,12 +1073,12 @@ class Group:
             )
         else:
             msg = protect_public(suite, ac, gc, self.epoch_secrets.membership_key)
-        group = self._next_epoch(new_gc, tree, created.private_keys, es, confirmed, tag, applied)
+        group = self._next_epoch(new_gc, tree, keys, es, confirmed, tag, applied)
 
         welcome: bytes | None = None
         if applied.added:
             adds = [e.proposal for e in entries if isinstance(e.proposal, Add)]
-            recipients = [(a.key_package, created.path_secret_for(i)) for a, i in zip(adds, applied.added, strict=True)]
+            recipients = [(a.key_package, path_secret_for(i)) for a, i in zip(adds, applied.added, strict=True)]
             gi = group._signed_group_info(ratchet_tree_in_welcome, external_pub=True)
             w = build_welcome(suite, gi, es.joiner_secret, psk_secret, applied.psks, recipients, rng)
             welcome = MLSMessage(w).to_bytes()

@@ -527,3 +527,33 @@ def test_external_sender_and_new_member_proposals() -> None:
     h.deliver("m0", commit, skip=("newcomer",))
     h.members["newcomer"] = Group.join_from_welcome(welcome, kp)
     h.check_agreement()
+
+
+def test_commits_without_path() -> None:
+    from crdt_mls.mls.messages import Commit
+
+    def path_of(raw: bytes) -> object:
+        body = MLSMessage.from_bytes(raw).body
+        assert isinstance(body, PublicMessage) and isinstance(body.content.content, Commit)
+        return body.content.content.path
+
+    h = Harness(seed="nopath")
+    h.add("m0", 2)
+    kp = h.new_kp("late")
+    commit, welcome, h.members["m1"] = h.members["m1"].commit(add=[kp.public_message()], force_path=False, rng=h.rng)
+    assert path_of(commit) is None and welcome is not None
+    h.deliver("m1", commit)
+    h.members["late"] = Group.join_from_welcome(welcome, kp)
+    h.check_agreement()
+    # an Update by reference forces a path even with force_path=False
+    p, h.members["m2"] = h.members["m2"].propose_update(rng=h.rng)
+    h.deliver("m2", p)
+    commit, _, h.members["late"] = h.members["late"].commit(force_path=False, rng=h.rng)
+    assert path_of(commit) is not None
+    h.deliver("late", commit)
+    h.check_agreement()
+    # an empty commit always has a path
+    commit, _, h.members["m0"] = h.members["m0"].commit(force_path=False, rng=h.rng)
+    assert path_of(commit) is not None
+    h.deliver("m0", commit)
+    h.check_agreement()
