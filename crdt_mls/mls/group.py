@@ -1148,7 +1148,8 @@ class Group:
     def _pending_for_commit(self, by_value: Sequence[Proposal]) -> list[CachedProposal]:
         """The cached proposals a commit of ours covers (RFC 9420 section 12.2 committer rules):
         not our own Updates, not a Remove of ourselves, a Remove wins over Updates of the same
-        leaf, the most recent Update of a leaf wins, duplicate Removes/Adds/PSKs are dropped."""
+        leaf, the most recent Update of a leaf wins, duplicate Removes/Adds/PSKs are dropped,
+        and a ReInit is committed only if nothing else is pending (it must be alone)."""
         me = self.own_leaf
         removed = {p.removed for p in by_value if isinstance(p, Remove)}
         for c in self.proposals:
@@ -1188,8 +1189,12 @@ class Group:
                     continue
                 has_gce = True
             elif isinstance(p, ReInit):
-                continue  # a ReInit must be committed alone: commit([reinit], include_pending=False)
+                continue  # committed only when alone (below)
             out.append(c)
+        if not out and not by_value:
+            reinit = next((c for c in self.proposals if isinstance(c.proposal, ReInit)), None)
+            if reinit is not None:
+                out.append(reinit)
         return out
 
     def _signed_group_info(self, with_tree: bool, external_pub: bool) -> GroupInfo:

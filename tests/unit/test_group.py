@@ -557,3 +557,25 @@ def test_commits_without_path() -> None:
     assert path_of(commit) is not None
     h.deliver("m0", commit)
     h.check_agreement()
+
+
+def test_reinit_by_reference_is_committed_alone() -> None:
+    from crdt_mls.mls.messages import ReInit
+
+    h = Harness(seed="reinit-ref")
+    h.add("m0", 2)
+    p, h.members["m1"] = h.members["m1"].propose(ReInit(b"v2", 1, 1, ()))
+    h.deliver("m1", p)
+    q, h.members["m2"] = h.members["m2"].propose_update(rng=h.rng)
+    h.deliver("m2", q)
+    # with another proposal pending, the ReInit waits
+    commit, _, h.members["m0"] = h.members["m0"].commit(rng=h.rng)
+    h.deliver("m0", commit)
+    assert all(g.reinit is None for g in h.members.values())
+    # resent alone, it is committed and freezes the group
+    p, h.members["m1"] = h.members["m1"].propose(ReInit(b"v2", 1, 1, ()))
+    h.deliver("m1", p)
+    commit, _, h.members["m0"] = h.members["m0"].commit(rng=h.rng)
+    h.deliver("m0", commit)
+    assert all(g.reinit == ReInit(b"v2", 1, 1, ()) for g in h.members.values())
+    h.check_agreement()
