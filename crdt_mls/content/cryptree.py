@@ -39,6 +39,7 @@ from crdt_mls.errors import (
     DecryptionError,
     IntegrityError,
     InvalidArgument,
+    OversizeError,
     RevokedError,
     SignatureError,
     StorageError,
@@ -343,6 +344,15 @@ def _check_name(name: object) -> str:
     return name
 
 
+def _source(data: bytes | BinaryIO) -> Iterator[bytes]:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        return iter([raw[i : i + CHUNK_SIZE] for i in range(0, len(raw), CHUNK_SIZE)])
+    if hasattr(data, "read"):
+        return iter(lambda: data.read(CHUNK_SIZE), b"")
+    raise InvalidArgument("data must be bytes or a binary file object")
+
+
 class _Batch:
     """Blocks and pointer updates of one operation, written atomically at the end."""
 
@@ -432,6 +442,8 @@ class Cryptree:
             data = self.store.get_block(cid)
         if data is None:
             raise StorageError("a block of this tree is missing from the store")
+        if len(data) > MAX_BLOCK:
+            raise OversizeError(f"a Cryptree block of {len(data)} bytes exceeds {MAX_BLOCK}")
         if not cid_matches(cid, data):
             raise IntegrityError("a stored block does not match its CID")
         return data
@@ -497,13 +509,14 @@ class Cryptree:
         node = self._load(cap)
         if node.kind != KIND_DIR:
             raise InvalidArgument("not a directory")
-        return [self._entry(node, c, isinstance(cap, WriteCap)) for c in node.children]
+        wks = dict(node.write_keys)
+        return [self._entry(node, c, isinstance(cap, WriteCap), wks) for c in node.children]
 
     @staticmethod
-    def _entry(node: _Node, c: _Child, write: bool) -> DirEntry:
+    def _entry(node: _Node, c: _Child, write: bool, wks: dict[bytes, bytes] | None = None) -> DirEntry:
         sub: ReadCap | WriteCap = ReadCap(c.location, c.read_key)
         if write:
-            wk = dict(node.write_keys).get(c.location)
+            wk = (dict(node.write_keys) if wks is None else wks).get(c.location)
             if wk is None:
                 raise DecodeError("directory write section lacks a child's write key")
             sub = WriteCap(c.location, c.read_key, wk)
@@ -535,14 +548,7 @@ class Cryptree:
 
         Replacing keeps the file's location and keys, so caps already shared see the new content.
         """
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            raw = bytes(data)
-            source: Iterator[bytes] = iter([raw[i : i + CHUNK_SIZE] for i in range(0, len(raw), CHUNK_SIZE)])
-        elif hasattr(data, "read"):
-            source = iter(lambda: data.read(CHUNK_SIZE), b"")
-        else:
-            raise InvalidArgument("data must be bytes or a binary file object")
-        return self._add(parent, name, KIND_FILE, source)
+        return self._add(parent, name, KIND_FILE, _source(data))
 
     def _add(self, parent: WriteCap, name: str, kind: int, source: Iterator[bytes]) -> WriteCap:
         if not isinstance(parent, WriteCap):
@@ -572,6 +578,26 @@ class Cryptree:
         self._store_node(batch, parent, _Node(KIND_DIR, children=children, write_keys=wks))
         self._commit(batch)
         return cap
+
+    def overwrite(self, cap: WriteCap, data: bytes | BinaryIO) -> None:
+        """Replace the content of the file ``cap`` using only the file's own write capability
+        (e.g. a collaborator's).  The parent's recorded size is not updated: use `file_size`."""
+        if not isinstance(cap, WriteCap):
+            raise InvalidArgument("overwriting needs the file's WriteCap")
+        if self._load(cap).kind != KIND_FILE:
+            raise InvalidArgument("not a file")
+        batch = _Batch()
+        data_key = self._rand(32)
+        size, chunks = self._chunks_for(batch, data_key, _source(data))
+        self._store_node(batch, cap, _Node(KIND_FILE, size, data_key, chunks))
+        self._commit(batch)
+
+    def file_size(self, cap: Cap) -> int:
+        """The size recorded in the file node itself."""
+        node = self._load(cap)
+        if node.kind != KIND_FILE:
+            raise InvalidArgument("not a file")
+        return node.size
 
     def read_chunks(self, cap: Cap) -> Iterator[bytes]:
         """The file's plaintext, chunk by chunk (each chunk authenticated)."""

@@ -103,10 +103,9 @@ def share_to(
     nonce = rng(24)
     if len(nonce) != 24:
         raise InvalidArgument("rng returned the wrong number of bytes")
+    padded = _pad(_payload(item), _MIN_PAD)
     try:
-        boxed = _nacl.crypto_box(_pad(_payload(item), _MIN_PAD), nonce, pk, sender.box_secret)
-    except InvalidArgument:
-        raise
+        boxed = _nacl.crypto_box(padded, nonce, pk, sender.box_secret)
     except Exception:
         raise InvalidArgument("recipient key is not a valid X25519 public key") from None
     return MAGIC + bytes([VERSION, KIND_DIRECT]) + _nacl.crypto_box_seal(sender.box_public + nonce + boxed, pk)

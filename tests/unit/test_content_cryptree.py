@@ -343,3 +343,18 @@ def test_no_block_contains_names_contents_or_user_names(backend: str, tmp_path: 
         )
     finally:
         store.close()
+
+
+def test_overwrite_with_the_files_own_write_cap() -> None:
+    _, t, root = _tree()
+    f = t.write_file(root, "shared.txt", b"draft")
+    collaborator = WriteCap(f.location, f.read_key, f.write_key)  # received without the parent's keys
+    t.overwrite(collaborator, io.BytesIO(b"edited by a collaborator"))
+    assert t.read_file(f.read_cap) == b"edited by a collaborator"
+    assert t.file_size(f.read_cap) == 24
+    with pytest.raises(InvalidArgument):
+        t.overwrite(f.read_cap, b"x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        t.overwrite(root, b"x")
+    with pytest.raises(InvalidArgument):
+        t.file_size(root)
