@@ -1,0 +1,63 @@
+"""Build `OpRecord`s from MLS state transitions (docs/merge.md section 2).
+
+A replica that processed a commit knows the public trees before and after it; the
+membership `Change`s of the commit are the difference of the two trees: a leaf that appears
+is an ADD, one that disappears a REMOVE (or EVICT when the commit marked it as an idle
+eviction), one whose LeafNode changed an UPDATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from crdt_mls.errors import InvalidArgument
+from crdt_mls.merge.rules import Change, ChangeKind, OpRecord
+from crdt_mls.mls import codec
+from crdt_mls.mls.ratchet_tree import RatchetTree
+
+__all__ = ["commit_record", "genesis_record", "tree_changes"]
+
+
+def tree_changes(
+    before: RatchetTree | None, after: RatchetTree, *, evicted: Iterable[bytes] = ()
+) -> tuple[Change, ...]:
+    """The membership changes that turn ``before`` into ``after`` (keys are signature keys)."""
+    ev = frozenset(evicted)
+    old = {lf.signature_key: (i, lf) for i, lf in before.members()} if before is not None else {}
+    new = {lf.signature_key: (i, lf) for i, lf in after.members()}
+    out: list[Change] = []
+    for key, (_i, _lf) in sorted(old.items(), key=lambda kv: kv[1][0]):
+        if key not in new:
+            out.append(Change(ChangeKind.EVICT if key in ev else ChangeKind.REMOVE, key))
+    if ev - (old.keys() - new.keys()):
+        raise InvalidArgument("an evicted member must be removed by the commit")
+    for key, (i, lf) in sorted(new.items(), key=lambda kv: kv[1][0]):
+        if key not in old:
+            out.append(Change(ChangeKind.ADD, key, i, codec.encode(lf)))
+        elif codec.encode(old[key][1]) != codec.encode(lf):
+            out.append(Change(ChangeKind.UPDATE, key, i, codec.encode(lf)))
+    return tuple(out)
+
+
+def genesis_record(cid: bytes, author: bytes, tree: RatchetTree) -> OpRecord:
+    """The genesis record: the founding members of ``tree``."""
+    return OpRecord(cid, author, 0, None, (), (), tree_changes(None, tree))
+
+
+def commit_record(
+    cid: bytes,
+    author: bytes,
+    seq: int,
+    prev: bytes | None,
+    parents: Iterable[bytes],
+    epochs: Iterable[bytes],
+    before: RatchetTree,
+    after: RatchetTree,
+    *,
+    evicted: Iterable[bytes] = (),
+) -> OpRecord:
+    """A commit's record from the trees of its parent epoch (``before``) and its own (``after``).
+
+    For a merge commit ``before`` is the merged base tree (its changes are the committer's
+    new leaf only)."""
+    return OpRecord(cid, author, seq, prev, tuple(parents), tuple(epochs), tree_changes(before, after, evicted=evicted))
