@@ -579,3 +579,21 @@ def test_reinit_by_reference_is_committed_alone() -> None:
     h.deliver("m0", commit)
     assert all(g.reinit == ReInit(b"v2", 1, 1, ()) for g in h.members.values())
     h.check_agreement()
+
+
+def test_group_context_extensions_proposal() -> None:
+    from crdt_mls.mls.messages import Extension, GroupContextExtensions, RequiredCapabilities
+
+    h = Harness(seed="gce")
+    h.add("m0", 2)
+    ext = Extension.required_capabilities(RequiredCapabilities(credential_types=(1,)))
+    p, h.members["m2"] = h.members["m2"].propose(GroupContextExtensions((ext,)))
+    h.deliver("m2", p)
+    commit, _, h.members["m1"] = h.members["m1"].commit(rng=h.rng)
+    h.deliver("m1", commit)
+    h.check_agreement()
+    assert all(g.group_context.extensions == (ext,) for g in h.members.values())
+    # a group extension nobody supports is refused
+    unknown = Extension(0xFF00, b"x")
+    with pytest.raises(ProposalError):
+        h.members["m0"].commit([GroupContextExtensions((unknown,))])

@@ -4,6 +4,14 @@ checking the epoch_authenticator after the join and after each commit.
 
 Files: passive-client-welcome, passive-client-handling-commit, passive-client-random and
 every interop-passive/*.json.
+
+Notes: the interop-passive files predate eternal key-package lifetimes, so lifetimes are not
+enforced here (`Group.process(now=...)` enables them).  Their external_senders extensions are
+the RFC 9420 section 12.1.8.1 vector ``ExternalSender external_senders<V>``, including an empty
+list (extension_data ``00``) and lists whose length needs a 2-byte varint; they decode and
+every external-sender proposal signature verifies.  P-521 private keys in
+passive-client-welcome sometimes lack their leading zero byte (65 bytes); they are
+left-padded to 66 by `KeyPackagePrivate.from_vector`.
 """
 
 from __future__ import annotations
