@@ -16,7 +16,7 @@ the old pointers revoked, so an old cap reads nothing new.
 
 All blocks are opaque (raw-codec CIDv1): node blocks are ``u8 version || nonce[24] ||
 u32 len || ct_read || nonce[24] || ct_write`` with both sections padded to powers of two;
-file contents are split into chunk blocks padded to power-of-two buckets (at least 4 KiB).
+file contents are split into chunk blocks padded to power-of-two buckets (4 KiB to 64 KiB).
 Each call writes all its blocks and pointer updates in one atomic `Store.write_batch`, so a
 failed call leaves the store as it was.
 """
@@ -60,7 +60,7 @@ __all__ = [
 Rng = Callable[[int], bytes]
 
 VERSION = 1
-CHUNK_SIZE = 1 << 16  #: file content is split into 64 KiB chunks
+CHUNK_SIZE = (1 << 16) - 4  #: plaintext bytes per chunk: a full chunk pads to exactly 64 KiB
 MIN_CHUNK_BUCKET = 1 << 12  #: the smallest padded chunk (4 KiB)
 MIN_SECTION = 256  #: the smallest padded node section
 MAX_NAME = 255
@@ -487,12 +487,19 @@ class Cryptree:
     def _chunks_for(self, batch: _Batch, data_key: bytes, source: Iterator[bytes]) -> tuple[int, tuple[bytes, ...]]:
         size = 0
         cids: list[bytes] = []
-        for index, piece in enumerate(source):
+        for piece in source:
+            if len(piece) > CHUNK_SIZE:
+                raise InvalidArgument(f"file pieces must be at most {CHUNK_SIZE} bytes")
             size += len(piece)
-            nonce = self._rand(24)
-            ct = _seal(data_key, nonce, _pad(piece, MIN_CHUNK_BUCKET), _CHUNK_AAD + struct.pack(">Q", index))
-            cids.append(batch.block(bytes([VERSION]) + nonce + ct))
+            cids.append(self._chunk_block(batch, data_key, len(cids), piece))
+        if not cids:  # an empty file still has one (padded) chunk
+            cids.append(self._chunk_block(batch, data_key, 0, b""))
         return size, tuple(cids)
+
+    def _chunk_block(self, batch: _Batch, data_key: bytes, index: int, piece: bytes) -> bytes:
+        nonce = self._rand(24)
+        ct = _seal(data_key, nonce, _pad(piece, MIN_CHUNK_BUCKET), _CHUNK_AAD + struct.pack(">Q", index))
+        return batch.block(bytes([VERSION]) + nonce + ct)
 
     # ------------------------------------------------------------------ public API
 

@@ -358,3 +358,14 @@ def test_overwrite_with_the_files_own_write_cap() -> None:
         t.overwrite(root, b"x")
     with pytest.raises(InvalidArgument):
         t.file_size(root)
+
+
+def test_chunk_blocks_are_bucketed() -> None:
+    store, t, root = _tree()
+    full = t.write_file(root, "full", os.urandom(2 * CHUNK_SIZE + 1))
+    empty = t.write_file(root, "empty", b"")
+    lengths = [len(store.get_block(c) or b"") for c in t._load(full).chunks]
+    overhead = 1 + 24 + 16
+    assert lengths == [(1 << 16) + overhead, (1 << 16) + overhead, (1 << 12) + overhead]
+    assert [len(store.get_block(c) or b"") for c in t._load(empty).chunks] == [(1 << 12) + overhead]
+    assert t.read_file(empty) == b""
