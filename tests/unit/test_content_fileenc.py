@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crdt_mls.content.fileenc import (
     SLOT_LEN,
@@ -314,3 +317,42 @@ def test_plaintext_does_not_appear_in_ciphertext() -> None:
     data = b"the quarterly numbers are terrible " * 100
     for ct in (_pw(data), _rc(data)):
         assert b"quarterly" not in ct and b"alice" not in ct and b"bob" not in ct
+
+
+# ---------------------------------------------------------------------------- properties
+
+_PW_CT = _pw(bytes(range(256)) * 9)  # 2304 bytes: 3 chunks
+_RC_CT = _rc(bytes(range(256)) * 9)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=3 * CH + 5), cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=6))
+def test_property_round_trip_with_arbitrary_piece_boundaries(data: bytes, cuts: list[int]) -> None:
+    ct = _rc(data, (BOB,))
+    bounds = sorted({0, len(ct), *(c for c in cuts if c < len(ct))})
+    pieces = [ct[a:b] for a, b in itertools.pairwise(bounds)]
+    assert b"".join(Decryptor(iter(pieces), identity=BOB)) == data
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from([1, 2]),
+    op=st.sampled_from(["flip", "delete", "insert", "truncate"]),
+    pos=st.integers(min_value=0),
+    length=st.integers(min_value=1, max_value=40),
+    value=st.integers(min_value=1, max_value=255),
+)
+def test_property_any_mutation_is_rejected(kind: int, op: str, pos: int, length: int, value: int) -> None:
+    ct = bytearray(_PW_CT if kind == 1 else _RC_CT)
+    pos %= len(ct)
+    if op == "flip":
+        ct[pos] ^= value
+    elif op == "delete":
+        del ct[pos : pos + length]
+    elif op == "insert":
+        ct[pos:pos] = bytes([value]) * length
+    else:
+        del ct[pos:]
+    kw: dict[str, object] = {"password": "hunter2", "insecure_for_tests": True} if kind == 1 else {"identity": BOB}
+    with pytest.raises(RemoteInputError):
+        decrypt_bytes(bytes(ct), **kw)
