@@ -113,6 +113,7 @@ class GroupDag:
         self._commits: list[bytes] = []
         self._children: dict[bytes, list[bytes]] = {}
         self._heads: set[bytes] = set()
+        self._tips: set[bytes] = set()
         self._by_author: dict[bytes, dict[int, bytes]] = {}
         self._states: OrderedDict[frozenset[bytes], MergeState] = OrderedDict()
         self._accept(genesis, 0, {genesis.author: genesis.seq}, frozenset())
@@ -124,6 +125,11 @@ class GroupDag:
     def heads(self) -> frozenset[bytes]:
         """The epoch heads: commits that are no other commit's epoch parent."""
         return frozenset(self._heads)
+
+    def frontier(self) -> frozenset[bytes]:
+        """Every node (of any kind) that no other node has as a parent or prev: what a new
+        operation, in particular a merge commit, names as its causal parents."""
+        return frozenset(self._tips)
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._nodes
@@ -154,14 +160,21 @@ class GroupDag:
         return self._node(cid).height, cid
 
     def state(self, heads: Iterable[bytes] | None = None) -> MergeState:
-        """S(heads) (default: the current heads)."""
-        hs = frozenset(self._heads if heads is None else heads)
+        """S(heads) (default: everything delivered).
+
+        ``heads`` may name any nodes: the epochs merged are the latest commits in their causal
+        past, and non-commit nodes among them count as activity for weak evictions.
+        """
+        hs = frozenset(self._tips if heads is None else heads)
         if not hs:
             raise InvalidArgument("S(heads) needs at least one head")
         for h in hs:
-            if h not in self._nodes or not self._nodes[h].rec.is_commit:
-                raise InvalidArgument("a head must be a known commit")
+            if h not in self._nodes:
+                raise InvalidArgument("unknown head")
         hs = self._maximal(hs)
+        commits = self._maximal(c for h in hs for c in self._nodes[h].frontier)
+        if len(commits) == 1:
+            hs = commits
         cached = self._states.get(hs)
         if cached is not None:
             self._states.move_to_end(hs)
@@ -181,7 +194,7 @@ class GroupDag:
                 st = self._states[cur]
             else:  # the walk stopped at an uncached merge commit: S(parents) then the commit
                 m = chain.pop()
-                merged = self.state(m.epochs)
+                merged = self.state(_links(m))
                 st = MergeState(cur, apply_commit(merged.membership, m), merged.void, merged.moved)
                 self._cache(st)
             for rec in reversed(chain):
@@ -242,7 +255,7 @@ class GroupDag:
             raise ProtocolError("a commit's epoch parents must be exactly the latest commits it has seen")
         if len(rec.epochs) != len(set(rec.epochs)):
             raise ProtocolError("repeated epoch parent")
-        base = self.state(rec.epochs)
+        base = self.state(_links(rec) if rec.is_merge else rec.epochs)
         if rec.author not in base.membership:
             raise ProtocolError("the committer is not a member of its parent state")
         assert rec.changes is not None
@@ -271,6 +284,9 @@ class GroupDag:
         if rec.is_commit:
             frontier = frozenset({rec.cid})
         self._nodes[rec.cid] = _Node(rec, height, clock, frontier)
+        for p in _links(rec):
+            self._tips.discard(p)
+        self._tips.add(rec.cid)
         self._by_author.setdefault(rec.author, {})[rec.seq] = rec.cid
         if rec.is_commit:
             self._commits.append(rec.cid)
@@ -294,8 +310,9 @@ class GroupDag:
 
     def _merge(self, heads: frozenset[bytes]) -> MergeState:
         """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md 4.2)."""
-        past = self._past_commits(heads)
-        common = [c for c in past if all(c == h or self.in_past(c, h) for h in heads)]
+        chs = self._maximal(c for h in heads for c in self._nodes[h].frontier)
+        past = self._past_commits(chs)
+        common = [c for c in past if all(c == h or self.in_past(c, h) for h in chs)]
         region = [c for c in past if c not in set(common)]
         region_set = set(region)
         # the latest common epoch that every region commit has in its past: its state is final
@@ -319,7 +336,7 @@ class GroupDag:
             n = log.get(first)
             if n is None or not any(n == h or self.in_past(n, h) for h in heads):
                 return False
-            return self.concurrent(n, r.cid) and (r.cid in region_set or not self._in_all(n, heads))
+            return self.concurrent(n, r.cid) and (r.cid in region_set or not self._in_all(n, chs))
 
         result: ReplayResult = replay(
             base.membership,
@@ -333,6 +350,10 @@ class GroupDag:
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)
+
+
+def _links(rec: OpRecord) -> tuple[bytes, ...]:
+    return (*rec.parents, *((rec.prev,) if rec.prev is not None else ()))
 
 
 def _check_changes(state: Membership, changes: tuple[Change, ...]) -> None:

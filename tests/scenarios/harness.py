@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from crdt_mls.errors import CrdtMlsError
 from crdt_mls.merge.dag import GroupDag
@@ -19,6 +19,7 @@ from crdt_mls.merge.mlsmerge import (
     create_merge_commit,
     join_merge,
     merged_base_tree,
+    parents_hash,
     process_merge_commit,
 )
 from crdt_mls.merge.records import commit_record, genesis_record
@@ -80,8 +81,10 @@ class World:
     def r(self, n: int) -> bytes:
         return self.rng.randbytes(n)
 
-    def new_person(self, name: str) -> KeyPackagePrivate:
-        kp = make_key_package(SUITE, name.encode(), rng=self.r)
+    def new_person(self, name: str, *, same_key: bool = False) -> KeyPackagePrivate:
+        old = self.kps.get(name)
+        sig = old.signature_priv if same_key and old is not None else None
+        kp = make_key_package(SUITE, name.encode(), signature_priv=sig, rng=self.r)
         self.kps[name] = kp
         self.seen.setdefault(name, set())
         return kp
@@ -118,11 +121,14 @@ class World:
         add: tuple[str, ...] = (),
         remove: tuple[str, ...] = (),
         evict: tuple[str, ...] = (),
+        proposals: tuple[bytes, ...] = (),
+        same_key: bool = False,
         deliver: bool = True,
     ) -> bytes:
-        """``name`` commits in ``epoch`` (adds, removes, evictions, always with a fresh path)."""
-        g = self.states[(name, epoch)]
-        kps = [self.new_person(a).key_package for a in add]
+        """``name`` commits in ``epoch`` (adds, removes, evictions, the given proposals by
+        reference, always with a fresh path).  ``same_key``: added people keep their signature key."""
+        g = self._with_proposals(name, epoch, proposals)
+        kps = [self.new_person(a, same_key=same_key).key_package for a in add]
         leaves = {lf.signature_key: i for i, lf in g.tree.members()}
         rm = [leaves[self.key(x)] for x in (*remove, *evict)]
         msg, welcome, g2 = g.commit(add=kps, remove=rm, rng=self.r)
@@ -130,7 +136,7 @@ class World:
         self._keep(name, cid, g2)
         self.trees[cid] = g2.tree
         self.gcs[cid] = g2.group_context
-        s, prev, parents = self._node(name, (epoch,))
+        s, prev, parents = self._node(name, (epoch, *self._extra))
         rec = commit_record(
             cid, g.leaf_node.signature_key, s, prev, parents, (epoch,), g.tree, g2.tree, evicted=map(self.key, evict)
         )
@@ -140,6 +146,7 @@ class World:
                 og = self.states.get((other, epoch))
                 if other == name or og is None or not og.active:
                     continue
+                og = self._with_proposals(other, epoch, proposals)
                 ng, _ = og.process(msg)
                 if ng.active:
                     self._keep(other, cid, ng)
@@ -147,6 +154,61 @@ class World:
                 self._keep(a, cid, Group.join_from_welcome(welcome or b"", self.kps[a]))
         self.names.extend(a for a in add if a not in self.names)
         return cid
+
+    def propose(self, name: str, epoch: bytes, *, update: bool = False, remove: str | None = None) -> bytes:
+        """``name`` proposes an Update of its leaf or a Remove in ``epoch``; returns the message."""
+        g = self.states[(name, epoch)]
+        if update:
+            msg, g2 = g.propose_update(rng=self.r)
+        else:
+            assert remove is not None
+            leaves = {lf.signature_key: i for i, lf in g.tree.members()}
+            msg, g2 = g.propose_remove(leaves[self.key(remove)], rng=self.r)
+        self.states[(name, epoch)] = g2
+        self.proposer[msg] = name
+        return msg
+
+    proposer: dict[bytes, str] = field(default_factory=dict)
+
+    def _with_proposals(self, name: str, epoch: bytes, proposals: tuple[bytes, ...]) -> Group:
+        g = self.states[(name, epoch)]
+        for msg in proposals:
+            if self.proposer[msg] != name:
+                g, _ = g.process(msg)
+        return g
+
+    def adversary_opens(self, keys: list[bytes], merge_cid: bytes) -> int:
+        """How many path-secret ciphertexts of a merge commit the HPKE private ``keys`` open
+        (the adversary is given the commit's plaintext content, the strongest position)."""
+        from crdt_mls.merge.mlsmerge import _open  # the test reads the sealed content directly
+        from crdt_mls.mls.suites import get_cipher_suite
+
+        suite = get_cipher_suite(SUITE)
+        msg = self.merge_messages[merge_cid]
+        name = next(n for (n, e) in self.states if e == merge_cid)
+        holder = [(e, g) for (n, e), g in self.states.items() if n == name]
+        commit = _open(msg, holder)
+        opened = 0
+        for node in commit.content.path.nodes:
+            for ct in node.encrypted_path_secret:
+                for k in keys:
+                    try:
+                        suite.decrypt_with_label(
+                            k, "UpdatePathNode", self.path_context[merge_cid], ct.kem_output, ct.ciphertext
+                        )
+                    except CrdtMlsError:
+                        pass
+                    else:
+                        opened += 1
+        return opened
+
+    def stolen_keys(self, name: str) -> list[bytes]:
+        """Every HPKE private key ``name`` ever held in any epoch (an adversary that keeps all)."""
+        out: list[bytes] = []
+        for (n, _e), g in self.states.items():
+            if n == name:
+                out.extend(g.private_keys.get(x) or b"" for x in g.private_keys)
+        return [k for k in out if k]
 
     def activity(self, name: str, epoch: bytes) -> bytes:
         """An application/ack node by ``name`` in ``epoch`` (only its causal position matters)."""
@@ -167,7 +229,8 @@ class World:
         """``name`` issues a merge commit over ``heads`` (default: the DAG heads); every member of
         the merged group processes it or joins it from the merge Welcome."""
         hs = tuple(sorted(self.dag.heads() if heads is None else heads))
-        st = self.dag.state(hs)
+        seen = self.dag.frontier() if heads is None else frozenset(hs)
+        st = self.dag.state(seen)
         parents = self.parent_epochs(name, hs)
         msg, g = create_merge_commit(parents, st.membership, rng=self.r)
         cid = cid_of("merge", msg)
@@ -175,10 +238,12 @@ class World:
         self.trees[cid] = g.tree
         self.gcs[cid] = g.group_context
         base = merged_base_tree(g.suite, parents, st.membership)
-        s, prev, nparents = self._node(name, hs)
+        s, prev, nparents = self._node(name, tuple(seen))
         rec = commit_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, base, g.tree)
         self._emit(name, rec)
         self.merge_messages[cid] = msg
+        phash = parents_hash(g.suite, parents)
+        self.path_context[cid] = replace(g.group_context, confirmed_transcript_hash=phash).to_bytes()
         members = {self.name_of(m.key) for m in st.membership.members}
         for other in members - {name}:
             ps = self.parent_epochs(other, hs)
@@ -191,8 +256,26 @@ class World:
         return cid
 
     merge_messages: dict[bytes, bytes] = field(default_factory=dict)
+    path_context: dict[bytes, bytes] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ checks
+
+    def members_of(self, st: object) -> set[str]:
+        from crdt_mls.merge.dag import MergeState
+
+        assert isinstance(st, MergeState)
+        return {self.name_of(m.key) for m in st.membership.members}
+
+    def commit_after(self, name: str, epoch: bytes, seen: tuple[bytes, ...], **kw: object) -> bytes:
+        """Like `commit`, but the commit node also has ``seen`` nodes as causal parents."""
+        self._extra = seen
+        try:
+            return self.commit(name, epoch, **kw)  # type: ignore[arg-type]
+        finally:
+            self._extra = ()
+
+    _extra: tuple[bytes, ...] = ()
+    seen_extra: bytes = b""
 
     def members(self, epoch: bytes) -> set[str]:
         return {self.name_of(lf.signature_key) for _, lf in self.trees[epoch].members()}
