@@ -6,7 +6,8 @@ structs of `crdt_mls.mls.messages`).
 
 Performance: every node's tree hash and resolution is cached and a change to node ``x``
 invalidates only ``x`` and its ancestors, so re-hashing the tree after a path update costs
-O(log n) hash computations.  `copy()` copies three reference arrays (no node objects).
+O(log n) hash computations.  `copy()` copies three reference arrays and the encryption-key
+index (no node objects).
 
 The tree is a mutable working object: callers that process remote input take a `copy()`,
 mutate it and swap it in only on success (see `crdt_mls.mls.treekem`).

@@ -292,7 +292,8 @@ def apply_update_path(
     """Validate an UpdatePath against ``tree`` and merge it into a copy (RFC 9420 section 7.5).
 
     Returns the merged tree and the sender's filtered direct path as (parent, copath child).
-    Raises `TreeError` or `SignatureError`; ``tree`` is never modified.
+    Raises `TreeError`, `SignatureError` or `DecodeError` (malformed public key); ``tree`` is
+    never modified.
     """
     if not 0 <= sender < tree.n_leaves or tree.leaf(sender) is None:
         raise TreeError(f"UpdatePath sender leaf {sender} is blank or outside the tree")
@@ -311,6 +312,8 @@ def apply_update_path(
             f"UpdatePath has {len(update_path.nodes)} nodes but the sender's filtered direct path has {len(fdp)}"
         )
     new_keys = [leaf.encryption_key, *(u.encryption_key for u in update_path.nodes)]
+    for k in new_keys:
+        tree.suite.check_hpke_public_key(k)  # DecodeError for a malformed key
     if len(set(new_keys)) != len(new_keys):
         raise TreeError("the UpdatePath repeats an encryption key")
     if any(tree.has_encryption_key(k) for k in new_keys):

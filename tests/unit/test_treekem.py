@@ -358,3 +358,12 @@ def test_random_history_converges(seed: int) -> None:
         assert sorted(keys) == [i for i, _leaf in tree.members()]
         for k in keys.values():
             k.verify(SUITE, tree)
+
+
+def test_malformed_public_key_is_decode_error(scenario) -> None:  # type: ignore[no-untyped-def]
+    from crdt_mls.errors import DecodeError
+
+    _tree, _keys, created, _sigs = scenario
+    path = created.update_path
+    node = replace(path.nodes[0], encryption_key=b"\x01" * 5)
+    _expect_rejected(scenario, replace(path, nodes=(node, *path.nodes[1:])), DecodeError)
