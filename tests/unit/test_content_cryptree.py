@@ -8,6 +8,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crdt_mls.content.cryptree import (
     CHUNK_SIZE,
@@ -369,3 +371,76 @@ def test_chunk_blocks_are_bucketed() -> None:
     assert lengths == [(1 << 16) + overhead, (1 << 16) + overhead, (1 << 12) + overhead]
     assert [len(store.get_block(c) or b"") for c in t._load(empty).chunks] == [(1 << 12) + overhead]
     assert t.read_file(empty) == b""
+
+
+_NAMES = ["a", "b", "c"]
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["mkdir", "write", "remove", "rekey"]),
+        st.sampled_from(["", "a", "b", "a/b", "b/c"]),
+        st.sampled_from(_NAMES),
+        st.binary(max_size=40),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_OPS)
+def test_property_random_operations_match_a_model(ops: list[tuple[str, str, str, bytes]]) -> None:
+    """Random mkdir/write/remove/rekey sequences: the tree always equals a dict model, every cap
+    handed out still reads the current content, and every cap of a removed or re-keyed subtree
+    is revoked."""
+    _, t, root = _tree()
+    files: dict[str, bytes] = {}
+    dirs: set[str] = set()
+    held: list[tuple[str, ReadCap]] = []  # (path, cap) of live caps
+    dead: list[ReadCap] = []
+
+    def under(path: str, top: str) -> bool:
+        return path == top or path.startswith(top + "/")
+
+    for op, parent, name, data in ops:
+        path = f"{parent}/{name}" if parent else name
+        if parent and parent not in dirs:
+            continue
+        pcap = t.walk(root, parent)
+        assert isinstance(pcap, WriteCap)
+        if op == "mkdir":
+            if path in dirs or path in files:
+                with pytest.raises(InvalidArgument):
+                    t.mkdir(pcap, name)
+                continue
+            held.append((path, t.mkdir(pcap, name).read_cap))
+            dirs.add(path)
+        elif op == "write":
+            if path in dirs:
+                with pytest.raises(InvalidArgument):
+                    t.write_file(pcap, name, data)
+                continue
+            held.append((path, t.write_file(pcap, name, data).read_cap))
+            files[path] = data
+        elif path not in dirs and path not in files:
+            with pytest.raises(InvalidArgument):
+                (t.remove if op == "remove" else t.rekey)(pcap, name)
+            continue
+        else:
+            if op == "remove":
+                t.remove(pcap, name)
+                files = {p: v for p, v in files.items() if not under(p, path)}
+                dirs = {d for d in dirs if not under(d, path)}
+            else:
+                t.rekey(pcap, name)
+            dead += [c for p, c in held if under(p, path)]
+            held = [(p, c) for p, c in held if not under(p, path)]
+        listing = {p: e for p, e in t.iter_tree(root.read_cap)}
+        assert {p for p, e in listing.items() if e.is_dir} == dirs
+        assert {p: t.read_file(e.cap) for p, e in listing.items() if not e.is_dir} == files
+        for p, c in held:
+            if p in files:
+                assert t.read_file(c) == files[p]
+            else:
+                assert t.is_dir(c)
+        for c in dead:
+            with pytest.raises(RevokedError):
+                t._load(c)
