@@ -133,6 +133,7 @@ class World:
         rm = [leaves[self.key(x)] for x in (*remove, *evict)]
         msg, welcome, g2 = g.commit(add=kps, remove=rm, rng=self.r)
         cid = cid_of("commit", msg)
+        self.commit_messages[cid] = (msg, g.group_context.confirmed_transcript_hash)
         self._keep(name, cid, g2)
         self.trees[cid] = g2.tree
         self.gcs[cid] = g2.group_context
@@ -202,6 +203,30 @@ class World:
                         opened += 1
         return opened
 
+    def adversary_opens_commit(self, keys: list[bytes], cid: bytes) -> int:
+        """Like `adversary_opens` for an ordinary (RFC 9420, PublicMessage) commit."""
+        from crdt_mls.mls.messages import Commit, MLSMessage, PublicMessage
+        from crdt_mls.mls.suites import get_cipher_suite
+
+        suite = get_cipher_suite(SUITE)
+        raw, old_confirmed = self.commit_messages[cid]
+        body = MLSMessage.from_bytes(raw).body
+        assert isinstance(body, PublicMessage)
+        commit = body.content.content
+        assert isinstance(commit, Commit) and commit.path is not None
+        ctx = replace(self.gcs[cid], confirmed_transcript_hash=old_confirmed).to_bytes()
+        opened = 0
+        for node in commit.path.nodes:
+            for ct in node.encrypted_path_secret:
+                for k in keys:
+                    try:
+                        suite.decrypt_with_label(k, "UpdatePathNode", ctx, ct.kem_output, ct.ciphertext)
+                    except CrdtMlsError:
+                        pass
+                    else:
+                        opened += 1
+        return opened
+
     def stolen_keys(self, name: str) -> list[bytes]:
         """Every HPKE private key ``name`` ever held in any epoch (an adversary that keeps all)."""
         out: list[bytes] = []
@@ -257,6 +282,7 @@ class World:
 
     merge_messages: dict[bytes, bytes] = field(default_factory=dict)
     path_context: dict[bytes, bytes] = field(default_factory=dict)
+    commit_messages: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ checks
 
