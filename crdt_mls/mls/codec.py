@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
-from crdt_mls.errors import DecodeError, OversizeError
+from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError
 
 T = TypeVar("T")
 E = TypeVar("E", bound="Encodable")
@@ -177,7 +177,7 @@ class Writer:
 
     def uint(self, value: int, size: int) -> None:
         if value < 0 or value >= 1 << (8 * size):
-            raise OverflowError(f"{value} does not fit in {size} bytes")
+            raise InvalidArgument(f"{value} does not fit in an unsigned {size}-byte integer")
         self._buf += value.to_bytes(size, "big")
 
     def u8(self, v: int) -> None:
@@ -224,14 +224,14 @@ class Writer:
 def encode_varint(v: int) -> bytes:
     """Encode a length as RFC 9420 section 2.1.2 requires (shortest form)."""
     if v < 0:
-        raise OverflowError("negative length")
+        raise InvalidArgument("negative length")
     if v < 0x40:
         return bytes((v,))
     if v < 0x4000:
         return (v | 0x4000).to_bytes(2, "big")
     if v <= MAX_VARINT:
         return (v | 0x80000000).to_bytes(4, "big")
-    raise OverflowError(f"length {v} exceeds the varint maximum {MAX_VARINT}")
+    raise InvalidArgument(f"length {v} exceeds the varint maximum {MAX_VARINT}")
 
 
 def encode(value: Encodable) -> bytes:
