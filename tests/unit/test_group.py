@@ -597,3 +597,18 @@ def test_group_context_extensions_proposal() -> None:
     unknown = Extension(0xFF00, b"x")
     with pytest.raises(ProposalError):
         h.members["m0"].commit([GroupContextExtensions((unknown,))])
+
+
+@pytest.mark.parametrize("members", [1, 2, 4])
+def test_external_join_extends_full_tree(members: int) -> None:
+    h = Harness(seed=f"extfull{members}")
+    if members > 1:
+        h.add("m0", members - 1)
+    commit, joiner = Group.join_external(h.members["m0"].group_info(), b"outsider", rng=h.rng)
+    h.deliver("nobody", commit)
+    h.members["outsider"] = joiner
+    assert joiner.own_leaf == members
+    h.check_agreement()
+    commit, _, h.members["outsider"] = h.members["outsider"].commit(rng=h.rng)
+    h.deliver("outsider", commit)
+    h.check_agreement()
