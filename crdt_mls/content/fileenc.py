@@ -86,6 +86,7 @@ MIN_CHUNK_LOG = 10
 MAX_CHUNK_LOG = 24
 MAX_SLOTS = 4096
 MIN_SLOTS = 4
+DEFAULT_MAX_SCRYPT_MEMORY = 1 << 29  #: a password file may ask for at most 512 MiB of scrypt memory (N=2^19, r=8)
 TAG = 16
 SIG = 64
 _BOX_PLAIN = 32 + 16 + 32  # file_key || file_id || sender_sign_pub
@@ -317,7 +318,9 @@ class _Source:
 class Decryptor:
     """Parse the header of an encrypted file, then iterate over authenticated plaintext chunks.
 
-    ``password`` opens a password file, ``identity`` a recipient file.  After the header:
+    ``password`` opens a password file, ``identity`` a recipient file; a password file whose
+    scrypt parameters need more than ``max_scrypt_memory`` is refused (`OversizeError`) so a
+    hostile header cannot make us spend gigabytes.  After the header:
     ``kind`` and (recipient mode) ``sender``, which is authenticated only once iteration
     has finished without error (see the module docstring on streaming semantics).
     """
@@ -331,6 +334,7 @@ class Decryptor:
         password: str | bytes | None = None,
         identity: Identity | None = None,
         insecure_for_tests: bool = False,
+        max_scrypt_memory: int = DEFAULT_MAX_SCRYPT_MEMORY,
     ) -> None:
         self._src = _Source(source)
         self._started = False
@@ -352,6 +356,10 @@ class Decryptor:
                 raise InvalidArgument("this file is encrypted to a password; give password=")
             body = self._src.exact(3 + 32 + 48, "password header")
             params = ScryptParams.decode(Reader(body[:3]), insecure_for_tests=insecure_for_tests)
+            if params.memory > max_scrypt_memory:
+                raise OversizeError(
+                    f"the file asks for scrypt with {params.memory >> 20} MiB (limit {max_scrypt_memory >> 20} MiB)"
+                )
             prefix = fixed + body[:35]
             kek = hkdf(derive_key(password, body[3:35], params), b"file key-encryption key")
             try:

@@ -301,6 +301,13 @@ def test_hostile_headers() -> None:
         bad[pos] = value
         with pytest.raises(err):
             decrypt_bytes(bytes(bad), password="hunter2", insecure_for_tests=True)
+    heavy = bytearray(ct)
+    heavy[25] = 20  # N = 2^20, r = 8: 1 GiB
+    with pytest.raises(OversizeError):
+        decrypt_bytes(bytes(heavy), password="hunter2", insecure_for_tests=True)
+    heavy[25] = 12
+    with pytest.raises(OversizeError):
+        decrypt_bytes(bytes(heavy), password="hunter2", insecure_for_tests=True, max_scrypt_memory=1 << 20)
     rc = bytearray(_rc(b"x"))
     rc[25:27] = (0).to_bytes(2, "big")
     with pytest.raises(OversizeError):
