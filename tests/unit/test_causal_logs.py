@@ -183,3 +183,9 @@ def test_receiver_state_round_trip() -> None:
     back = CausalReceiver.from_bytes(data, ToyNode.from_block, max_nodes=10)
     assert back.to_bytes(encode_toy) == data
     assert back.receive(nodes[1]).delivered == (nodes[1], nodes[2])
+
+
+def test_gaps_with_huge_claimed_seq_is_cheap() -> None:
+    logs: MemberLogs[ToyNode] = MemberLogs()
+    far = ToyNode(b"a", 2**62, b"\x01x", ())
+    assert logs.gaps([far]) == [Gap(b"a", 0, 2**62 - 1)]
