@@ -24,6 +24,8 @@ from crdt_mls.content.fileenc import (
     encrypt_file,
 )
 from crdt_mls.content.identity import Identity, ScryptParams
+from crdt_mls.dag.audit import assert_no_plaintext
+from crdt_mls.dag.cid import cid_for_raw
 from crdt_mls.errors import (
     DecodeError,
     DecryptionError,
@@ -34,6 +36,7 @@ from crdt_mls.errors import (
     TruncatedError,
     WrongPasswordError,
 )
+from crdt_mls.stores import MemoryStore
 
 P = ScryptParams.for_tests()
 LOG = 10  # 1 KiB chunks keep the tests small
@@ -321,9 +324,12 @@ def test_hostile_headers() -> None:
 
 
 def test_plaintext_does_not_appear_in_ciphertext() -> None:
-    data = b"the quarterly numbers are terrible " * 100
+    data = b"the quarterly numbers are terrible, signed alice " * 100
+    store = MemoryStore()
     for ct in (_pw(data), _rc(data)):
         assert b"quarterly" not in ct and b"alice" not in ct and b"bob" not in ct
+        store.put_blocks([(cid_for_raw(ct), ct)])
+    assert_no_plaintext(store, ["quarterly numbers", "terrible", "alice", "carol", "hunter2"])
 
 
 # ---------------------------------------------------------------------------- properties
