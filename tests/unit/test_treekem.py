@@ -367,3 +367,36 @@ def test_malformed_public_key_is_decode_error(scenario) -> None:  # type: ignore
     path = created.update_path
     node = replace(path.nodes[0], encryption_key=b"\x01" * 5)
     _expect_rejected(scenario, replace(path, nodes=(node, *path.nodes[1:])), DecodeError)
+
+
+def test_update_path_on_large_tree_rehashes_only_the_path() -> None:
+    """On a fully populated 1024-leaf tree, creating and processing an UpdatePath hashes
+    O(log n) nodes (tree hash and parent hash caches), not O(n)."""
+    from crdt_mls.mls.messages import ParentNode
+    from crdt_mls.mls.ratchet_tree import direct_path
+    from tests.unit.test_ratchet_tree import CountingSuite, _fake_leaf
+
+    n = 1024
+    committer, receiver = make_member(0), make_member(1)
+    privs: dict[int, bytes] = {}
+    nodes: list[LeafNode | ParentNode | None] = []
+    for x in range(2 * n - 1):
+        priv, pub = SUITE.generate_hpke_key_pair()
+        privs[x] = priv
+        if x % 2:
+            nodes.append(ParentNode(pub, b"", ()))
+        else:
+            base = _fake_leaf(x // 2) if x // 2 >= 2 else (committer, receiver)[x // 2].leaf
+            nodes.append(replace(base, encryption_key=pub))
+    counting = CountingSuite(SUITE)
+    tree = RatchetTree(counting, nodes)  # type: ignore[arg-type]
+    tree.tree_hash()
+    counting.hashes = 0
+    created = create_update_path(tree, 0, GC, committer.sig_priv)
+    assert counting.hashes <= 3 * 11
+    keys = TreePrivateKeys(1, {x: privs[x] for x in (2, *direct_path(2, n))})
+    counting.hashes = 0
+    res = process_update_path(tree, 0, created.update_path, GC, keys)
+    assert counting.hashes <= 3 * 11
+    assert res.commit_secret == created.commit_secret
+    assert res.tree.tree_hash() == RatchetTree(SUITE, list(res.tree.nodes())).tree_hash()
