@@ -28,7 +28,7 @@ Wire format (TLS presentation language, RFC 9420 section 2.1)::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -132,6 +132,11 @@ class SyncSession:
     is still sent alone); ``max_incoming_bytes`` rejects larger incoming messages
     (:class:`OversizeError`).  Blocks whose links are not held yet wait in a per-session
     area bounded by ``max_pending`` blocks / ``max_pending_bytes``.
+
+    ``known_shared`` may name heads this peer held when it was last in sync with us (e.g.
+    :attr:`peer_heads` saved then); it makes the first exchange of two diverged replicas
+    incremental.  A wrong hint costs speed (missing blocks are then found by explicit
+    requests, one level per round trip), never correctness.
     """
 
     __slots__ = (
@@ -173,6 +178,7 @@ class SyncSession:
         max_pending: int = 100_000,
         max_pending_bytes: int = 64 << 20,
         max_need: int = 4096,
+        known_shared: Iterable[bytes] = (),
     ) -> None:
         if min(max_message_bytes, max_incoming_bytes, max_pending, max_pending_bytes, max_need) <= 0:
             raise InvalidArgument("sync limits must be positive")
@@ -194,7 +200,8 @@ class SyncSession:
         self._pending_bytes = 0
         self._flushed: list[bytes] = []
         self._restate = False
-        self._since: frozenset[bytes] = frozenset()
+        # blocks both sides hold (with their ancestors); seeded from the caller's hint
+        self._since: frozenset[bytes] = frozenset(c for c in known_shared if view.has(c))
         self._reset_peer_view()
         self._reset_flight()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from crdt_mls.causal.dagview import DagView
 from crdt_mls.causal.sync import SyncSession
@@ -29,7 +30,7 @@ class SimReplica:
     added: list[bytes] = field(default_factory=list)
 
 
-def connect(replicas: Sequence[SimReplica], rng: Callable[[int], bytes], **limits: int) -> None:
+def connect(replicas: Sequence[SimReplica], rng: Callable[[int], bytes], **limits: Any) -> None:
     """Give every replica one session per other replica (a full mesh)."""
     for a in replicas:
         for b in replicas:

@@ -270,3 +270,34 @@ def test_restated_message_makes_a_silent_peer_reply() -> None:
     assert reply is not None and not SyncMessage.from_bytes(reply).restated
     sa.receive_message(reply)
     assert sa.in_sync() and sa.generate_message() is None and sb.generate_message() is None
+
+
+def test_known_shared_hint_keeps_first_contact_incremental() -> None:
+    def first_contact(hint: bool) -> int:
+        a = SimReplica("a", MemoryDag(toy_check))
+        b = SimReplica("b", MemoryDag(toy_check))
+        shared = grow([a.view, b.view], ToyAuthor(b"x"), 400)
+        grow([a.view], ToyAuthor(b"y"), 5)
+        grow([b.view], ToyAuthor(b"z"), 5)
+        known = [shared[-1].cid] if hint else []
+        a.sessions["b"] = SyncSession(a.view, rng=counter_rng(1), known_shared=known)
+        b.sessions["a"] = SyncSession(b.view, rng=counter_rng(2), known_shared=known)
+        net = NetSim(seed=0)
+        pump([a, b], net)
+        assert converged([a, b]) and len(a.view.heads()) == 2
+        return net.stats.bytes_delivered
+
+    assert first_contact(True) + 400 < first_contact(False)  # the filters over 400 blocks are saved
+
+
+def test_wrong_hint_still_converges() -> None:
+    a = SimReplica("a", MemoryDag(toy_check))
+    b = SimReplica("b", MemoryDag(toy_check))
+    common = grow([a.view, b.view], ToyAuthor(b"x"), 5)
+    only_a = grow([a.view], ToyAuthor(b"x2"), 10)
+    grow([b.view], ToyAuthor(b"z"), 3)
+    # a wrongly believes b holds only_a[-1]
+    a.sessions["b"] = SyncSession(a.view, rng=counter_rng(1), known_shared=[only_a[-1].cid])
+    b.sessions["a"] = SyncSession(b.view, rng=counter_rng(2), known_shared=[common[-1].cid])
+    assert sync_to_quiescence([a, b], NetSim(seed=0)) >= 0
+    assert a.view.heads() == b.view.heads()
