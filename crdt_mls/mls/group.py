@@ -28,6 +28,7 @@ from crdt_mls.errors import (
     ProposalError,
     ProtocolError,
     ReplayError,
+    SignatureError,
     TreeError,
     UnsupportedError,
     WelcomeError,
@@ -93,11 +94,12 @@ from crdt_mls.mls.proposals import (
     apply_proposal_list,
     check_leaf_capabilities,
     proposal_ref,
+    required_capabilities_of,
     resolve_entries,
     validate_proposal_list,
 )
 from crdt_mls.mls.psk import compute_psk_secret, resolve_psks
-from crdt_mls.mls.ratchet_tree import RatchetTree
+from crdt_mls.mls.ratchet_tree import RatchetTree, validate_leaf_node
 from crdt_mls.mls.secret_tree import SecretTree
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
 from crdt_mls.mls.transcript import (
@@ -841,6 +843,17 @@ class Group:
                 excluded_leaves=applied.added,
             )
             tree = result.tree
+            try:
+                validate_leaf_node(
+                    tree,
+                    commit.path.leaf_node,
+                    source=LeafNodeSource.COMMIT,
+                    group_id=gc.group_id,
+                    leaf_index=committer,
+                    required_capabilities=required_capabilities_of(applied.extensions),
+                )
+            except DecodeError:
+                raise SignatureError(f"LeafNode signature of committer leaf {committer} does not verify") from None
             if not self_removed:
                 assert result.private_keys is not None
                 keys = result.private_keys

@@ -49,6 +49,7 @@ __all__ = [
     "ProposalEntry",
     "apply_proposal_list",
     "check_leaf_capabilities",
+    "required_capabilities_of",
     "proposal_ref",
     "validate_proposal_list",
 ]
@@ -102,7 +103,7 @@ class AppliedProposals:
         return bool(self.removed or self.updated) or self.external_init is not None
 
 
-def _required_capabilities(extensions: Iterable[Extension]) -> RequiredCapabilities | None:
+def required_capabilities_of(extensions: Iterable[Extension]) -> RequiredCapabilities | None:
     ext = find_extension(extensions, ExtensionType.REQUIRED_CAPABILITIES)
     if ext is None:
         return None
@@ -118,7 +119,7 @@ def check_leaf_capabilities(leaf: LeafNode, extensions: Iterable[Extension], wha
     caps = leaf.capabilities
     if MLS10 not in caps.versions:
         raise ProposalError(f"{what} does not support protocol version mls10")
-    req = _required_capabilities(extensions)
+    req = required_capabilities_of(extensions)
     if req is not None:
         for t in req.extension_types:
             if t not in caps.extensions and t not in DEFAULT_EXTENSION_TYPES:
@@ -275,7 +276,7 @@ def validate_proposal_list(
                     source=LeafNodeSource.UPDATE,
                     group_id=context.group_id,
                     leaf_index=s,
-                    required_capabilities=_required_capabilities(extensions),
+                    required_capabilities=required_capabilities_of(extensions),
                 )
             except DecodeError:
                 raise SignatureError(f"LeafNode signature of leaf {s} does not verify") from None

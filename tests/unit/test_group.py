@@ -612,3 +612,11 @@ def test_external_join_extends_full_tree(members: int) -> None:
     commit, _, h.members["outsider"] = h.members["outsider"].commit(rng=h.rng)
     h.deliver("outsider", commit)
     h.check_agreement()
+
+
+def test_external_joiner_cannot_reuse_a_members_signature_key() -> None:
+    h = Harness(seed="extdup")
+    h.add("m0", 2)
+    gi = h.members["m0"].group_info()
+    commit, _ = Group.join_external(gi, b"m1", signature_priv=h.members["m1"].signature_priv, rng=h.rng)
+    _unchanged(h.members["m0"], lambda: h.members["m0"].process(commit), RemoteInputError)
