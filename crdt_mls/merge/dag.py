@@ -179,7 +179,7 @@ class GroupDag:
         if cached is not None:
             self._states.move_to_end(hs)
             return cached
-        if len(hs) == 1:
+        if len(commits) == 1:
             # walk back along single-parent commits to a cached state, then apply forward
             chain: list[OpRecord] = []
             cur = hs
@@ -187,11 +187,15 @@ class GroupDag:
                 (h,) = cur
                 rec = self._nodes[h].rec
                 chain.append(rec)
-                if rec.is_merge:
+                if rec.is_merge or not rec.epochs:
                     break
                 cur = frozenset(rec.epochs)
             if cur in self._states:
                 st = self._states[cur]
+            elif not chain[-1].epochs:  # the genesis
+                m = chain.pop()
+                st = MergeState(cur, apply_commit(Membership(()), m), frozenset(), frozenset())
+                self._cache(st)
             else:  # the walk stopped at an uncached merge commit: S(parents) then the commit
                 m = chain.pop()
                 merged = self.state(_links(m))
@@ -240,6 +244,8 @@ class GroupDag:
         frontier = self._maximal(seen)
         if not rec.epochs:
             raise ProtocolError("an operation must name its epoch")
+        if not rec.is_commit and len(rec.epochs) != 1:
+            raise ProtocolError("a non-commit operation belongs to exactly one epoch")
         for e in rec.epochs:
             en = self._nodes.get(e)
             if en is None or not en.rec.is_commit:
@@ -315,10 +321,11 @@ class GroupDag:
         common = [c for c in past if all(c == h or self.in_past(c, h) for h in chs)]
         region = [c for c in past if c not in set(common)]
         region_set = set(region)
-        # the latest common epoch that every region commit has in its past: its state is final
+        # the latest common epoch comparable with every commit of the past: its state is final
         cut = self.genesis
         for c in sorted(common, key=self.rank, reverse=True):
-            if all(self.in_past(c, r) for r in region):
+            # a cut: every other commit of the past is before it or after it, none concurrent
+            if all(d == c or self.in_past(c, d) or self.in_past(d, c) for d in past):
                 cut = c
                 break
         base = self.state({cut})

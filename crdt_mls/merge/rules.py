@@ -99,7 +99,7 @@ class OpRecord:
 
     @property
     def is_merge(self) -> bool:
-        return len(self.epochs) > 1
+        return self.changes is not None and len(self.epochs) > 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +263,7 @@ def replay(
             break
         if nxt in seen:
             union = frozenset().union(*seen[seen.index(nxt) :], effective)
-            result = _simulate(base, commits, candidates, union, concurrent, mode)
+            result = _simulate(base, commits, candidates, union, concurrent, mode, force=True)
             break
         seen.append(effective)
         effective = nxt
@@ -278,8 +278,13 @@ def _simulate(
     effective: frozenset[tuple[bytes, int]],
     concurrent: Concurrent,
     mode: MutualRemoval,
+    *,
+    force: bool = False,
 ) -> ReplayResult:
-    """One pass: apply the commits in order given the set of removals assumed effective."""
+    """One pass: apply the commits in order given the set of removals assumed effective.
+
+    ``force`` (a removal cycle): the removals are applied even where their commit is void.
+    """
     by_key = base.by_key()
     by_leaf = {m.leaf: m.key for m in base.members}
     removes_of: dict[bytes, list[OpRecord]] = {}
@@ -315,5 +320,11 @@ def _simulate(
             if eff_here and ch.member in by_key and ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
                 removed_by[ch.member] = rec
             _apply_change(by_key, by_leaf, rec.cid, ch, effective=eff_here, moved=moved)
+    if force:
+        for r, i, ch in candidates:
+            m = by_key.get(ch.member) if (r.cid, i) in effective else None
+            if m is not None:
+                del by_key[ch.member]
+                del by_leaf[m.leaf]
     still = frozenset((r.cid, i) for r, i, _ in candidates if r.cid not in void)
     return ReplayResult(Membership.of(by_key.values()), frozenset(void), still, frozenset(moved))

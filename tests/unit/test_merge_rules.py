@@ -1,0 +1,321 @@
+"""Unit tests of the membership CRDT (crdt_mls.merge.rules) and the epoch DAG
+(crdt_mls.merge.dag) on abstract records: rules, validation, typed errors with unchanged
+state, bounded cache, and order-independence on random DAGs (Hypothesis)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdt_mls.errors import InvalidArgument, ProtocolError, UnknownParentError
+from crdt_mls.merge import (
+    Change,
+    ChangeKind,
+    GroupDag,
+    Membership,
+    MutualRemoval,
+    OpRecord,
+)
+from crdt_mls.merge.dag import EpochAdded, HeadsChanged, OperationVoided
+
+
+def _cid(s: str) -> bytes:
+    return hashlib.sha256(s.encode()).digest()
+
+
+class Log:
+    """Builds records with per-author seq/prev bookkeeping."""
+
+    def __init__(self, founders: str = "ABC") -> None:
+        self.seq: dict[bytes, int] = {}
+        self.last: dict[bytes, bytes] = {}
+        self.g = self.op("g", founders[0], [], [], [add(f, i) for i, f in enumerate(founders)])
+
+    def op(
+        self, name: str, author: str, parents: list[str], epochs: list[str], changes: list[Change] | None = None
+    ) -> OpRecord:
+        a = author.encode()
+        s = self.seq.get(a, -1) + 1
+        rec = OpRecord(
+            _cid(name),
+            a,
+            s,
+            self.last.get(a),
+            tuple(_cid(p) for p in parents),
+            tuple(_cid(e) for e in epochs),
+            None if changes is None else tuple(changes),
+        )
+        self.seq[a] = s
+        self.last[a] = rec.cid
+        return rec
+
+
+def add(who: str, leaf: int) -> Change:
+    return Change(ChangeKind.ADD, who.encode(), leaf, b"leaf-" + who.encode())
+
+
+def rm(who: str) -> Change:
+    return Change(ChangeKind.REMOVE, who.encode())
+
+
+def ev(who: str) -> Change:
+    return Change(ChangeKind.EVICT, who.encode())
+
+
+def upd(who: str, v: str) -> Change:
+    return Change(ChangeKind.UPDATE, who.encode(), 0, v.encode())
+
+
+def names(m: Membership) -> str:
+    return "".join(sorted(k.decode() for k in m.keys()))  # noqa: SIM118
+
+
+def test_change_and_membership_validation() -> None:
+    with pytest.raises(InvalidArgument):
+        Change(ChangeKind.ADD, b"x", 0)
+    with pytest.raises(InvalidArgument):
+        Change(ChangeKind.REMOVE, b"")
+    with pytest.raises(InvalidArgument):
+        Change(ChangeKind.REMOVE, b"x", -1)
+    with pytest.raises(InvalidArgument):
+        Change(7, b"x")  # type: ignore[arg-type]
+    log = Log()
+    dag = GroupDag(log.g)
+    assert names(dag.members()) == "ABC"
+    with pytest.raises(InvalidArgument):
+        GroupDag(log.op("x", "A", ["g"], ["g"], []))
+    with pytest.raises(InvalidArgument):
+        GroupDag(log.g, max_states=1)
+
+
+def test_linear_extension_and_events() -> None:
+    log = Log()
+    dag = GroupDag(log.g)
+    ev1 = dag.add(log.op("a1", "A", ["g"], ["g"], [add("D", 3), upd("A", "a1")]))
+    assert isinstance(ev1[0], EpochAdded) and isinstance(ev1[1], HeadsChanged)
+    assert names(dag.members()) == "ABCD"
+    assert dag.members().get(b"A") is not None and dag.members().get(b"A").data == b"a1"  # type: ignore[union-attr]
+    assert dag.add(log.op("x", "B", ["a1"], ["a1"])) == []  # application node: no event
+    assert dag.heads() == {_cid("a1")}
+
+
+def test_bad_records_raise_typed_errors_and_leave_the_dag_unchanged() -> None:
+    log = Log()
+    dag = GroupDag(log.g)
+    dag.add(log.op("a1", "A", ["g"], ["g"], [rm("C")]))
+    before = (dag.heads(), dag.frontier(), dag.commits(), dag.members())
+    bad = [
+        (UnknownParentError, OpRecord(_cid("u"), b"B", 0, None, (_cid("nope"),), (_cid("g"),), ())),
+        (ProtocolError, OpRecord(_cid("v"), b"B", 0, None, (_cid("a1"),), (_cid("g"),), ())),  # epochs != seen
+        (ProtocolError, OpRecord(_cid("w"), b"C", 0, None, (_cid("a1"),), (_cid("a1"),), ())),  # C removed
+        (ProtocolError, OpRecord(_cid("x"), b"B", 0, None, (_cid("a1"),), (_cid("a1"),), (add("A", 5),))),
+        (ProtocolError, OpRecord(_cid("y"), b"B", 0, None, (_cid("a1"),), (_cid("a1"),), (rm("C"),))),
+        (ProtocolError, OpRecord(_cid("z"), b"B", 3, None, (_cid("a1"),), (_cid("a1"),), ())),  # seq without prev
+        (ProtocolError, OpRecord(_cid("q"), b"B", 0, None, (_cid("a1"),), (), ())),  # no epoch
+        (ProtocolError, OpRecord(_cid("e"), b"A", 1, _cid("g"), (_cid("a1"),), (_cid("a1"),), ())),  # equivocation
+    ]
+    for exc, rec in bad:
+        with pytest.raises(exc):
+            dag.add(rec)
+        assert (dag.heads(), dag.frontier(), dag.commits(), dag.members()) == before
+
+
+def test_merge_commit_only_updates_its_committer() -> None:
+    log = Log()
+    dag = GroupDag(log.g)
+    dag.add(log.op("a1", "A", ["g"], ["g"], []))
+    dag.add(log.op("b1", "B", ["g"], ["g"], []))
+    with pytest.raises(ProtocolError):
+        dag.add(log.op("m", "C", ["a1", "b1"], ["a1", "b1"], [add("D", 3)]))
+    log2 = Log()
+    dag2 = GroupDag(log2.g)
+    dag2.add(log2.op("a1", "A", ["g"], ["g"], []))
+    dag2.add(log2.op("b1", "B", ["g"], ["g"], []))
+    evs = dag2.add(log2.op("m", "C", ["a1", "b1"], ["a1", "b1"], [upd("C", "c-merged")]))
+    assert isinstance(evs[0], EpochAdded) and dag2.heads() == {_cid("m")}
+
+
+def test_strong_remove_voids_transitively() -> None:
+    log = Log("ABCD")
+    dag = GroupDag(log.g)
+    dag.add(log.op("a1", "A", ["g"], ["g"], [rm("C")]))
+    dag.add(log.op("c1", "C", ["g"], ["g"], [add("Z", 4)]))
+    dag.add(log.op("z1", "Z", ["c1"], ["c1"], [rm("B")]))  # Z, added by the void commit, removes B
+    evs = dag.add(log.op("c2", "C", ["z1"], ["z1"], [rm("D")]))
+    st = dag.state()
+    assert names(st.membership) == "ABD"
+    assert st.void == {_cid("c1"), _cid("z1"), _cid("c2")}
+    assert any(isinstance(e, OperationVoided) for e in evs)
+
+
+def test_mutual_removal_modes() -> None:
+    for mode, expected in ((MutualRemoval.BOTH, "CD"), (MutualRemoval.SENIORITY, "ACD")):
+        log = Log("ABCD")
+        dag = GroupDag(log.g, mutual_removal=mode)
+        dag.add(log.op("a1", "A", ["g"], ["g"], [add("E", 4)]))
+        dag.add(log.op("x", "A", ["a1"], ["a1"], [rm("E")]))
+        dag.add(log.op("y", "E", ["a1"], ["a1"], [rm("A")]))
+        # A is senior to E (E was added after A); B stays out of it
+        st = dag.state()
+        assert names(st.membership) == expected.replace("C", "BC"), mode
+
+
+def test_three_way_removal_cycle_removes_all_three() -> None:
+    log = Log("ABCD")
+    dag = GroupDag(log.g)
+    dag.add(log.op("a", "A", ["g"], ["g"], [rm("B")]))
+    dag.add(log.op("b", "B", ["g"], ["g"], [rm("C")]))
+    dag.add(log.op("c", "C", ["g"], ["g"], [rm("A")]))
+    assert names(dag.members()) == "D"
+
+
+def test_weak_eviction() -> None:
+    log = Log("ABCD")
+    dag = GroupDag(log.g)
+    dag.add(log.op("a1", "A", ["g"], ["g"], [ev("D")]))
+    dag.add(log.op("b1", "B", ["g"], ["g"], []))
+    assert names(dag.members()) == "ABC"  # D idle: evicted
+    dag.add(log.op("d0", "D", ["g"], ["g"]))  # D active concurrently (an application message)
+    assert names(dag.members()) == "ABCD"
+    # a strong remove is not weakened by activity
+    log2 = Log("ABCD")
+    dag2 = GroupDag(log2.g)
+    dag2.add(log2.op("a1", "A", ["g"], ["g"], [rm("D")]))
+    dag2.add(log2.op("b1", "B", ["g"], ["g"], []))
+    dag2.add(log2.op("d0", "D", ["g"], ["g"]))
+    assert names(dag2.members()) == "ABC"
+
+
+def test_leaf_collision_and_double_add() -> None:
+    log = Log()
+    dag = GroupDag(log.g)
+    dag.add(log.op("a1", "A", ["g"], ["g"], [add("D", 3), add("E", 4)]))
+    dag.add(log.op("b1", "B", ["g"], ["g"], [add("F", 3), add("D", 4)]))
+    st = dag.state()
+    m = st.membership
+    assert names(m) == "ABCDEF"
+    leaves = {k.decode(): v.leaf for k, v in m.by_key().items()}
+    assert len(set(leaves.values())) == 6
+    first = min(_cid("a1"), _cid("b1"))  # equal heights: CID order
+    d = m.get(b"D")
+    assert d is not None and d.added_in == first
+
+
+def test_cache_is_bounded_and_recomputes() -> None:
+    log = Log()
+    dag = GroupDag(log.g, max_states=3)
+    prev = "g"
+    for i in range(30):
+        dag.add(log.op(f"c{i}", "A", [prev], [prev], [upd("A", f"v{i}")]))
+        prev = f"c{i}"
+    assert len(dag._states) <= 3
+    m = dag.state({_cid("c5")}).membership.get(b"A")
+    assert m is not None and m.data == b"v5"
+    assert len(dag._states) <= 3
+
+
+# ----------------------------------------------------------------------- random DAGs
+
+KEYS = "ABCDEFGH"
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[OpRecord]:
+    """Random valid histories: members commit on a random subset of the current heads."""
+    log = Log("ABCD")
+    dag = GroupDag(log.g)
+    recs: list[OpRecord] = []
+    n = draw(st.integers(2, 14))
+    for i in range(n):
+        # each op has seen a random part of the history: concurrency, and merges when it saw several heads
+        pool = sorted([log.g.cid, *(r.cid for r in recs)])
+        pick = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
+        seen = dag._maximal(pick)
+        epochs = dag._maximal(c for h in seen for c in dag._nodes[h].frontier)
+        base = dag.state(seen if len(epochs) > 1 else epochs).membership
+        members = sorted(base.keys())
+        author = draw(st.sampled_from(members)).decode()
+        a = author.encode()
+        s = log.seq.get(a, -1) + 1
+        prev = log.last.get(a)
+        if prev is not None and not any(prev == p or dag.in_past(prev, p) for p in seen):
+            seen = dag._maximal([*seen, prev])
+            epochs = dag._maximal(c for h in seen for c in dag._nodes[h].frontier)
+            base = dag.state(seen if len(epochs) > 1 else epochs).membership
+            if a not in base:
+                continue
+        kind = draw(st.sampled_from(["commit", "app"] if len(epochs) == 1 else ["merge", "app"]))
+        changes: list[Change] | None
+        if kind == "app":
+            changes = None
+        elif kind == "merge":
+            changes = [upd(author, f"m{i}")]
+        else:
+            changes = []
+            others = [k for k in members if k != a]
+            want_remove: bool = draw(st.booleans())
+            if others and want_remove:
+                changes.append(
+                    Change(draw(st.sampled_from([ChangeKind.REMOVE, ChangeKind.EVICT])), draw(st.sampled_from(others)))
+                )
+            outside = [k for k in KEYS.encode() if bytes([k]) not in base]
+            want_add: bool = draw(st.booleans())
+            if outside and want_add:
+                k = draw(st.sampled_from(outside))
+                changes.append(Change(ChangeKind.ADD, bytes([k]), draw(st.integers(0, 6)), b"l" + bytes([k])))
+            changes.append(upd(author, f"u{i}"))
+        if changes is None:
+            epochs = frozenset({max(epochs, key=dag.rank)})
+        rec = OpRecord(
+            _cid(f"h{i}"),
+            a,
+            s,
+            prev,
+            tuple(sorted(seen)),
+            tuple(sorted(epochs)),
+            None if changes is None else tuple(changes),
+        )
+        try:
+            dag.add(rec)
+        except ProtocolError:
+            continue
+        log.seq[a] = s
+        log.last[a] = rec.cid
+        recs.append(rec)
+    return [log.g, *recs]
+
+
+def _replay(records: list[OpRecord], order: list[int], mode: MutualRemoval) -> GroupDag:
+    dag = GroupDag(records[0], mutual_removal=mode, max_states=2)
+    done = {records[0].cid}
+    pending = [records[i] for i in order]
+    while pending:
+        for r in pending:
+            if all(p in done for p in r.parents) and (r.prev is None or r.prev in done):
+                dag.add(r)
+                done.add(r.cid)
+                pending.remove(r)
+                break
+    return dag
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories(), st.randoms(use_true_random=False), st.sampled_from(list(MutualRemoval)))
+def test_same_operations_same_state_in_any_order(records: list[OpRecord], rnd: object, mode: MutualRemoval) -> None:
+    import random
+
+    assert isinstance(rnd, random.Random)
+    ref = _replay(records, list(range(1, len(records))), mode)
+    order = list(range(1, len(records)))
+    rnd.shuffle(order)
+    other = _replay(records, order, mode)
+    assert other.heads() == ref.heads()
+    assert other.state() == ref.state()
+    for c in ref.commits():
+        assert other.state({c}) == ref.state({c})
+    # S(heads) never keeps a member whose removal is effective, never two members on one leaf
+    m = ref.state().membership
+    assert len({x.leaf for x in m.members}) == len(m.members)
