@@ -217,6 +217,7 @@ def validate_proposal_list(
         _check_group_extensions_supported(tree, extensions, removed)
 
     cred_cache: list[tuple[set[int], set[int]]] = []
+    enc_keys: list[set[bytes]] = []
 
     def credential_support() -> tuple[set[int], set[int]]:
         # (credential types in use, credential types every remaining member supports), O(n) once
@@ -251,6 +252,11 @@ def validate_proposal_list(
             if key in new_sig_keys:
                 raise ProposalError("two Add proposals for the same client")
             new_sig_keys.add(key)
+            if not enc_keys:
+                enc_keys.append(tree.encryption_keys())
+            if kp.leaf_node.encryption_key in enc_keys[0]:
+                raise ProposalError("an added leaf's encryption key already appears in the tree (7.3)")
+            enc_keys[0].add(kp.leaf_node.encryption_key)
         elif isinstance(p, Update):
             if e.sender.sender_type != SenderType.MEMBER or e.sender.index is None:
                 raise ProposalError("an Update must come from a member")

@@ -620,3 +620,20 @@ def test_external_joiner_cannot_reuse_a_members_signature_key() -> None:
     gi = h.members["m0"].group_info()
     commit, _ = Group.join_external(gi, b"m1", signature_priv=h.members["m1"].signature_priv, rng=h.rng)
     _unchanged(h.members["m0"], lambda: h.members["m0"].process(commit), RemoteInputError)
+
+
+def test_add_with_duplicate_encryption_key_is_refused() -> None:
+    from crdt_mls.mls.messages import KeyPackage
+
+    h = Harness(seed="dupenc")
+    h.add("m0", 1)
+    suite = get_suite(1)
+    kp = h.new_kp("dup")
+    leaf = replace(kp.key_package.leaf_node, encryption_key=h.members["m1"].leaf_node.encryption_key, signature=b"")
+    leaf = leaf.with_signature(suite.sign_with_label(kp.signature_priv, "LeafNodeTBS", leaf.tbs()))
+    bad: KeyPackage = replace(kp.key_package, leaf_node=leaf, signature=b"")
+    bad = replace(bad, signature=suite.sign_with_label(kp.signature_priv, "KeyPackageTBS", bad.tbs()))
+    with pytest.raises(ProposalError):
+        h.members["m0"].commit(add=[MLSMessage(bad).to_bytes()])
+    p, _ = h.members["m0"].propose_add(MLSMessage(bad).to_bytes())
+    _unchanged(h.members["m1"], lambda: h.members["m1"].process(p), ProposalError)
