@@ -1,0 +1,768 @@
+"""The public facade: one member's replica of one group (design doc section 1, issue 4).
+
+A `Replica` holds the member's identity (basic credential + signature key), its MLS state in
+every epoch it still keeps (`crdt_mls.mls.group.Group`, immutable), the causal receiver of
+the group's operation DAG (`crdt_mls.causal`) and a `Store` (memory, SQLite, IPFS) where
+every operation block and the replica state are written in one atomic ``write_batch`` per
+call.  It is sans-I/O towards the network: operations return nothing to send by themselves;
+`Replica.take_outgoing` hands out the new blocks, `Replica.receive` takes blocks from peers
+in any order.
+
+Each operation is a signed DAG-CBOR node (docs/schema.md) whose author is the member's MLS
+signature key and whose epoch id is the CID of the commit node that started the epoch (the
+genesis node's CID for the first epoch).  Payloads are always ciphertext:
+
+* ``commit``: ``struct { uint8 type = 1; opaque commit<V>; opaque welcome<V>; }`` with the
+  commit as an RFC 9420 ``PrivateMessage`` and the (HPKE-encrypted) ``Welcome`` or empty;
+* ``application``: an RFC 9420 ``PrivateMessage``;
+* ``genesis``: empty.
+
+Key packages carry the member's name in the clear and are exchanged out of band, never as
+blocks.  Concurrent commits on one epoch fork the epoch sequence: the replica keeps both
+branches readable, reports `MergeNeeded`, and stays on the branch it was on (or the one with
+the lowest CID).  The merge commit of `crdt_mls.merge` is not wired into the facade yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from crdt_mls.causal import CausalBuffer, CausalReceiver, Equivocation, NodeRef, Refused, decode_ref, encode_ref
+from crdt_mls.dag.cid import cid_to_str
+from crdt_mls.dag.node import NodeFields, NodeKind, decode_node, derive_group_tag, encode_node, sign_node
+from crdt_mls.errors import (
+    CrdtMlsError,
+    DecodeError,
+    InvalidArgument,
+    InvalidState,
+    RemoteInputError,
+    StorageError,
+)
+from crdt_mls.mls import codec
+from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group
+from crdt_mls.mls.messages import KeyPackage, LeafNode
+from crdt_mls.mls.welcome import KeyPackagePrivate, make_key_package
+from crdt_mls.stores.base import Store
+from crdt_mls.stores.memory import MemoryStore
+
+__all__ = [
+    "EpochChanged",
+    "Event",
+    "Joined",
+    "MemberAdded",
+    "MemberRemoved",
+    "MergeNeeded",
+    "MessageReceived",
+    "OperationRefused",
+    "OperationUnreadable",
+    "OperationWaiting",
+    "Removed",
+    "Replica",
+]
+
+Rng = Callable[[int], bytes]
+
+_STATE_VERSION = 1
+_PAYLOAD_COMMIT = 1
+_TAG_LABEL = "crdt-mls group tag key"
+#: epochs kept besides the current one (older epoch states are dropped, oldest first)
+DEFAULT_MAX_EPOCHS = 16
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class MemberAdded:
+    """``name`` joined at ``leaf`` in epoch ``epoch`` (RFC 9420 section 12.1.1)."""
+
+    epoch: int
+    leaf: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    """``name`` (leaf ``leaf``) was removed in epoch ``epoch`` (RFC 9420 section 12.1.3)."""
+
+    epoch: int
+    leaf: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class EpochChanged:
+    """The replica moved to epoch ``epoch`` (its id ``epoch_id`` is the commit node's CID);
+    ``by`` names the committer."""
+
+    epoch: int
+    epoch_id: bytes
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """An application message from ``sender`` (leaf ``leaf``) in epoch ``epoch`` (RFC 9420 6.3)."""
+
+    epoch: int
+    leaf: int
+    sender: str
+    data: bytes = field(repr=False)
+    cid: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """This replica joined the group from a Welcome (RFC 9420 section 12.4.3.1)."""
+
+    epoch: int
+    epoch_id: bytes
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """This member was removed by a commit in ``epoch_id``; later traffic is unreadable to it."""
+
+    epoch: int
+    epoch_id: bytes
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class MergeNeeded:
+    """Concurrent commits forked the epoch sequence: ``heads`` are the epoch heads known
+    (design doc section 5.1); the branches stay readable."""
+
+    heads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationWaiting:
+    """Operations wait in the causal buffer for the parents ``missing`` (docs/causal.md 1)."""
+
+    missing: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationUnreadable:
+    """A delivered operation this replica cannot read (not a member of its epoch, or its
+    MLS content was rejected); ``reason`` names the check, never secret bytes."""
+
+    cid: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRefused:
+    """The per-member logs refused an operation (equivocation or broken log, docs/causal.md 2)."""
+
+    cid: bytes
+    reason: str
+
+
+Event = (
+    MemberAdded
+    | MemberRemoved
+    | EpochChanged
+    | MessageReceived
+    | Joined
+    | Removed
+    | MergeNeeded
+    | OperationWaiting
+    | OperationUnreadable
+    | OperationRefused
+)
+
+
+# ----------------------------------------------------------------------------- encoding helpers
+
+
+def _encode_kp(kp: KeyPackagePrivate) -> bytes:
+    w = Writer()
+    w.opaque(codec.encode(kp.key_package))
+    w.opaque(kp.init_priv)
+    w.opaque(kp.encryption_priv)
+    w.opaque(kp.signature_priv)
+    return w.getvalue()
+
+
+def _decode_kp(data: bytes) -> KeyPackagePrivate:
+    r = Reader(data)
+    kp = codec.decode(KeyPackage, r.opaque())
+    init, enc, sig = r.opaque(), r.opaque(), r.opaque()
+    r.finish()
+    return KeyPackagePrivate(kp, init, enc, sig)
+
+
+def _commit_payload(commit: bytes, welcome: bytes | None) -> bytes:
+    w = Writer()
+    w.u8(_PAYLOAD_COMMIT)
+    w.opaque(commit)
+    w.opaque(welcome or b"")
+    return w.getvalue()
+
+
+def _parse_commit_payload(data: bytes) -> tuple[bytes, bytes]:
+    r = Reader(data)
+    if r.u8() != _PAYLOAD_COMMIT:
+        raise DecodeError("unknown commit payload type")
+    commit, welcome = r.opaque(), r.opaque()
+    r.finish()
+    return commit, welcome
+
+
+def _w_opaque(w: Writer, data: bytes) -> None:
+    w.opaque(data)
+
+
+def _name_of(leaf: LeafNode) -> str:
+    try:
+        return leaf.credential.content.decode("utf-8")
+    except UnicodeDecodeError:
+        return leaf.credential.content.hex()
+
+
+def _short(cid: bytes) -> str:
+    return cid_to_str(cid)[-10:] if cid else "-"
+
+
+# ----------------------------------------------------------------------------- the replica
+
+
+class Replica:
+    """One member's replica of one group (design doc section 1).
+
+    Build with `Replica.create` (new group), `Replica.new_member` (to be invited) or
+    `Replica.load` (from a store).  Not thread-safe; every public call that changes state
+    writes it to the store in one atomic batch, and a call that raises leaves the replica
+    and the store as they were.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        *,
+        cipher_suite: int = 1,
+        namespace: str = "replica",
+        max_epochs: int = DEFAULT_MAX_EPOCHS,
+        rng: Rng = os.urandom,
+        _signature_priv: bytes | None = None,
+    ) -> None:
+        if not name:
+            raise InvalidArgument("a member needs a non-empty name")
+        if max_epochs < 1:
+            raise InvalidArgument("max_epochs must be at least 1")
+        self.name = name
+        self.store = store
+        self.cipher_suite = cipher_suite
+        self.namespace = namespace
+        self.max_epochs = max_epochs
+        self._rng = rng
+        if _signature_priv is None:
+            kp = make_key_package(cipher_suite, name.encode("utf-8"), rng=rng)
+            _signature_priv = kp.signature_priv
+        self._signature_priv = _signature_priv
+        self._pending_kps: list[KeyPackagePrivate] = []
+        self._tag = b""
+        self._states: dict[bytes, Group] = {}
+        self._epoch_order: list[bytes] = []
+        self._current = b""
+        self._epoch_heads: set[bytes] = set()
+        self._node_heads: set[bytes] = set()
+        self._seq = 0
+        self._prev: bytes | None = None
+        self._receiver: CausalReceiver[NodeRef] = CausalReceiver(CausalBuffer(size_of=lambda r: r.size))
+        self._outgoing: list[tuple[bytes, bytes]] = []
+        self._removed = False
+
+    def __repr__(self) -> str:
+        ep = self._states.get(self._current)
+        return (
+            f"Replica(name={self.name!r}, epoch={ep.epoch if ep else None}, "
+            f"members={len(ep.members()) if ep else 0}, removed={self._removed})"
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        store: Store | None = None,
+        *,
+        cipher_suite: int = 1,
+        namespace: str = "replica",
+        rng: Rng = os.urandom,
+    ) -> Replica:
+        """Create a new group with this member alone in it (RFC 9420 section 11); the
+        genesis node is the first outgoing block."""
+        r = cls(
+            name, store if store is not None else MemoryStore(), cipher_suite=cipher_suite, namespace=namespace, rng=rng
+        )
+        kp = make_key_package(cipher_suite, name.encode("utf-8"), signature_priv=r._signature_priv, rng=rng)
+        group = Group.create(cipher_suite, kp, rng=rng)
+        r._tag = derive_group_tag(group.export_secret(_TAG_LABEL, b"", 32), group.group_id)
+        ref = r._sign(NodeKind.GENESIS, b"", b"", ())
+        r._states[ref.cid] = group
+        r._epoch_order.append(ref.cid)
+        r._current = ref.cid
+        r._epoch_heads = {ref.cid}
+        r._local(ref)
+        r._save([ref])
+        return r
+
+    @classmethod
+    def new_member(
+        cls,
+        name: str,
+        store: Store | None = None,
+        *,
+        cipher_suite: int = 1,
+        namespace: str = "replica",
+        rng: Rng = os.urandom,
+    ) -> Replica:
+        """A member not in any group yet: publish `key_package()` out of band, then
+        `receive` the commit that adds it (its Welcome)."""
+        r = cls(
+            name, store if store is not None else MemoryStore(), cipher_suite=cipher_suite, namespace=namespace, rng=rng
+        )
+        r._save([])
+        return r
+
+    @classmethod
+    def load(cls, store: Store, *, namespace: str = "replica", rng: Rng = os.urandom) -> Replica:
+        """Restore the replica saved in ``store`` under ``namespace``."""
+        data = store.get_meta(f"{namespace}/state")
+        if data is None:
+            raise InvalidState(f"no replica saved under {namespace!r} in this store")
+        try:
+            return cls._decode(data, store, namespace, rng)
+        except (DecodeError, ValueError) as e:
+            raise StorageError(f"the saved replica state is corrupt: {e}") from None
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def in_group(self) -> bool:
+        """Whether this replica is a member of the group in its current epoch."""
+        g = self._states.get(self._current)
+        return g is not None and g.active and not self._removed
+
+    @property
+    def group(self) -> Group:
+        """The MLS state (`crdt_mls.mls.group.Group`) of the current epoch."""
+        g = self._states.get(self._current)
+        if g is None:
+            raise InvalidState("this replica is not in a group yet")
+        return g
+
+    @property
+    def epoch(self) -> int:
+        """The RFC 9420 epoch number of the current epoch."""
+        return self.group.epoch
+
+    @property
+    def epoch_id(self) -> bytes:
+        """The current epoch's id: the CID of the commit (or genesis) node that started it."""
+        if not self._current:
+            raise InvalidState("this replica is not in a group yet")
+        return self._current
+
+    @property
+    def group_tag(self) -> bytes:
+        """The opaque group tag carried by every node (docs/schema.md); not the MLS group id."""
+        return self._tag
+
+    @property
+    def signature_key(self) -> bytes:
+        """This member's public signature key (the author key of its nodes)."""
+        import nacl.signing
+
+        return bytes(nacl.signing.SigningKey(self._signature_priv).verify_key)
+
+    def members(self) -> list[tuple[int, str]]:
+        """``(leaf index, name)`` of every member in the current epoch."""
+        return [(i, _name_of(lf)) for i, lf in self.group.members()]
+
+    def epoch_heads(self) -> tuple[bytes, ...]:
+        """Epoch ids no known commit builds on; more than one means concurrent commits."""
+        return tuple(sorted(self._epoch_heads))
+
+    def heads(self) -> tuple[bytes, ...]:
+        """The operation DAG's heads (delivered nodes nobody builds on)."""
+        return tuple(sorted(self._node_heads))
+
+    def missing(self) -> set[bytes]:
+        """CIDs of operations that waiting ones depend on: fetch and `receive` them."""
+        return self._receiver.missing()
+
+    def export_secret(self, label: str, context: bytes = b"", length: int = 32) -> bytes:
+        """MLS-Exporter of the current epoch (RFC 9420 section 8.5)."""
+        self._require_member()
+        return self.group.export_secret(label, context, length)
+
+    def take_outgoing(self) -> list[tuple[bytes, bytes]]:
+        """``(cid, block)`` of the operations made since the last call, to send to peers
+        (they are already in the store)."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    # ------------------------------------------------------------------ member operations
+
+    def key_package(self) -> bytes:
+        """A fresh KeyPackage (RFC 9420 section 10) as MLSMessage bytes, to hand out of band;
+        the private part is kept (and saved) until a Welcome uses it."""
+        kp = make_key_package(
+            self.cipher_suite, self.name.encode("utf-8"), signature_priv=self._signature_priv, rng=self._rng
+        )
+        self._pending_kps.append(kp)
+        try:
+            self._save([])
+        except CrdtMlsError:
+            self._pending_kps.pop()
+            raise
+        return kp.public_message()
+
+    def add(self, key_packages: Sequence[bytes]) -> list[Event]:
+        """Commit adding the members of ``key_packages`` (RFC 9420 sections 12.1.1, 12.4);
+        the commit node carries their Welcome."""
+        if not key_packages:
+            raise InvalidArgument("add needs at least one key package")
+        return self._commit(add=list(key_packages))
+
+    def remove(self, names_or_leaves: Sequence[str | int]) -> list[Event]:
+        """Commit removing members by name or leaf index (RFC 9420 section 12.1.3)."""
+        self._require_member()
+        leaves: list[int] = []
+        members = self.members()
+        for x in names_or_leaves:
+            if isinstance(x, int):
+                if x not in {i for i, _ in members}:
+                    raise InvalidArgument(f"no member at leaf {x}")
+                leaves.append(x)
+            else:
+                found = [i for i, n in members if n == x]
+                if not found:
+                    raise InvalidArgument(f"no member named {x!r}")
+                leaves.extend(found)
+        if self.group.own_leaf in leaves:
+            raise InvalidArgument("a member cannot remove itself with a commit")
+        if not leaves:
+            raise InvalidArgument("remove needs at least one member")
+        return self._commit(remove=leaves)
+
+    def update(self) -> list[Event]:
+        """Commit with a fresh UpdatePath only: new keys for this member and its path
+        (post-compromise security, RFC 9420 sections 12.4, 16.6)."""
+        return self._commit()
+
+    def send(self, data: bytes | str, *, padding: int = 0) -> bytes:
+        """Encrypt an application message for the current epoch (RFC 9420 section 6.3);
+        returns the CID of its node."""
+        self._require_member()
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        msg, group = self.group.protect_application(raw, padding=padding, rng=self._rng)
+        ref = self._sign(NodeKind.APPLICATION, self._current, msg, self._parents())
+        old = self._snapshot()
+        self._states[self._current] = group
+        self._local(ref)
+        try:
+            self._save([ref])
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return ref.cid
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, blocks: Iterable[tuple[bytes, bytes]]) -> list[Event]:
+        """Take operation blocks ``(cid, block)`` from peers, in any order and with duplicates.
+
+        Every block is checked (CID, encoding, schema, group tag once joined, signature)
+        before anything changes: a bad block raises a `RemoteInputError` and nothing is
+        changed.  Nodes are applied in causal order; those waiting for parents are reported
+        by `OperationWaiting` (fetch `missing()`).
+        """
+        refs: list[NodeRef] = []
+        for cid, block in blocks:
+            node = decode_node(bytes(block), bytes(cid), group=self._tag or None)
+            refs.append(NodeRef(bytes(cid), node, len(block)))
+        old = self._snapshot()
+        events: list[Event] = []
+        stored: list[NodeRef] = []
+        try:
+            for ref in refs:
+                delivery = self._receiver.receive(ref)
+                stored.append(ref)
+                for ev in delivery.events:
+                    if isinstance(ev, Refused):
+                        events.append(OperationRefused(ev.cid, ev.reason))
+                    elif isinstance(ev, Equivocation):
+                        events.append(OperationRefused(ev.second, f"equivocation by author seq {ev.seq}"))
+                for n in delivery.delivered:
+                    events.extend(self._apply(n))
+            missing = self._receiver.missing()
+            if missing:
+                events.append(OperationWaiting(tuple(sorted(missing))))
+            self._save(stored)
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return events
+
+    # ------------------------------------------------------------------ internals
+
+    def _require_member(self) -> None:
+        if not self._current:
+            raise InvalidState("this replica is not in a group yet")
+        if not self.in_group:
+            raise InvalidState("this member was removed from the group")
+
+    def _parents(self) -> tuple[bytes, ...]:
+        return tuple(sorted(self._node_heads))
+
+    def _sign(self, kind: NodeKind, epoch: bytes, payload: bytes, parents: tuple[bytes, ...]) -> NodeRef:
+        fields = NodeFields(kind, self._tag, self._seq, self._prev, parents, epoch, payload)
+        return NodeRef.from_node(sign_node(fields, self._signature_priv))
+
+    def _local(self, ref: NodeRef) -> None:
+        """Record our own new node: delivered, our log advanced, heads, outgoing."""
+        delivery = self._receiver.receive(ref)
+        if ref not in delivery.delivered:
+            raise InvalidState("own operation was not deliverable")  # pragma: no cover - invariant
+        self._seq = ref.seq + 1
+        self._prev = ref.cid
+        self._advance_heads(ref)
+        self._outgoing.append((ref.cid, encode_node(ref.node)[1]))
+
+    def _advance_heads(self, ref: NodeRef) -> None:
+        self._node_heads.difference_update(ref.parents)
+        if ref.prev is not None:
+            self._node_heads.discard(ref.prev)
+        self._node_heads.add(ref.cid)
+
+    def _commit(self, *, add: Sequence[bytes] = (), remove: Sequence[int] = ()) -> list[Event]:
+        self._require_member()
+        if len(self._epoch_heads) > 1:
+            raise InvalidState("concurrent commits forked the group; a merge is needed before the next commit")
+        before = self.group
+        msg, welcome, after = before.commit(add=add, remove=remove, private=True, rng=self._rng)
+        ref = self._sign(NodeKind.COMMIT, self._current, _commit_payload(msg, welcome), self._parents())
+        old = self._snapshot()
+        self._states[ref.cid] = after
+        self._epoch_order.append(ref.cid)
+        self._epoch_heads.discard(self._current)
+        self._epoch_heads.add(ref.cid)
+        self._current = ref.cid
+        self._local(ref)
+        self._prune()
+        try:
+            self._save([ref])
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return self._commit_events(before, after, ref.cid, self.name)
+
+    def _commit_events(self, before: Group, after: Group, cid: bytes, by: str) -> list[Event]:
+        events: list[Event] = []
+        old = {lf.signature_key: (i, _name_of(lf)) for i, lf in before.members()}
+        new = {lf.signature_key: (i, _name_of(lf)) for i, lf in after.members()}
+        for key, (i, n) in sorted(old.items(), key=lambda kv: kv[1][0]):
+            if key not in new:
+                events.append(MemberRemoved(after.epoch, i, n))
+        for key, (i, n) in sorted(new.items(), key=lambda kv: kv[1][0]):
+            if key not in old:
+                events.append(MemberAdded(after.epoch, i, n))
+        events.append(EpochChanged(after.epoch, cid, by))
+        return events
+
+    def _apply(self, ref: NodeRef) -> list[Event]:
+        """Apply one causally delivered node of another member."""
+        self._advance_heads(ref)
+        node = ref.node
+        if ref.author == self.signature_key:
+            return []  # our own node restored from the store or echoed back by a peer
+        if node.kind == NodeKind.GENESIS:
+            return []
+        state = self._states.get(node.epoch)
+        if node.kind == NodeKind.COMMIT:
+            try:
+                commit, welcome = _parse_commit_payload(node.payload)
+            except DecodeError as e:
+                return [OperationUnreadable(ref.cid, f"malformed commit payload: {e}")]
+            if state is None:
+                return self._try_join(ref, welcome)
+            if not state.active:
+                return [OperationUnreadable(ref.cid, "not a member of the commit's epoch")]
+            try:
+                after, event = state.process(commit)
+            except RemoteInputError as e:
+                return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
+            if not isinstance(event, CommitApplied):
+                return [OperationUnreadable(ref.cid, "commit node does not carry a commit")]
+            by = _name_of(state.tree.leaf(event.sender.index or 0) or state.leaf_node)
+            self._states[ref.cid] = after
+            self._epoch_order.append(ref.cid)
+            self._epoch_heads.discard(node.epoch)
+            self._epoch_heads.add(ref.cid)
+            events: list[Event] = []
+            if node.epoch == self._current:
+                self._current = ref.cid
+                if after.active:
+                    events = self._commit_events(state, after, ref.cid, by)
+                else:
+                    self._removed = True
+                    events = [Removed(state.epoch + 1, ref.cid, by)]
+            if len(self._epoch_heads) > 1:
+                events.append(MergeNeeded(self.epoch_heads()))
+                if self._current not in self._epoch_heads:
+                    self._current = min(self._epoch_heads)
+            self._prune()
+            return events
+        if node.kind == NodeKind.APPLICATION:
+            if state is None or not state.active:
+                return [OperationUnreadable(ref.cid, "not a member of the message's epoch")]
+            try:
+                after, event = state.process(node.payload)
+            except RemoteInputError as e:
+                return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
+            if not isinstance(event, ApplicationMessage):
+                return [OperationUnreadable(ref.cid, "application node does not carry application data")]
+            self._states[node.epoch] = after
+            leaf = state.tree.leaf(event.sender)
+            sender = _name_of(leaf) if leaf is not None else f"leaf {event.sender}"
+            return [MessageReceived(state.epoch, event.sender, sender, event.data, ref.cid)]
+        return []
+
+    def _try_join(self, ref: NodeRef, welcome: bytes) -> list[Event]:
+        if self._current or not welcome or not self._pending_kps:
+            return [OperationUnreadable(ref.cid, "not a member of the commit's epoch")]
+        for kp in self._pending_kps:
+            try:
+                group = Group.join_from_welcome(welcome, kp)
+            except RemoteInputError:
+                continue
+            self._pending_kps = [k for k in self._pending_kps if k is not kp]
+            self._tag = ref.node.group
+            self._states[ref.cid] = group
+            self._epoch_order.append(ref.cid)
+            self._epoch_heads = {ref.cid}
+            self._current = ref.cid
+            return [Joined(group.epoch, ref.cid, tuple(n for _, n in self.members()))]
+        return [OperationUnreadable(ref.cid, "the commit's Welcome is not for this member")]
+
+    def _prune(self) -> None:
+        """Keep the current epoch, the epoch heads and the latest ``max_epochs`` others."""
+        keep = set(self._epoch_heads) | {self._current}
+        others = [e for e in self._epoch_order if e not in keep]
+        drop = set(others[: max(0, len(others) - self.max_epochs)])
+        if drop:
+            self._epoch_order = [e for e in self._epoch_order if e not in drop]
+            for e in drop:
+                self._states.pop(e, None)
+
+    # ------------------------------------------------------------------ persistence
+
+    def _snapshot(self) -> bytes:
+        return self._encode()
+
+    def _restore(self, data: bytes) -> None:
+        other = Replica._decode(data, self.store, self.namespace, self._rng)
+        for slot in (
+            "_pending_kps",
+            "_tag",
+            "_states",
+            "_epoch_order",
+            "_current",
+            "_epoch_heads",
+            "_node_heads",
+            "_seq",
+            "_prev",
+            "_receiver",
+            "_removed",
+        ):
+            setattr(self, slot, getattr(other, slot))
+        self._outgoing = [(c, b) for c, b in self._outgoing if self._receiver.buffer.is_delivered(c)]
+
+    def _save(self, refs: Sequence[NodeRef]) -> None:
+        blocks = [(r.cid, encode_node(r.node)[1]) for r in refs]
+        self.store.write_batch(blocks, {f"{self.namespace}/state": self._encode()})
+
+    def _encode(self) -> bytes:
+        """The replica state (contains secrets: the store's meta table must be private)."""
+        w = Writer()
+        w.u8(_STATE_VERSION)
+        w.opaque(self.name.encode("utf-8"))
+        w.u16(self.cipher_suite)
+        w.u32(self.max_epochs)
+        w.opaque(self._signature_priv)
+        w.vector(self._pending_kps, lambda ww, kp: ww.opaque(_encode_kp(kp)))
+        w.opaque(self._tag)
+        w.vector(self._epoch_order, self._w_epoch)
+        w.opaque(self._current)
+        w.vector(sorted(self._epoch_heads), _w_opaque)
+        w.vector(sorted(self._node_heads), _w_opaque)
+        w.u64(self._seq)
+        w.optional(self._prev, _w_opaque)
+        w.opaque(self._receiver.to_bytes(encode_ref))
+        w.boolean(self._removed)
+        return w.getvalue()
+
+    def _w_epoch(self, w: Writer, epoch_id: bytes) -> None:
+        w.opaque(epoch_id)
+        w.opaque(self._states[epoch_id].to_bytes())
+
+    @classmethod
+    def _decode(cls, data: bytes, store: Store, namespace: str, rng: Rng) -> Replica:
+        r = Reader(data)
+        if r.u8() != _STATE_VERSION:
+            raise DecodeError("unsupported replica state version")
+        name = r.opaque().decode("utf-8")
+        suite = r.u16()
+        max_epochs = r.u32()
+        sig = r.opaque()
+        rep = cls(
+            name, store, cipher_suite=suite, namespace=namespace, max_epochs=max_epochs, rng=rng, _signature_priv=sig
+        )
+        rep._pending_kps = r.vector(lambda rr: _decode_kp(rr.opaque()))
+        rep._tag = r.opaque()
+        pairs = r.vector(lambda rr: (rr.opaque(), Group.from_bytes(rr.opaque())))
+        rep._epoch_order = [e for e, _ in pairs]
+        rep._states = dict(pairs)
+        rep._current = r.opaque()
+        rep._epoch_heads = set(r.vector(lambda rr: rr.opaque()))
+        rep._node_heads = set(r.vector(lambda rr: rr.opaque()))
+        rep._seq = r.u64()
+        rep._prev = r.optional(lambda rr: rr.opaque())
+        rep._receiver = CausalReceiver.from_bytes(r.opaque(), decode_ref)
+        rep._removed = r.boolean()
+        r.finish()
+        return rep
+
+
+def describe(event: Event) -> str:
+    """One readable line for an event (used by the CLI and the demo)."""
+    if isinstance(event, MemberAdded):
+        return f"{event.name} was added (leaf {event.leaf}, epoch {event.epoch})"
+    if isinstance(event, MemberRemoved):
+        return f"{event.name} was removed (leaf {event.leaf}, epoch {event.epoch})"
+    if isinstance(event, EpochChanged):
+        return f"epoch {event.epoch} ({_short(event.epoch_id)}) committed by {event.by}"
+    if isinstance(event, MessageReceived):
+        return f"[epoch {event.epoch}] {event.sender}: {event.data.decode('utf-8', 'replace')}"
+    if isinstance(event, Joined):
+        return f"joined at epoch {event.epoch} with {', '.join(event.members)}"
+    if isinstance(event, Removed):
+        return f"removed from the group by {event.by} at epoch {event.epoch}"
+    if isinstance(event, MergeNeeded):
+        return f"concurrent commits: {len(event.heads)} epoch heads, a merge is needed"
+    if isinstance(event, OperationWaiting):
+        return f"{len(event.missing)} operation(s) wait for missing parents"
+    if isinstance(event, OperationUnreadable):
+        return f"operation {_short(event.cid)} unreadable: {event.reason}"
+    return f"operation {_short(event.cid)} refused: {event.reason}"
