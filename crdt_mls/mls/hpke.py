@@ -153,10 +153,22 @@ class _BadPrivate(Exception):
     """Internal: a private key is malformed."""
 
 
-#: SHA-256(private key) -> public key.  Keyed by a one-way hash so that no private key is
-#: retained (forward secrecy); saves the base-point multiplication on every Decap.
-_X25519_PUBLIC: dict[bytes, bytes] = {}
-_X25519_PUBLIC_MAX = 4096
+#: SHA-256(group name || private key) -> public key.  Keyed by a one-way hash so that no
+#: private key is retained (forward secrecy); saves a scalar multiplication per Decap and
+#: per `public_key` call on a key seen before (e.g. DeriveKeyPair then OpenBase).
+_PUBLIC: dict[bytes, bytes] = {}
+_PUBLIC_MAX = 4096
+
+
+def _public_cached(group: bytes, sk: bytes, compute: Callable[[bytes], bytes]) -> bytes:
+    tag = hashlib.sha256(group + sk).digest()
+    pk = _PUBLIC.get(tag)
+    if pk is None:
+        pk = compute(sk)
+        if len(_PUBLIC) >= _PUBLIC_MAX:
+            _PUBLIC.pop(next(iter(_PUBLIC)), None)
+        _PUBLIC[tag] = pk
+    return pk
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +191,7 @@ class _X25519:
     def public_key(self, sk: bytes) -> bytes:
         if len(sk) != 32:
             raise _BadPrivate
-        tag = hashlib.sha256(sk).digest()
-        pk = _X25519_PUBLIC.get(tag)
-        if pk is None:
-            pk = _nacl.crypto_scalarmult_base(sk)
-            if len(_X25519_PUBLIC) >= _X25519_PUBLIC_MAX:
-                _X25519_PUBLIC.pop(next(iter(_X25519_PUBLIC)), None)
-            _X25519_PUBLIC[tag] = pk
-        return pk
+        return _public_cached(b"X25519", sk, _nacl.crypto_scalarmult_base)
 
     def check_public(self, pk: bytes) -> None:
         if len(pk) != 32:
@@ -230,7 +235,7 @@ class _X448:
         return kem.labeled_expand(prk, b"sk", b"", 56)
 
     def public_key(self, sk: bytes) -> bytes:
-        return _x448_private(sk).public_key().public_bytes_raw()
+        return _public_cached(b"X448", sk, lambda k: _x448_private(k).public_key().public_bytes_raw())
 
     def check_public(self, pk: bytes) -> None:
         _x448_public(pk)
@@ -299,11 +304,11 @@ class _NistCurve:
         raise InvalidArgument("DeriveKeyPair failed after 256 candidates")  # pragma: no cover
 
     def public_key(self, sk: bytes) -> bytes:
-        return (
-            _ec_private(self.curve, self.nsk, sk)
-            .public_key()
-            .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-        )
+        return _public_cached(self.curve.name.encode(), sk, self._public_uncached)
+
+    def _public_uncached(self, sk: bytes) -> bytes:
+        priv = _ec_private(self.curve, self.nsk, sk)
+        return priv.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
     def check_public(self, pk: bytes) -> None:
         _ec_public(self.curve, self.npk, pk)
@@ -547,4 +552,4 @@ def clear_public_key_caches() -> None:
     _x448_public.cache_clear()
     _ec_public.cache_clear()
     _info_hash.cache_clear()
-    _X25519_PUBLIC.clear()
+    _PUBLIC.clear()

@@ -550,16 +550,17 @@ def test_signature_round_trip_and_any_bit_flip_fails(suite_id: int, label: str, 
         cs.verify_with_label(pk, label, content, bytes(blob))
 
 
-def test_x25519_public_key_cache_holds_no_private_key(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("suite_id", [1, 2, 4])
+def test_public_key_cache_holds_no_private_key(monkeypatch: pytest.MonkeyPatch, suite_id: int) -> None:
     from crdt_mls.mls import hpke
 
-    monkeypatch.setattr(hpke, "_X25519_PUBLIC_MAX", 8)
+    monkeypatch.setattr(hpke, "_PUBLIC_MAX", 8)
     hpke.clear_public_key_caches()
-    cs = cs_of(1)
+    cs = cs_of(suite_id)
     keys = [cs.derive_key_pair(bytes([i])) for i in range(20)]
-    assert len(hpke._X25519_PUBLIC) <= 8
+    assert len(hpke._PUBLIC) <= 8
     for sk, pk in keys:
-        assert sk not in hpke._X25519_PUBLIC and sk not in hpke._X25519_PUBLIC.values()
+        assert sk not in hpke._PUBLIC and sk not in hpke._PUBLIC.values()
         assert cs.hpke_public_key(sk) == pk  # cached or recomputed, always right
     enc, ct = cs.hpke_seal(keys[0][1], b"i", b"a", b"p")
     assert cs.hpke_open(keys[0][0], enc, b"i", b"a", ct) == b"p"
