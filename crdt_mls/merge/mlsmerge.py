@@ -485,13 +485,22 @@ def create_merge_commit(
         welcome = codec.encode(Welcome(suite.suite_id, tuple(secrets), egi))
 
     content_key = rng(suite.aead_key_length)
-    ciphertext = suite.aead_seal(content_key, bytes(suite.aead_nonce_length), b"crdt-mls merge", codec.encode(commit))
     wraps = []
     for p in prep.parents:
         if p.group is not None:
             k, nonce = _wrap_key(p.group, p.epoch_id)
             wraps.append(KeyWrap(p.epoch_id, suite.aead_seal(k, nonce, p.epoch_id, content_key)))
+    aad = _content_aad(suite, tuple(wraps), welcome)
+    ciphertext = suite.aead_seal(content_key, bytes(suite.aead_nonce_length), aad, codec.encode(commit))
     return MergeMessage(tuple(wraps), ciphertext, welcome).to_bytes(), group
+
+
+def _content_aad(suite: CipherSuite, wraps: tuple[KeyWrap, ...], welcome: bytes) -> bytes:
+    """The sealed commit binds every key wrap and the Welcome (docs/merge.md section 6.3)."""
+    w = Writer()
+    w.vector(wraps, lambda ww, k: k.encode(ww))
+    w.opaque(welcome)
+    return b"crdt-mls merge\x00" + suite.hash(w.getvalue())
 
 
 def _open(message: bytes, groups: Sequence[tuple[bytes, Group]]) -> MergeCommit:
@@ -507,7 +516,8 @@ def _open(message: bytes, groups: Sequence[tuple[bytes, Group]]) -> MergeCommit:
             k, nonce = _wrap_key(g, eid)
             try:
                 content_key = suite.aead_open(k, nonce, eid, wrap.sealed_key)
-                raw = suite.aead_open(content_key, bytes(suite.aead_nonce_length), b"crdt-mls merge", msg.ciphertext)
+                aad = _content_aad(suite, msg.wraps, msg.welcome)
+                raw = suite.aead_open(content_key, bytes(suite.aead_nonce_length), aad, msg.ciphertext)
             except DecryptionError:
                 raise DecryptionError("cannot decrypt the merge commit") from None
             return codec.decode(MergeCommit, raw)

@@ -321,6 +321,19 @@ class World:
             assert g.epoch_authenticator == ref.epoch_authenticator
             assert g.export_secret("test", b"", 32) == ref.export_secret("test", b"", 32)
             assert g.tree.tree_hash() == ref.tree.tree_hash()
+        # key knowledge: every member holds the private key of every non-blank node above it
+        # where it is not unmerged, and of its own leaf (design sketch section 6, property 2)
+        from crdt_mls.mls import treemath
+
+        for g in gs:
+            tree = g.tree
+            own = g.own_leaf
+            assert (2 * own) in g.private_keys
+            for x in treemath.direct_path(2 * own, tree.n_leaves):
+                node = tree.parent_node(x)
+                if node is not None and own not in node.unmerged_leaves:
+                    assert x in g.private_keys, (x, own)
+            g.private_keys.verify(g.suite, tree)
         # every member can talk in the epoch
         raw, _ = ref.protect_application(b"hello", rng=self.r)
         for g in gs[1:]:

@@ -302,7 +302,7 @@ def _replay(records: list[OpRecord], order: list[int], mode: MutualRemoval) -> G
     return dag
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(__import__("os").environ.get("MERGE_EXAMPLES", "60")), deadline=None)
 @given(histories(), st.randoms(use_true_random=False), st.sampled_from(list(MutualRemoval)))
 def test_same_operations_same_state_in_any_order(records: list[OpRecord], rnd: object, mode: MutualRemoval) -> None:
     import random

@@ -1,0 +1,167 @@
+"""Unit tests of crdt_mls.merge.mlsmerge: wire format round trips and strict decoding, the
+merge key schedule, tampering and wrong inputs raising typed errors, nothing readable in a
+merge message, no secrets in repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from crdt_mls.errors import CrdtMlsError, DecodeError, InvalidArgument, RemoteInputError, TreeError
+from crdt_mls.merge.mlsmerge import (
+    MergeCommit,
+    MergeMessage,
+    ParentEpoch,
+    create_merge_commit,
+    merge_init_secret,
+    merged_base_tree,
+    parents_hash,
+    process_merge_commit,
+)
+from crdt_mls.merge.rules import Membership
+from crdt_mls.mls import codec
+from crdt_mls.mls.suites import get_cipher_suite
+from tests.scenarios.harness import World
+
+
+@pytest.fixture(scope="module")
+def forked() -> tuple[World, bytes, bytes]:
+    w = World(["alice", "bob", "carol", "dave"], seed=7)
+    g = w.genesis
+    a1 = w.commit("alice", g, remove=("dave",))
+    b1 = w.commit("bob", g, add=("eve",))
+    return w, a1, b1
+
+
+def _made(w: World, who: str, a1: bytes, b1: bytes) -> tuple[list[ParentEpoch], Membership, bytes]:
+    st = w.dag.state({a1, b1})
+    parents = w.parent_epochs(who, (a1, b1))
+    msg, _ = create_merge_commit(parents, st.membership, rng=w.r)
+    return parents, st.membership, msg
+
+
+def test_round_trip_and_strict_decoding(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    _, _, raw = _made(w, "carol", a1, b1)
+    msg = MergeMessage.from_bytes(raw)
+    assert msg.to_bytes() == raw
+    assert msg.welcome  # Eve is not in A1: she needs the Welcome
+    for bad in (raw[:-1], raw + b"\x00", b"\x02" + raw[1:], b""):
+        with pytest.raises(DecodeError):
+            MergeMessage.from_bytes(bad)
+    # nothing readable: no member identity, group id or key in the clear
+    for name in ("alice", "bob", "carol", "dave", "eve"):
+        assert name.encode() not in raw
+        assert w.key(name) not in raw
+    assert b"merge-scenario" not in raw
+
+
+def test_merge_commit_decoder_rejects_unsorted_or_single_parents(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    parents, _, raw = _made(w, "carol", a1, b1)
+    from crdt_mls.merge.mlsmerge import _open
+
+    commit = _open(raw, [(p.epoch_id, p.group) for p in parents if p.group is not None])
+    enc = codec.encode(commit)
+    assert codec.decode(MergeCommit, enc) == commit
+    swapped = type(commit.content)(
+        commit.content.group_id,
+        commit.content.epoch,
+        tuple(reversed(commit.content.parents)),
+        commit.content.committer,
+        commit.content.base_tree_hash,
+        commit.content.path,
+    )
+    with pytest.raises(DecodeError):
+        codec.decode(MergeCommit, codec.encode(MergeCommit(swapped, commit.signature, commit.confirmation_tag)))
+    single = type(commit.content)(
+        commit.content.group_id,
+        commit.content.epoch,
+        commit.content.parents[:1],
+        commit.content.committer,
+        commit.content.base_tree_hash,
+        commit.content.path,
+    )
+    with pytest.raises(DecodeError):
+        codec.decode(MergeCommit, codec.encode(MergeCommit(single, commit.signature, commit.confirmation_tag)))
+
+
+def test_tampered_messages_raise_remote_input_errors(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    _, membership, raw = _made(w, "carol", a1, b1)
+    receiver = w.parent_epochs("alice", (a1, b1))
+    g = process_merge_commit(receiver, membership, raw)  # the genuine one works
+    assert g.epoch == max(p.group_context.epoch for p in receiver) + 1
+    positions = range(0, len(raw), max(1, len(raw) // 60))
+    for i in positions:
+        bad = bytearray(raw)
+        bad[i] ^= 0x01
+        with pytest.raises(RemoteInputError):
+            process_merge_commit(receiver, membership, bytes(bad))
+    # inputs are values: a failure leaves the receiver's states usable
+    assert process_merge_commit(receiver, membership, raw).epoch_authenticator == g.epoch_authenticator
+
+
+def test_divergent_membership_is_detected(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    _, membership, raw = _made(w, "carol", a1, b1)
+    other = w.dag.state({a1}).membership  # a replica that computed another S(heads)
+    receiver = w.parent_epochs("alice", (a1, b1))
+    with pytest.raises(CrdtMlsError):
+        process_merge_commit(receiver, other, raw)
+    with pytest.raises(TreeError):
+        fewer = Membership.of([m for m in membership.members if m.key != w.key("bob")])
+        process_merge_commit(receiver, fewer, raw)
+
+
+def test_usage_errors(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    st = w.dag.state({a1, b1})
+    p = w.parent_epochs("carol", (a1, b1))
+    with pytest.raises(InvalidArgument):
+        create_merge_commit(p[:1], st.membership)
+    with pytest.raises(InvalidArgument):
+        create_merge_commit([p[0], p[0]], st.membership)
+    outsider = [ParentEpoch(x.epoch_id, x.tree, x.group_context, None) for x in p]
+    with pytest.raises(InvalidArgument):
+        create_merge_commit(outsider, st.membership)
+    suite = get_cipher_suite(1)
+    with pytest.raises(InvalidArgument):
+        merge_init_secret(suite, b"x" * 32, [])
+    with pytest.raises(InvalidArgument):
+        merge_init_secret(suite, b"x" * 32, [b"short"])
+
+
+def test_merge_key_schedule_depends_on_every_included_parent() -> None:
+    suite = get_cipher_suite(1)
+    a, b, c = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    ph = b"\x09" * 32
+    base = merge_init_secret(suite, ph, [a, b])
+    assert len(base) == 32
+    assert base != merge_init_secret(suite, ph, [a, c])
+    assert base != merge_init_secret(suite, ph, [c, b])
+    assert base != merge_init_secret(suite, b"\x08" * 32, [a, b])
+    assert base != merge_init_secret(suite, ph, [b, a])  # order matters: CID order is fixed
+
+
+def test_merged_tree_blanks_conflicts_and_keeps_common_nodes(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    parents = w.parent_epochs("carol", (a1, b1))
+    suite = get_cipher_suite(1)
+    tree = merged_base_tree(suite, parents, w.dag.state({a1, b1}).membership)
+    for x in range(1, tree.width, 2):
+        node = tree.parent_node(x)
+        if node is None:
+            continue
+        vals = [p.tree.parent_node(x) if x < p.tree.width else None for p in parents]
+        assert all(v is not None and v.encryption_key == node.encryption_key for v in vals)
+    assert parents_hash(suite, parents) == parents_hash(suite, list(reversed(parents)))
+
+
+def test_no_secrets_in_repr(forked: tuple[World, bytes, bytes]) -> None:
+    w, a1, b1 = forked
+    p = w.parent_epochs("carol", (a1, b1))
+    text = repr(p)
+    g = p[0].group
+    assert g is not None
+    for secret in (g.epoch_secrets.init_secret, g.epoch_secrets.exporter_secret, g.signature_priv):
+        assert secret.hex() not in text and repr(secret) not in text
