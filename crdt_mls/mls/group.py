@@ -88,6 +88,7 @@ from crdt_mls.mls.messages import (
     find_extension,
 )
 from crdt_mls.mls.proposals import (
+    DEFAULT_EXTENSION_TYPES,
     AppliedProposals,
     CachedProposal,
     ProposalEntry,
@@ -548,6 +549,10 @@ class Group:
         my_leaf = tree.find_leaf(key_package.key_package.leaf_node)
         if my_leaf is None:
             raise WelcomeError("our KeyPackage's leaf is not in the ratchet tree")
+        own_caps = key_package.key_package.leaf_node.capabilities
+        for ext in gc.extensions:
+            if ext.extension_type not in DEFAULT_EXTENSION_TYPES and ext.extension_type not in own_caps.extensions:
+                raise WelcomeError(f"the group uses extension {ext.extension_type} which we do not support")
         if special and previous is not None:
             _check_linked_group(special[0], previous, gc, tree)
         keys = TreePrivateKeys.for_leaf(my_leaf, key_package.encryption_priv)
