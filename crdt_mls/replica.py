@@ -304,17 +304,32 @@ class Replica:
         r = cls(
             name, store if store is not None else MemoryStore(), cipher_suite=cipher_suite, namespace=namespace, rng=rng
         )
-        kp = make_key_package(cipher_suite, name.encode("utf-8"), signature_priv=r._signature_priv, rng=rng)
-        group = Group.create(cipher_suite, kp, rng=rng)
-        r._tag = derive_group_tag(group.export_secret(_TAG_LABEL, b"", 32), group.group_id)
-        ref = r._sign(NodeKind.GENESIS, b"", b"", ())
-        r._states[ref.cid] = group
-        r._epoch_order.append(ref.cid)
-        r._current = ref.cid
-        r._epoch_heads = {ref.cid}
-        r._local(ref)
-        r._save([ref])
+        r.start_group()
         return r
+
+    def start_group(self) -> list[Event]:
+        """Create a new group with this member alone in it (RFC 9420 section 11); the
+        genesis node is the first outgoing block.  Only for a replica not in a group."""
+        if self._current:
+            raise InvalidState("this replica already belongs to a group")
+        kp = make_key_package(
+            self.cipher_suite, self.name.encode("utf-8"), signature_priv=self._signature_priv, rng=self._rng
+        )
+        group = Group.create(self.cipher_suite, kp, rng=self._rng)
+        old = self._snapshot()
+        self._tag = derive_group_tag(group.export_secret(_TAG_LABEL, b"", 32), group.group_id)
+        ref = self._sign(NodeKind.GENESIS, b"", b"", ())
+        self._states[ref.cid] = group
+        self._epoch_order.append(ref.cid)
+        self._current = ref.cid
+        self._epoch_heads = {ref.cid}
+        self._local(ref)
+        try:
+            self._save([ref])
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return [Joined(0, ref.cid, (self.name,))]
 
     @classmethod
     def new_member(
