@@ -17,12 +17,15 @@ Entry points:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from crdt_mls.errors import (
     DecodeError,
+    IntegrityError,
     InvalidArgument,
     InvalidState,
     ProposalError,
@@ -1314,13 +1317,22 @@ class Group:
         )
 
     def to_bytes(self) -> bytes:
-        """Serialize the whole state (contains secrets: store it encrypted)."""
-        return codec.encode(self)
+        """Serialize the whole state (contains secrets: store it encrypted), followed by a
+        SHA-256 checksum that detects corruption (not tampering: that needs the store's MAC)."""
+        body = codec.encode(self)
+        return body + hashlib.sha256(body).digest()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Group:
-        """Restore a state serialized by `to_bytes`."""
-        return codec.decode(cls, data)
+        """Restore a state serialized by `to_bytes`; `IntegrityError` if the checksum fails."""
+        raw = bytes(data)
+        body, digest = raw[:-32], raw[-32:]
+        if len(raw) < 33 or not hmac.compare_digest(hashlib.sha256(body).digest(), digest):
+            raise IntegrityError("group state snapshot is corrupted (checksum mismatch)")
+        try:
+            return codec.decode(cls, body)
+        except UnsupportedError as e:
+            raise DecodeError(f"group state snapshot: {e}") from None
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,7 @@ import pytest
 
 from crdt_mls.errors import (
     DecodeError,
+    IntegrityError,
     InvalidArgument,
     InvalidState,
     MembershipTagError,
@@ -254,8 +255,14 @@ def test_snapshot_round_trip() -> None:
         assert secret.hex() not in text and repr(secret) not in text
     for key in g.private_keys.keys.values():
         assert key.hex() not in text and repr(key) not in text
+    raw = h.members["m0"].to_bytes()
+    with pytest.raises(IntegrityError):
+        Group.from_bytes(b"\x09" + raw[1:])
+    with pytest.raises(IntegrityError):
+        Group.from_bytes(raw[:-1])
+    body = b"\x09" + raw[1:-32]
     with pytest.raises(DecodeError):
-        Group.from_bytes(b"\x09" + h.members["m0"].to_bytes()[1:])
+        Group.from_bytes(body + hashlib.sha256(body).digest())
 
 
 # ------------------------------------------------------------------------- error paths
