@@ -221,6 +221,15 @@ class Session:
             _save_list(self.store, _INBOX, inbox)
             _save_list(self.store, _SHARES, shares)
 
+    def keep_own(self, replica: Replica, kind: int, body: bytes) -> None:
+        """Keep our own message in the private inbox (marked read)."""
+        inbox = _load_list(self.store, _INBOX)
+        mark = self.store.get_meta(_READ_MARK)
+        inbox.append(_encode_entry(InboxEntry(replica.epoch, replica.name, kind, body)))
+        _save_list(self.store, _INBOX, inbox)
+        if mark is not None and int.from_bytes(mark, "big") == len(inbox) - 1:
+            self.store.write_batch([], {_READ_MARK: len(inbox).to_bytes(8, "big")})
+
     def publish(self, replica: Replica) -> None:
         """After a local operation: blocks are already stored (and, over IPFS, on the node)."""
         out = replica.take_outgoing()
@@ -449,6 +458,7 @@ def _cmd_send(s: Session, a: argparse.Namespace) -> None:
     r = s.replica()
     cid = r.send(bytes([_KIND_TEXT]) + a.text.encode("utf-8"))
     s.publish(r)
+    s.keep_own(r, _KIND_TEXT, a.text.encode("utf-8"))
     _say(f"sent ({cid_to_str(cid)})")
 
 
