@@ -150,16 +150,12 @@ def _below(x: int, leaf: int) -> bool:
     return lo <= 2 * leaf <= hi
 
 
-def _knowers(tree: RatchetTree, x: int) -> set[bytes]:
-    """Signature keys of the members below ``x`` not in its unmerged leaves."""
-    node = tree.parent_node(x)
-    assert node is not None
-    unmerged = set(node.unmerged_leaves)
-    return {lf.signature_key for i, lf in tree.members() if _below(x, i) and i not in unmerged}
-
-
 def merged_base_tree(suite: CipherSuite, parents: Sequence[ParentEpoch], membership: Membership) -> RatchetTree:
-    """The merged tree before the merge commit's UpdatePath (docs/merge.md section 5)."""
+    """The merged tree before the merge commit's UpdatePath (docs/merge.md section 5).
+
+    Cost: O(width x parents) comparisons plus O(log n) per departed or moved member and the
+    sizes of the parents' unmerged-leaf lists; no per-node scan of the leaves.
+    """
     ps = _sorted_parents(parents)
     leaves: dict[int, LeafNode] = {}
     for m in membership.members:
@@ -179,26 +175,52 @@ def merged_base_tree(suite: CipherSuite, parents: Sequence[ParentEpoch], members
     nodes: list[LeafNode | ParentNode | None] = [None] * width
     for i, leaf in leaves.items():
         nodes[2 * i] = leaf
-    keys = membership.keys()
-    present = [{lf.signature_key for _, lf in p.tree.members()} for p in ps]
+    merged_at = {m.key: m.leaf for m in membership.members}
+    where = [{lf.signature_key: i for i, lf in p.tree.members()} for p in ps]
+
+    # 1. keep a parent node only if every parent tree holds the very same node
+    kept: dict[int, ParentNode] = {}
     for x in range(1, width, 2):
         vals = [p.tree.parent_node(x) if x < p.tree.width else None for p in ps]
         first = vals[0]
-        if first is None or any(
-            v is None or v.encryption_key != first.encryption_key or v.parent_hash != first.parent_hash for v in vals
+        if first is not None and all(
+            v is not None and v.encryption_key == first.encryption_key and v.parent_hash == first.parent_hash
+            for v in vals
         ):
-            continue
-        knows = [_knowers(p.tree, x) for p in ps]
-        if any(not k <= keys for k in knows):
-            continue  # a member who knows this node left the group: re-blank
-        unmerged: list[int] = []
-        for i, leaf in sorted(leaves.items()):
-            if not _below(x, i):
+            kept[x] = first
+
+    def unmerged_in(p: ParentEpoch, x: int) -> tuple[int, ...]:
+        v = p.tree.parent_node(x)
+        assert v is not None
+        return v.unmerged_leaves
+
+    # 2. re-blank: a node known (below it, not unmerged) to someone who left the group
+    for p, wp in zip(ps, where, strict=True):
+        for key, j in wp.items():
+            if key in merged_at:
                 continue
-            holders = [k for k, pk in zip(knows, present, strict=True) if leaf.signature_key in pk]
-            if not holders or not all(leaf.signature_key in k for k in holders):
-                unmerged.append(i)
-        nodes[x] = ParentNode(first.encryption_key, first.parent_hash, tuple(unmerged))
+            for x in treemath.direct_path(2 * j, p.tree.n_leaves):
+                if x in kept and j not in unmerged_in(p, x):
+                    del kept[x]
+
+    # 3. unmerged leaves: members that do not know the node in every parent holding them
+    unmerged: dict[int, set[int]] = {x: set() for x in kept}
+    for p, wp in zip(ps, where, strict=True):
+        key_at = {j: k for k, j in wp.items()}
+        for x in kept:
+            for j in unmerged_in(p, x):
+                k = key_at.get(j)
+                if k is not None and k in merged_at and _below(x, merged_at[k]):
+                    unmerged[x].add(merged_at[k])
+    for key, i in merged_at.items():
+        held = [(p, wp[key]) for p, wp in zip(ps, where, strict=True) if key in wp]
+        if held and all(j == i for _p, j in held):
+            continue  # same leaf everywhere: the carried lists above are exact
+        for x in treemath.direct_path(2 * i, n):
+            if x in kept and not (held and all(_below(x, j) and j not in unmerged_in(p, x) for p, j in held)):
+                unmerged[x].add(i)
+    for x, v in kept.items():
+        nodes[x] = ParentNode(v.encryption_key, v.parent_hash, tuple(sorted(unmerged[x])))
     return RatchetTree(suite, nodes)
 
 
