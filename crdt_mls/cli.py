@@ -20,9 +20,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from crdt_mls.content.cryptree import Cryptree, ReadCap, WriteCap, decode_cap
 from crdt_mls.dag.cid import CODEC_DAG_CBOR, cid_from_str, cid_to_str, parse_cid
 from crdt_mls.dag.node import decode_node
 from crdt_mls.errors import CrdtMlsError, DecodeError, InvalidArgument, InvalidState, TransportError
@@ -35,6 +34,9 @@ from crdt_mls.replica import (
 )
 from crdt_mls.stores.base import Store
 from crdt_mls.stores.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from crdt_mls.content.cryptree import ReadCap, WriteCap
 
 __all__ = ["main", "run_demo"]
 
@@ -206,6 +208,8 @@ class Session:
                     except DecodeError:
                         _say(f"[epoch {ev.epoch}] {ev.sender} shared something unreadable")
                         continue
+                    from crdt_mls.content.cryptree import Cryptree
+
                     tree = Cryptree(self.store)
                     for p in rec.pointers:
                         tree.import_pointer(p)
@@ -482,6 +486,8 @@ def _cmd_share(s: Session, a: argparse.Namespace) -> None:
     path = Path(a.path)
     if not path.exists():
         raise InvalidArgument(f"no such file or directory: {a.path}")
+    from crdt_mls.content.cryptree import Cryptree
+
     before = set(s.store.iter_cids())
     tree = Cryptree(s.store)
     root = tree.create_root()
@@ -535,6 +541,8 @@ def _cmd_fetch(s: Session, a: argparse.Namespace) -> None:
     if not chosen:
         raise InvalidArgument(f"no received share named {a.share!r} (see crdt-mls shares)")
     rec = chosen[-1]
+    from crdt_mls.content.cryptree import Cryptree, decode_cap
+
     s.fetch_cids(rec.cids, f"fetch {rec.name}")
     tree = Cryptree(s.store)
     cap = decode_cap(rec.cap)
