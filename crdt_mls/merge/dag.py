@@ -21,6 +21,7 @@ on demand from the nearest cached ancestor.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -208,6 +209,19 @@ class GroupDag:
         st = self._merge(hs)
         self._cache(st)
         return st
+
+    def merge_rank(self, key: bytes, heads: Iterable[bytes] | None = None) -> int | None:
+        """This member's turn to issue the merge of ``heads`` (0 = first), ``None`` if it is not
+        in S(heads) (design sketch section 4: a deterministic "who merges first" order, so a
+        quiet group needs one merge per round).  The order is by SHA-256(sorted head CIDs ||
+        signature key); the facade waits ``rank x delay`` before merging and skips if a merge
+        arrived meanwhile."""
+        st = self.state(heads)
+        if key not in st.membership:
+            return None
+        salt = b"".join(sorted(st.heads))
+        order = sorted(st.membership.keys(), key=lambda k: hashlib.sha256(salt + k).digest())
+        return order.index(key)
 
     def members(self, heads: Iterable[bytes] | None = None) -> Membership:
         return self.state(heads).membership

@@ -15,7 +15,7 @@ from crdt_mls.merge.rules import Change, ChangeKind, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.ratchet_tree import RatchetTree
 
-__all__ = ["commit_record", "genesis_record", "tree_changes"]
+__all__ = ["commit_record", "genesis_record", "merge_record", "tree_changes"]
 
 
 def tree_changes(
@@ -61,3 +61,26 @@ def commit_record(
     For a merge commit ``before`` is the merged base tree (its changes are the committer's
     new leaf only)."""
     return OpRecord(cid, author, seq, prev, tuple(parents), tuple(epochs), tree_changes(before, after, evicted=evicted))
+
+
+def merge_record(
+    cid: bytes,
+    author: bytes,
+    seq: int,
+    prev: bytes | None,
+    parents: Iterable[bytes],
+    epochs: Iterable[bytes],
+    after: RatchetTree,
+) -> OpRecord:
+    """A merge commit's record from the merged epoch's tree alone: its only change is the
+    committer's new leaf (docs/merge.md section 6), so a member who joined the merged epoch
+    from the merge Welcome, without the parents' trees, builds the same record."""
+    found = next(((i, lf) for i, lf in after.members() if lf.signature_key == author), None)
+    if found is None:
+        raise InvalidArgument("the merge committer is not in the merged tree")
+    eps = tuple(epochs)
+    if len(eps) < 2:
+        raise InvalidArgument("a merge commit has at least two epoch parents")
+    i, leaf = found
+    change = Change(ChangeKind.UPDATE, author, i, codec.encode(leaf))
+    return OpRecord(cid, author, seq, prev, tuple(parents), eps, (change,))

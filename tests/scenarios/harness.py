@@ -22,7 +22,7 @@ from crdt_mls.merge.mlsmerge import (
     parents_hash,
     process_merge_commit,
 )
-from crdt_mls.merge.records import commit_record, genesis_record
+from crdt_mls.merge.records import commit_record, genesis_record, merge_record
 from crdt_mls.merge.rules import MutualRemoval, OpRecord
 from crdt_mls.mls.group import Group
 from crdt_mls.mls.messages import GroupContext
@@ -265,6 +265,8 @@ class World:
         base = merged_base_tree(g.suite, parents, st.membership)
         s, prev, nparents = self._node(name, tuple(seen))
         rec = commit_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, base, g.tree)
+        # a member who joined from the merge Welcome builds the same record from the new tree alone
+        assert rec == merge_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, g.tree)
         self._emit(name, rec)
         self.merge_messages[cid] = msg
         phash = parents_hash(g.suite, parents)

@@ -204,6 +204,17 @@ def test_leaf_collision_and_double_add() -> None:
     assert d is not None and d.added_in == first
 
 
+def test_merge_rank_is_a_permutation_of_the_merged_members() -> None:
+    log = Log("ABCD")
+    dag = GroupDag(log.g)
+    dag.add(log.op("a1", "A", ["g"], ["g"], [rm("D")]))
+    dag.add(log.op("b1", "B", ["g"], ["g"], [add("E", 4)]))
+    ranks = {k: dag.merge_rank(k.encode()) for k in "ABCE"}
+    assert sorted(r for r in ranks.values() if r is not None) == [0, 1, 2, 3]
+    assert dag.merge_rank(b"D") is None  # removed: never merges
+    assert dag.merge_rank(b"A", {_cid("a1")}) is not None
+
+
 def test_cache_is_bounded_and_recomputes() -> None:
     log = Log()
     dag = GroupDag(log.g, max_states=3)
