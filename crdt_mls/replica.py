@@ -25,6 +25,7 @@ the lowest CID).  The merge commit of `crdt_mls.merge` is not wired into the fac
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,11 @@ from crdt_mls.errors import (
     InvalidState,
     RemoteInputError,
     StorageError,
+    WelcomeError,
 )
+from crdt_mls.merge.mlsmerge import ParentEpoch, create_merge_commit, join_merge, process_merge_commit
+from crdt_mls.merge.records import commit_record, genesis_record
+from crdt_mls.merge.rules import Membership, OpRecord, apply_commit, replay
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group
@@ -54,6 +59,7 @@ __all__ = [
     "Joined",
     "MemberAdded",
     "MemberRemoved",
+    "MergeMade",
     "MergeNeeded",
     "MessageReceived",
     "OperationRefused",
@@ -67,6 +73,7 @@ Rng = Callable[[int], bytes]
 
 _STATE_VERSION = 1
 _PAYLOAD_COMMIT = 1
+_PAYLOAD_MERGE = 2
 _TAG_LABEL = "crdt-mls group tag key"
 #: epochs kept besides the current one (older epoch states are dropped, oldest first)
 DEFAULT_MAX_EPOCHS = 16
@@ -141,6 +148,18 @@ class MergeNeeded:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeMade:
+    """A merge commit (design doc section 5) joined ``parents`` into epoch ``epoch_id``;
+    ``by`` made it, ``members`` are the merged group (S(heads))."""
+
+    epoch: int
+    epoch_id: bytes
+    parents: tuple[bytes, ...]
+    by: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OperationWaiting:
     """Operations wait in the causal buffer for the parents ``missing`` (docs/causal.md 1)."""
 
@@ -172,6 +191,7 @@ Event = (
     | Joined
     | Removed
     | MergeNeeded
+    | MergeMade
     | OperationWaiting
     | OperationUnreadable
     | OperationRefused
@@ -217,6 +237,37 @@ def _parse_commit_payload(data: bytes) -> tuple[bytes, bytes]:
 
 def _w_opaque(w: Writer, data: bytes) -> None:
     w.opaque(data)
+
+
+def _r_epoch_meta(r: Reader) -> tuple[bytes, tuple[bytes, ...], bytes]:
+    e = r.opaque()
+    parents = tuple(r.vector(lambda rr: rr.opaque()))
+    return e, parents, r.opaque()
+
+
+def _merge_payload(parents: Sequence[bytes], message: bytes) -> bytes:
+    w = Writer()
+    w.u8(_PAYLOAD_MERGE)
+    w.vector(sorted(parents), _w_opaque)
+    w.opaque(message)
+    return w.getvalue()
+
+
+def _parse_merge_payload(data: bytes) -> tuple[tuple[bytes, ...], bytes]:
+    r = Reader(data)
+    if r.u8() != _PAYLOAD_MERGE:
+        raise DecodeError("not a merge payload")
+    parents = tuple(r.vector(lambda rr: rr.opaque()))
+    message = r.opaque()
+    r.finish()
+    if len(parents) < 2 or list(parents) != sorted(set(parents)):
+        raise DecodeError("a merge names at least two distinct parent epochs, sorted")
+    return parents, message
+
+
+def _merge_epoch_field(parents: Sequence[bytes]) -> bytes:
+    """The node epoch field of a merge commit: a hash of its parent epochs (docs/schema.md: opaque)."""
+    return hashlib.sha256(b"crdt-mls merge epochs\x00" + b"".join(sorted(parents))).digest()
 
 
 def _name_of(leaf: LeafNode) -> str:
@@ -273,6 +324,8 @@ class Replica:
         self._epoch_order: list[bytes] = []
         self._current = b""
         self._epoch_heads: set[bytes] = set()
+        #: epoch id -> (parent epoch ids, committer's signature key), for the merge
+        self._epoch_meta: dict[bytes, tuple[tuple[bytes, ...], bytes]] = {}
         self._node_heads: set[bytes] = set()
         self._seq = 0
         self._prev: bytes | None = None
@@ -319,10 +372,8 @@ class Replica:
         old = self._snapshot()
         self._tag = derive_group_tag(group.export_secret(_TAG_LABEL, b"", 32), group.group_id)
         ref = self._sign(NodeKind.GENESIS, b"", b"", ())
-        self._states[ref.cid] = group
-        self._epoch_order.append(ref.cid)
+        self._add_epoch(ref.cid, group, (), ref.author)
         self._current = ref.cid
-        self._epoch_heads = {ref.cid}
         self._local(ref)
         try:
             self._save([ref])
@@ -569,10 +620,7 @@ class Replica:
         msg, welcome, after = before.commit(add=add, remove=remove, private=True, rng=self._rng)
         ref = self._sign(NodeKind.COMMIT, self._current, _commit_payload(msg, welcome), self._parents())
         old = self._snapshot()
-        self._states[ref.cid] = after
-        self._epoch_order.append(ref.cid)
-        self._epoch_heads.discard(self._current)
-        self._epoch_heads.add(ref.cid)
+        self._add_epoch(ref.cid, after, (self._current,), ref.author)
         self._current = ref.cid
         self._local(ref)
         self._prune()
@@ -582,6 +630,144 @@ class Replica:
             self._restore(old)
             raise
         return self._commit_events(before, after, ref.cid, self.name)
+
+    def _add_epoch(self, cid: bytes, group: Group, parents: tuple[bytes, ...], author: bytes) -> None:
+        self._states[cid] = group
+        self._epoch_order.append(cid)
+        self._epoch_meta[cid] = (parents, author)
+        self._epoch_heads.difference_update(parents)
+        self._epoch_heads.add(cid)
+
+    # ------------------------------------------------------------------ merge (design doc section 5)
+
+    @property
+    def merge_leader(self) -> bytes | None:
+        """Signature key of the member expected to merge the current fork (the smallest key
+        among members of every epoch head), or ``None`` when there is no fork.  Any member
+        may merge; one designated merger avoids concurrent merges of the same heads."""
+        if len(self._epoch_heads) < 2:
+            return None
+        sets = [
+            {lf.signature_key for _, lf in self._states[h].members()} for h in self._epoch_heads if h in self._states
+        ]
+        common = set.intersection(*sets) if sets else set()
+        return min(common) if common else None
+
+    def _ancestors(self, cid: bytes) -> set[bytes]:
+        out: set[bytes] = set()
+        todo = [cid]
+        while todo:
+            c = todo.pop()
+            if c in out:
+                continue
+            out.add(c)
+            todo.extend(self._epoch_meta.get(c, ((), b""))[0])
+        return out
+
+    def _merged_membership(self, heads: Sequence[bytes]) -> Membership:
+        """S(heads) from the latest common epoch and the branch commits, with the conflict
+        rules of `crdt_mls.merge.rules.replay` (design doc section 5.2-5.6).  Needs the state
+        of the common epoch and of every branch commit (kept epochs, `max_epochs`)."""
+        anc = {h: self._ancestors(h) for h in heads}
+        common = set.intersection(*anc.values())
+        forks = [c for c in common if c in self._states]
+        if not forks:
+            raise InvalidState("the common epoch of the concurrent branches is no longer kept")
+        fork = max(forks, key=lambda c: (self._states[c].epoch, c))
+        region = set().union(*anc.values()) - self._ancestors(fork)
+        records: list[OpRecord] = []
+        for c in region:
+            parents, author = self._epoch_meta.get(c, ((), b""))
+            if len(parents) != 1 or c not in self._states or parents[0] not in self._states:
+                raise InvalidState("a branch holds a merge or an epoch this replica does not keep")
+            before, after = self._states[parents[0]].tree, self._states[c].tree
+            records.append(commit_record(c, author, 0, None, (), parents, before, after))
+        fork_tree = self._states[fork].tree
+        base = apply_commit(Membership(()), genesis_record(fork, self._epoch_meta[fork][1] or b"\0", fork_tree))
+
+        def rank(cid: bytes) -> tuple[int, bytes]:
+            return self._states[cid].epoch, cid
+
+        records.sort(key=lambda r: rank(r.cid))
+        ancestors = {r.cid: self._ancestors(r.cid) for r in records}
+
+        def concurrent(a: OpRecord, b: OpRecord) -> bool:
+            return a.cid not in ancestors[b.cid] and b.cid not in ancestors[a.cid]
+
+        result = replay(base, records, concurrent=concurrent, eviction_void=lambda r, ch: False, rank=rank)
+        return result.membership
+
+    def merge(self) -> list[Event]:
+        """Issue a merge commit over the current epoch heads (design doc section 5.7, docs/merge.md):
+        a fresh UpdatePath over the merged tree, a merge Welcome for members who were not in
+        every branch.  Only when `epoch_heads` has several heads."""
+        if len(self._epoch_heads) < 2:
+            raise InvalidState("nothing to merge: the group has one epoch head")
+        heads = self.epoch_heads()
+        missing = [h for h in heads if h not in self._states]
+        if missing:
+            raise InvalidState("a concurrent epoch is unknown to this replica")
+        membership = self._merged_membership(heads)
+        parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
+        message, group = create_merge_commit(parents, membership, rng=self._rng)
+        payload = _merge_payload(heads, message)
+        ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, self._parents())
+        old = self._snapshot()
+        before = self._states.get(self._current, group)
+        self._add_epoch(ref.cid, group, heads, ref.author)
+        self._current = ref.cid
+        self._removed = False
+        self._local(ref)
+        self._prune()
+        try:
+            self._save([ref])
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return self._merge_events(before, group, ref.cid, heads, self.name)
+
+    def _merge_events(self, before: Group, after: Group, cid: bytes, heads: Sequence[bytes], by: str) -> list[Event]:
+        events: list[Event] = [
+            e for e in self._commit_events(before, after, cid, by) if not isinstance(e, EpochChanged)
+        ]
+        events.append(MergeMade(after.epoch, cid, tuple(heads), by, tuple(_name_of(lf) for _, lf in after.members())))
+        return events
+
+    def _apply_merge(self, ref: NodeRef) -> list[Event]:
+        try:
+            heads, message = _parse_merge_payload(ref.node.payload)
+        except DecodeError as e:
+            return [OperationUnreadable(ref.cid, f"malformed merge payload: {e}")]
+        if ref.node.epoch != _merge_epoch_field(heads):
+            return [OperationUnreadable(ref.cid, "merge node's epoch field does not match its parents")]
+        known = [h for h in heads if h in self._states]
+        if not known:
+            return [OperationUnreadable(ref.cid, "not a member of any merged epoch")]
+        mine = [self._states[h] for h in heads if h in self._states and self._states[h].active]
+        try:
+            if len(mine) == len(heads):
+                membership = self._merged_membership(heads)
+                parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
+                group = process_merge_commit(parents, membership, message)
+            else:
+                others = [g for g in self._states.values() if g.active]
+                group = join_merge(message, others or mine)
+        except WelcomeError:
+            # we are in some branch but the merged group holds no leaf for us: removed by the merge
+            if not mine and not any(g.active for g in self._states.values()):
+                return [OperationUnreadable(ref.cid, "not a member of any merged epoch")]
+            self._removed = True
+            return [Removed(max(g.epoch for g in self._states.values()) + 1, ref.cid, "merge")]
+        except (RemoteInputError, InvalidState, InvalidArgument) as e:
+            return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
+        by_key = ref.author
+        by = next((_name_of(lf) for _, lf in group.members() if lf.signature_key == by_key), "?")
+        before = self._states.get(self._current) or group
+        self._add_epoch(ref.cid, group, heads, ref.author)
+        self._current = ref.cid
+        self._removed = False
+        self._prune()
+        return self._merge_events(before, group, ref.cid, heads, by)
 
     def _commit_events(self, before: Group, after: Group, cid: bytes, by: str) -> list[Event]:
         events: list[Event] = []
@@ -606,6 +792,8 @@ class Replica:
             return []
         state = self._states.get(node.epoch)
         if node.kind == NodeKind.COMMIT:
+            if node.payload[:1] == bytes([_PAYLOAD_MERGE]):
+                return self._apply_merge(ref)
             try:
                 commit, welcome = _parse_commit_payload(node.payload)
             except DecodeError as e:
@@ -621,10 +809,7 @@ class Replica:
             if not isinstance(event, CommitApplied):
                 return [OperationUnreadable(ref.cid, "commit node does not carry a commit")]
             by = _name_of(state.tree.leaf(event.sender.index or 0) or state.leaf_node)
-            self._states[ref.cid] = after
-            self._epoch_order.append(ref.cid)
-            self._epoch_heads.discard(node.epoch)
-            self._epoch_heads.add(ref.cid)
+            self._add_epoch(ref.cid, after, (node.epoch,), ref.author)
             events: list[Event] = []
             if node.epoch == self._current:
                 self._current = ref.cid
@@ -664,9 +849,8 @@ class Replica:
                 continue
             self._pending_kps = [k for k in self._pending_kps if k is not kp]
             self._tag = ref.node.group
-            self._states[ref.cid] = group
-            self._epoch_order.append(ref.cid)
-            self._epoch_heads = {ref.cid}
+            self._epoch_heads = set()
+            self._add_epoch(ref.cid, group, (), ref.author)
             self._current = ref.cid
             return [Joined(group.epoch, ref.cid, tuple(n for _, n in self.members()))]
         return [OperationUnreadable(ref.cid, "the commit's Welcome is not for this member")]
@@ -680,6 +864,7 @@ class Replica:
             self._epoch_order = [e for e in self._epoch_order if e not in drop]
             for e in drop:
                 self._states.pop(e, None)
+                self._epoch_meta.pop(e, None)
 
     # ------------------------------------------------------------------ persistence
 
@@ -700,6 +885,7 @@ class Replica:
             "_prev",
             "_receiver",
             "_removed",
+            "_epoch_meta",
         ):
             setattr(self, slot, getattr(other, slot))
         self._outgoing = [(c, b) for c, b in self._outgoing if self._receiver.buffer.is_delivered(c)]
@@ -726,11 +912,18 @@ class Replica:
         w.optional(self._prev, _w_opaque)
         w.opaque(self._receiver.to_bytes(encode_ref))
         w.boolean(self._removed)
+        w.vector(self._epoch_order, self._w_epoch_meta)
         return w.getvalue()
 
     def _w_epoch(self, w: Writer, epoch_id: bytes) -> None:
         w.opaque(epoch_id)
         w.opaque(self._states[epoch_id].to_bytes())
+
+    def _w_epoch_meta(self, w: Writer, epoch_id: bytes) -> None:
+        parents, author = self._epoch_meta.get(epoch_id, ((), b""))
+        w.opaque(epoch_id)
+        w.vector(parents, _w_opaque)
+        w.opaque(author)
 
     @classmethod
     def _decode(cls, data: bytes, store: Store, namespace: str, rng: Rng) -> Replica:
@@ -756,6 +949,8 @@ class Replica:
         rep._prev = r.optional(lambda rr: rr.opaque())
         rep._receiver = CausalReceiver.from_bytes(r.opaque(), decode_ref)
         rep._removed = r.boolean()
+        for e, parents, author in r.vector(_r_epoch_meta):
+            rep._epoch_meta[e] = (parents, author)
         r.finish()
         return rep
 
@@ -774,6 +969,11 @@ def describe(event: Event) -> str:
         return f"joined at epoch {event.epoch} with {', '.join(event.members)}"
     if isinstance(event, Removed):
         return f"removed from the group by {event.by} at epoch {event.epoch}"
+    if isinstance(event, MergeMade):
+        return (
+            f"merge of {len(event.parents)} branches by {event.by}: epoch {event.epoch} "
+            f"({_short(event.epoch_id)}) with {', '.join(event.members)}"
+        )
     if isinstance(event, MergeNeeded):
         return f"concurrent commits: {len(event.heads)} epoch heads, a merge is needed"
     if isinstance(event, OperationWaiting):
