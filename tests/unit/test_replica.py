@@ -277,3 +277,130 @@ def test_no_plaintext_in_blocks_and_no_secrets_in_repr(trio: tuple[Replica, Repl
     assert alice._signature_priv.hex() not in text
     ev = MessageReceived(1, 0, "bob", b"secret words")
     assert "secret words" not in repr(ev)
+
+
+# ----------------------------------------------------------------------------- merge (design doc section 5)
+
+
+def four() -> tuple[list[Replica], Blocks]:
+    alice = make("alice", 31, create=True)
+    others = [make(n, 32 + i) for i, n in enumerate(["bobby", "carol", "david"])]
+    net: Blocks = alice.take_outgoing()
+    alice.add([o.key_package() for o in others])
+    net += alice.take_outgoing()
+    for o in others:
+        o.receive(net)
+    return [alice, *others], net
+
+
+def leader_of(rs: list[Replica]) -> Replica:
+    keys = {r.merge_leader for r in rs if r.merge_leader is not None}
+    assert len(keys) == 1, "every forked replica designates the same merger"
+    return next(r for r in rs if r.signature_key in keys)
+
+
+def test_merge_of_concurrent_updates_converges() -> None:
+    (alice, bobby, carol, david), _ = four()
+    alice.update()
+    a = alice.take_outgoing()
+    carol.update()
+    c = carol.take_outgoing()
+    for r, blocks in ((bobby, a + c), (david, c + a), (alice, c), (carol, a)):
+        assert any(isinstance(e, MergeNeeded) for e in r.receive(blocks))
+    everyone = [alice, bobby, carol, david]
+    merger = leader_of(everyone)
+    made = merger.merge()
+    assert any(isinstance(e, crdt_mls.MergeMade) for e in made)
+    m = merger.take_outgoing()
+    for r in everyone:
+        if r is not merger:
+            evs = r.receive(m)
+            merged = [e for e in evs if isinstance(e, crdt_mls.MergeMade)]
+            assert len(merged) == 1 and merged[0].members == ("alice", "bobby", "carol", "david")
+    assert len({r.epoch_id for r in everyone}) == 1
+    assert len({r.export_secret("after merge") for r in everyone}) == 1
+    assert all(r.epoch_heads() == (merger.epoch_id,) for r in everyone)
+    # the group goes on: a message and a commit after the merge
+    david.send("post-merge hello")
+    out = david.take_outgoing()
+    for r in (alice, bobby, carol):
+        assert messages(r.receive(out)) == [("david", b"post-merge hello")]
+    bobby.update()
+    out = bobby.take_outgoing()
+    for r in (alice, carol, david):
+        r.receive(out)
+    assert len({r.export_secret("x") for r in everyone}) == 1
+
+
+def test_merge_keeps_a_concurrent_removal() -> None:
+    (alice, bobby, carol, david), _ = four()
+    alice.remove(["david"])
+    a = alice.take_outgoing()
+    carol.update()
+    c = carol.take_outgoing()
+    bobby.receive(a + c)
+    alice.receive(c)
+    carol.receive(a)
+    david.receive(c + a)
+    merger = leader_of([alice, bobby, carol])
+    merger.merge()
+    m = merger.take_outgoing()
+    for r in (alice, bobby, carol):
+        if r is not merger:
+            r.receive(m)
+    evs = david.receive(m)
+    assert any(isinstance(e, Removed) for e in evs)
+    assert not david.in_group
+    assert [n for _, n in carol.members()] == ["alice", "bobby", "carol"]
+    carol.send("david must not read this")
+    out = carol.take_outgoing()
+    assert messages(david.receive(out)) == []
+    assert messages(alice.receive(out)) == [("carol", b"david must not read this")]
+
+
+def test_merge_welcomes_a_member_added_in_one_branch() -> None:
+    (alice, bobby, carol, david), _ = four()
+    erin = make("erin", 40)
+    alice.add([erin.key_package()])
+    a = alice.take_outgoing()
+    carol.update()
+    c = carol.take_outgoing()
+    for r in (bobby, david):
+        r.receive(a + c)
+    alice.receive(c)
+    carol.receive(a)
+    # erin takes the whole history from bobby's store, in store order
+    everything = bobby.store
+    all_blocks = [(cid, everything.get_block(cid)) for cid in everything.iter_cids()]
+    erin.receive([(cid, b) for cid, b in all_blocks if b is not None])
+    assert erin.in_group
+    merger = leader_of([alice, bobby, carol, david])
+    merger.merge()
+    m = merger.take_outgoing()
+    for r in (alice, bobby, carol, david, erin):
+        if r is not merger:
+            r.receive(m)
+    assert erin.epoch_id == merger.epoch_id
+    assert erin.export_secret("x") == carol.export_secret("x")
+    assert [n for _, n in carol.members()] == ["alice", "bobby", "carol", "david", "erin"]
+
+
+def test_merge_errors_and_persistence() -> None:
+    (alice, bobby, _carol, _david), _ = four()
+    with pytest.raises(InvalidState):
+        alice.merge()
+    assert alice.merge_leader is None
+    alice.update()
+    a = alice.take_outgoing()
+    bobby.update()
+    b = bobby.take_outgoing()
+    alice.receive(b)
+    saved = Replica.load(alice.store)
+    assert saved.epoch_heads() == alice.epoch_heads() and len(saved.epoch_heads()) == 2
+    with pytest.raises(InvalidState):
+        saved.update()
+    saved.merge()
+    m = saved.take_outgoing()
+    bobby.receive(a)
+    assert any(isinstance(e, crdt_mls.MergeMade) for e in bobby.receive(m))
+    assert bobby.export_secret("x") == saved.export_secret("x")
