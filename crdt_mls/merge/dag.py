@@ -22,6 +22,7 @@ on demand from the nearest cached ancestor.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -325,25 +326,27 @@ class GroupDag:
         cs = set(cids)
         return frozenset(c for c in cs if not any(self.in_past(c, d) for d in cs if d != c))
 
-    def _past_commits(self, heads: frozenset[bytes]) -> list[bytes]:
-        return [c for c in self._commits if c in heads or any(self.in_past(c, h) for h in heads)]
-
     def _merge(self, heads: frozenset[bytes]) -> MergeState:
         """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md 4.2)."""
         chs = self._maximal(c for h in heads for c in self._nodes[h].frontier)
-        past = self._past_commits(chs)
-        common = [c for c in past if all(c == h or self.in_past(c, h) for h in chs)]
-        region = [c for c in past if c not in set(common)]
-        region_set = set(region)
-        # the latest common epoch comparable with every commit of the past: its state is final
-        cut = self.genesis
-        for c in sorted(common, key=self.rank, reverse=True):
-            # a cut: every other commit of the past is before it or after it, none concurrent
-            if all(d == c or self.in_past(c, d) or self.in_past(d, c) for d in past):
-                cut = c
-                break
+        # walk the epoch DAG down from the heads by decreasing height; when a single commit is
+        # left to visit, every path from the heads passes through it: it is the latest cut, and
+        # its state cannot be affected by anything concurrent (docs/merge.md section 4)
+        heap = [(-self._nodes[c].height, c) for c in chs]
+        heapq.heapify(heap)
+        queued = set(chs)
+        above: list[bytes] = []
+        while len(heap) > 1:
+            _, c = heapq.heappop(heap)
+            above.append(c)
+            for e in self._nodes[c].rec.epochs:
+                if e not in queued:
+                    queued.add(e)
+                    heapq.heappush(heap, (-self._nodes[e].height, e))
+        cut = heap[0][1]
+        region_set = {c for c in above if not self._in_all(c, chs)}
         base = self.state({cut})
-        todo = sorted((c for c in past if self.in_past(cut, c)), key=self.rank)
+        todo = sorted(above, key=self.rank)
         recs = [self._nodes[c].rec for c in todo]
 
         def concurrent(a: OpRecord, b: OpRecord) -> bool:
