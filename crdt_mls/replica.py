@@ -571,7 +571,10 @@ class Replica:
                     elif isinstance(ev, Equivocation):
                         events.append(OperationRefused(ev.second, f"equivocation by author seq {ev.seq}"))
                 for n in delivery.delivered:
-                    events.extend(self._apply(n))
+                    applied = self._apply(n)
+                    if not self._current:  # history from before we joined is unreadable by design
+                        applied = [e for e in applied if not isinstance(e, OperationUnreadable)]
+                    events.extend(applied)
             missing = self._receiver.missing()
             if missing:
                 events.append(OperationWaiting(tuple(sorted(missing))))

@@ -157,6 +157,10 @@ def test_demo_runs_and_exits_zero(tmp_path: Path) -> None:
     assert "dave  | [epoch 3]" not in out
     assert "bob   | [epoch 3] alice: dave is gone, this is just for us" in out
     assert "wait for missing parents" in out
+    assert "concurrent commits: 2 epoch heads, a merge is needed" in out
+    assert "erin  | merge of 2 branches by" in out
+    assert "all 4 members in epoch 6 with one shared secret: yes" in out
+    assert "carol | [epoch 6] erin: hello everyone, one group again" in out
     assert out.rstrip().endswith("demo finished")
 
 
