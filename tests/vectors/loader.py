@@ -26,6 +26,15 @@ def load(name: str) -> list[dict[str, Any]]:
     return data
 
 
+def all_names() -> list[str]:
+    """Every vector file in the project, e.g. ``["crypto-basics", ..., "interop-passive/commit"]``."""
+    top = sorted(p.name.removesuffix(".json.gz") for p in DATA.glob("*.json.gz"))
+    sub = sorted(
+        "interop-passive/" + p.name.removesuffix(".json.gz") for p in (DATA / "interop-passive").glob("*.json.gz")
+    )
+    return top + sub
+
+
 def h(x: str | None) -> bytes:
     """Hex string of a vector field to bytes (``None`` stays an error)."""
     assert x is not None
