@@ -1,0 +1,410 @@
+"""Live interop with ts-mls, an independent RFC 9420 implementation (issue 2; docs/interop.md).
+
+Every value crossing between the two implementations is RFC 9420 wire bytes: KeyPackage,
+Welcome, GroupInfo, PublicMessage/PrivateMessage MLSMessages and the TLS-encoded ratchet
+tree.  After every epoch change both sides must agree on the epoch, the tree hash, the
+confirmed transcript hash, the epoch authenticator (RFC 9420 section 8.7) and an
+MLS-Exporter secret (section 8.5); application messages must decrypt both ways.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crdt_mls.errors import RemoteInputError
+from crdt_mls.mls.codec import Reader
+from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group, ProposalReceived, make_key_package
+from crdt_mls.mls.messages import Extension, ExtensionType, GroupInfo, KeyPackage, MLSMessage
+from crdt_mls.mls.welcome import sign_group_info
+
+from .conftest import PeerError, TsPeer
+
+pytestmark = pytest.mark.interop
+
+#: Cipher suites exercised: 1 (the mandatory one) and 2 (P-256) by default; every other suite both
+#: sides implement (3-7) under the ``slow`` marker (P-384/P-521/X448 in pure JS take seconds).
+SUITES = [1, 2, *(pytest.param(s, marks=pytest.mark.slow) for s in (3, 4, 5, 6, 7))]
+EXPORT_LABEL = "crdt-mls interop"
+EXPORT_CONTEXT = b"exporter context"
+
+
+def check_same_epoch(ts: TsPeer, ours: Group, theirs: str) -> None:
+    """Our member ``ours`` and ts-mls client ``theirs`` are in the same epoch with the same secrets."""
+    st = ts.call("state", client=theirs)
+    gc = ours.group_context
+    assert st["epoch"] == gc.epoch
+    assert bytes.fromhex(st["tree_hash"]) == gc.tree_hash
+    assert bytes.fromhex(st["confirmed_transcript_hash"]) == gc.confirmed_transcript_hash
+    assert bytes.fromhex(st["epoch_authenticator"]) == ours.epoch_authenticator
+    exported = ts.call("export_secret", client=theirs, label=EXPORT_LABEL, context=EXPORT_CONTEXT.hex(), length=32)
+    assert bytes.fromhex(exported["secret"]) == ours.export_secret(EXPORT_LABEL, EXPORT_CONTEXT, 32)
+    assert sorted(i for i, _ in st["members"]) == sorted(i for i, _ in ours.members())
+
+
+def ts_to_us(ts: TsPeer, sender: str, ours: Group, text: bytes) -> Group:
+    """ts-mls client ``sender`` encrypts ``text``; our member decrypts it."""
+    msg = bytes.fromhex(ts.call("protect", client=sender, data=text.hex())["message"])
+    sender_leaf = ts.call("state", client=sender)["own_leaf"]
+    ours, event = ours.process(msg)
+    assert isinstance(event, ApplicationMessage)
+    assert event.data == text
+    assert event.sender == sender_leaf
+    return ours
+
+
+def us_to_ts(ts: TsPeer, ours: Group, receivers: list[str], text: bytes) -> Group:
+    """Our member encrypts ``text``; every ts-mls client in ``receivers`` decrypts it."""
+    msg, ours = ours.protect_application(text)
+    for r in receivers:
+        got = ts.call("process", client=r, message=msg.hex())
+        assert got["kind"] == "application"
+        assert bytes.fromhex(got["data"]) == text
+    return ours
+
+
+def ts_commit(ts: TsPeer, client: str, **kw: object) -> tuple[bytes, bytes | None, bytes]:
+    """A ts-mls commit -> (commit, welcome or None, encoded ratchet tree)."""
+    res = ts.call("commit", client=client, **kw)
+    welcome = bytes.fromhex(res["welcome"]) if res["welcome"] else None
+    return bytes.fromhex(res["commit"]), welcome, bytes.fromhex(res["ratchet_tree"])
+
+
+def ts_process(ts: TsPeer, client: str, message: bytes) -> dict[str, object]:
+    return ts.call("process", client=client, message=message.hex())
+
+
+def process_commit(ours: Group, commit: bytes) -> tuple[Group, CommitApplied]:
+    ours, event = ours.process(commit)
+    assert isinstance(event, CommitApplied)
+    return ours, event
+
+
+def tag(name: str, suite: int) -> str:
+    """A unique ts-mls client name per test and suite (one peer process serves the whole module)."""
+    return f"{name}-{suite}-{os.urandom(4).hex()}"
+
+
+# ------------------------------------------------------------------------------ (a)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_we_create_ts_mls_joins(ts_peer: TsPeer, suite: int) -> None:
+    """We create the group and add ts-mls; it joins from our Welcome and follows our update and remove
+    commits (public and private); messages flow both ways; it commits too and we follow."""
+    ts = ts_peer
+    bob, carol = tag("bob", suite), tag("carol", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    commit, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    joined = ts.call("join", client=bob, welcome=welcome.hex())  # ratchet tree from our GroupInfo extension
+    assert joined["own_leaf"] == 1
+    check_same_epoch(ts, alice, bob)
+
+    alice = us_to_ts(ts, alice, [bob], b"hello ts-mls")
+    alice = ts_to_us(ts, bob, alice, b"hello crdt-mls")
+    alice = us_to_ts(ts, alice, [bob], b"second message, next generation")
+
+    # our update commits (full UpdatePath), as PublicMessage and as PrivateMessage
+    for private in (False, True):
+        commit, welcome, alice = alice.commit(private=private)
+        assert welcome is None
+        assert ts_process(ts, bob, commit)["kind"] == "handshake"
+        check_same_epoch(ts, alice, bob)
+
+    # our Update proposal, committed by reference by ts-mls
+    proposal, alice = alice.propose_update()
+    assert ts_process(ts, bob, proposal)["kind"] == "handshake"
+    commit, _, _ = ts_commit(ts, bob)
+    alice, event = process_commit(alice, commit)
+    assert event.updated == (0,)
+    check_same_epoch(ts, alice, bob)
+    alice = ts_to_us(ts, bob, alice, b"after your update")
+
+    # add a second ts-mls member, then remove it; bob follows both commits
+    kp_carol = bytes.fromhex(ts.call("key_package", client=carol, suite=suite, identity="ts-carol")["key_package"])
+    commit, welcome, alice = alice.commit(add=[kp_carol], private=True)
+    assert welcome is not None
+    ts_process(ts, bob, commit)
+    assert ts.call("join", client=carol, welcome=welcome.hex())["own_leaf"] == 2
+    check_same_epoch(ts, alice, bob)
+    check_same_epoch(ts, alice, carol)
+    alice = us_to_ts(ts, alice, [bob, carol], b"three of us")
+
+    commit, _, alice = alice.commit(remove=[2])
+    ts_process(ts, bob, commit)
+    removed = ts_process(ts, carol, commit)
+    assert removed["active"] == "removedFromGroup"
+    check_same_epoch(ts, alice, bob)
+    assert [i for i, _ in alice.members()] == [0, 1]
+
+    alice = us_to_ts(ts, alice, [bob], b"two again")
+    alice = ts_to_us(ts, bob, alice, b"bye carol")
+
+
+# ------------------------------------------------------------------------------ (b)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_ts_mls_creates_we_join(ts_peer: TsPeer, suite: int) -> None:
+    """ts-mls creates the group and adds us; we join from its Welcome (tree given out of band)
+    and follow its commits; ts-mls follows ours."""
+    ts = ts_peer
+    alice = tag("alice", suite)
+    ts.call("create_group", client=alice, suite=suite, identity="ts-alice", group_id=os.urandom(16).hex())
+
+    kp_pub, kp_bob = make_key_package(suite, b"py-bob")
+    commit, welcome, tree = ts_commit(ts, alice, add=[kp_pub.hex()])
+    assert welcome is not None
+    bob = Group.join_from_welcome(welcome, kp_bob, ratchet_tree=tree)
+    assert bob.own_leaf == 1
+    check_same_epoch(ts, bob, alice)
+
+    bob = ts_to_us(ts, alice, bob, b"welcome, crdt-mls")
+    bob = us_to_ts(ts, bob, [alice], b"thanks, ts-mls")
+
+    # ts-mls update commit (private by default), then a public one
+    for public in (False, True):
+        commit, welcome, _ = ts_commit(ts, alice, public_message=public)
+        assert welcome is None
+        bob, event = process_commit(bob, commit)
+        assert event.sender.index == 0
+        check_same_epoch(ts, bob, alice)
+
+    # our update commit
+    commit, _, bob = bob.commit(private=True)
+    ts_process(ts, alice, commit)
+    check_same_epoch(ts, bob, alice)
+
+    # ts-mls adds a second member of ours (ratchet tree in the Welcome's GroupInfo this time)
+    kp_pub_c, kp_carol = make_key_package(suite, b"py-carol")
+    commit, welcome, _ = ts_commit(ts, alice, add=[kp_pub_c.hex()], ratchet_tree_extension=True)
+    assert welcome is not None
+    bob, event = process_commit(bob, commit)
+    assert event.added == (2,)
+    carol = Group.join_from_welcome(welcome, kp_carol)
+    check_same_epoch(ts, bob, alice)
+    check_same_epoch(ts, carol, alice)
+    carol = ts_to_us(ts, alice, carol, b"hi carol")
+    msg, carol = carol.protect_application(b"hi all")
+    bob, app = bob.process(msg)
+    assert isinstance(app, ApplicationMessage) and app.data == b"hi all"
+    assert ts_process(ts, alice, msg)["data"] == b"hi all".hex()
+
+    # ts-mls removes carol; bob follows, carol learns she is out
+    commit, _, _ = ts_commit(ts, alice, remove=[2])
+    bob, event = process_commit(bob, commit)
+    assert event.removed == (2,)
+    carol, event = process_commit(carol, commit)
+    assert event.self_removed
+    check_same_epoch(ts, bob, alice)
+
+    # a ts-mls Remove proposal of bob's, committed by ts-mls: bob is out
+    proposal = bytes.fromhex(ts.call("propose", client=alice, kind="remove", removed=1)["message"])
+    bob, received = bob.process(proposal)
+    assert isinstance(received, ProposalReceived)
+    commit, _, _ = ts_commit(ts, alice)
+    bob, event = process_commit(bob, commit)
+    assert event.self_removed
+
+
+# ------------------------------------------------------------------------------ (c)
+
+
+@pytest.mark.parametrize("suite", [1, 2])
+def test_three_party_mix(ts_peer: TsPeer, suite: int) -> None:
+    """Two of ours (alice, carol) and one ts-mls (bob): one commit adds both joiners; commits
+    from every member are followed by the other two; proposals from one side are committed
+    by the other."""
+    ts = ts_peer
+    bob = tag("bob", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    kp_pub_c, kp_carol = make_key_package(suite, b"py-carol")
+    commit, welcome, alice = alice.commit(add=[kp_bob, kp_pub_c])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    carol = Group.join_from_welcome(welcome, kp_carol)
+    assert carol.own_leaf == 2
+
+    def synced() -> None:
+        check_same_epoch(ts, alice, bob)
+        check_same_epoch(ts, carol, bob)
+
+    synced()
+
+    # carol commits (private); alice and bob follow
+    commit, _, carol = carol.commit(private=True)
+    alice, _ = process_commit(alice, commit)
+    ts_process(ts, bob, commit)
+    synced()
+
+    # bob (ts-mls) commits; alice and carol follow
+    commit, _, _ = ts_commit(ts, bob)
+    alice, _ = process_commit(alice, commit)
+    carol, _ = process_commit(carol, commit)
+    synced()
+
+    # messages from everyone to everyone
+    msg, alice = alice.protect_application(b"from alice")
+    carol, ev = carol.process(msg)
+    assert isinstance(ev, ApplicationMessage) and ev.data == b"from alice"
+    assert ts_process(ts, bob, msg)["data"] == b"from alice".hex()
+    msg = bytes.fromhex(ts.call("protect", client=bob, data=b"from bob".hex())["message"])
+    for g in (alice, carol):
+        _, ev = g.process(msg)
+        assert isinstance(ev, ApplicationMessage) and ev.data == b"from bob" and ev.sender == 1
+    alice, _ = alice.process(msg)
+    carol, _ = carol.process(msg)
+
+    # carol proposes an Update, bob proposes removing nobody... bob (ts-mls) commits carol's proposal
+    proposal, carol = carol.propose_update()
+    alice, ev = alice.process(proposal)
+    assert isinstance(ev, ProposalReceived)
+    ts_process(ts, bob, proposal)
+    commit, _, _ = ts_commit(ts, bob)
+    alice, ev_a = process_commit(alice, commit)
+    carol, ev_c = process_commit(carol, commit)
+    assert ev_a.updated == ev_c.updated == (2,)
+    synced()
+
+    # a ts-mls Add proposal (a fourth member, ours) committed by alice
+    kp_pub_d, kp_dave = make_key_package(suite, b"py-dave")
+    proposal = bytes.fromhex(ts.call("propose", client=bob, kind="add", key_package=kp_pub_d.hex())["message"])
+    alice, _ = alice.process(proposal)
+    carol, _ = carol.process(proposal)
+    commit, welcome, alice = alice.commit()
+    assert welcome is not None
+    carol, _ = process_commit(carol, commit)
+    ts_process(ts, bob, commit)
+    dave = Group.join_from_welcome(welcome, kp_dave)
+    synced()
+    check_same_epoch(ts, dave, bob)
+
+    # alice removes carol; bob and dave follow
+    commit, _, alice = alice.commit(remove=[2])
+    ts_process(ts, bob, commit)
+    dave, _ = process_commit(dave, commit)
+    carol, ev = process_commit(carol, commit)
+    assert ev.self_removed
+    check_same_epoch(ts, alice, bob)
+    check_same_epoch(ts, dave, bob)
+
+
+# ------------------------------------------------------------------------------ external joins
+
+
+def ts_dialect_group_info(group: Group) -> bytes:
+    """Our GroupInfo with ts-mls's external_pub encoding (the bare key, no ExternalPub struct
+    length prefix), re-signed by ``group``; see `test_ts_mls_external_pub_deviation`."""
+    gi = group._signed_group_info(True, True)
+    exts = tuple(
+        Extension(e.extension_type, _external_pub_key(e.extension_data))
+        if e.extension_type == ExtensionType.EXTERNAL_PUB
+        else e
+        for e in gi.extensions
+    )
+    unsigned = GroupInfo(gi.group_context, exts, gi.confirmation_tag, gi.signer)
+    return MLSMessage(sign_group_info(group.suite, unsigned, group.signature_priv)).to_bytes()
+
+
+def _external_pub_key(extension_data: bytes) -> bytes:
+    """The key inside ``struct { HPKEPublicKey external_pub; }`` (RFC 9420 section 12.4.3.2)."""
+    r = Reader(extension_data)
+    key = r.opaque()
+    r.finish()
+    return key
+
+
+@pytest.mark.parametrize("suite", [1, 2])
+def test_external_joins_both_ways(ts_peer: TsPeer, suite: int) -> None:
+    """ts-mls joins our group by external commit, and we join a ts-mls group by external commit
+    (RFC 9420 section 12.4.3.2); the external_pub encoding is converted as documented."""
+    ts = ts_peer
+    bob, dora = tag("bob", suite), tag("dora", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    res = ts.call(
+        "join_external", client=bob, suite=suite, identity="ts-bob", group_info=ts_dialect_group_info(alice).hex()
+    )
+    alice, event = process_commit(alice, bytes.fromhex(res["commit"]))
+    assert event.epoch == 1 and event.sender.sender_type.name == "NEW_MEMBER_COMMIT"
+    assert [i for i, _ in alice.members()] == [0, 1]
+    check_same_epoch(ts, alice, bob)
+    alice = ts_to_us(ts, bob, alice, b"joined by myself")
+    alice = us_to_ts(ts, alice, [bob], b"welcome aboard")
+
+    ts.call("create_group", client=dora, suite=suite, identity="ts-dora", group_id=os.urandom(16).hex())
+    gi = bytes.fromhex(ts.call("group_info", client=dora)["group_info"])
+    commit, carol = Group.join_external(gi, b"py-carol")
+    assert ts_process(ts, dora, commit)["kind"] == "handshake"
+    check_same_epoch(ts, carol, dora)
+    carol = us_to_ts(ts, carol, [dora], b"knock knock")
+    carol = ts_to_us(ts, dora, carol, b"come in")
+
+
+def test_ts_mls_external_pub_deviation(ts_peer: TsPeer) -> None:
+    """ts-mls 1.6.4 writes and reads the external_pub extension as the bare HPKE key; RFC 9420
+    section 12.4.3.2 makes it ``ExternalPub { HPKEPublicKey external_pub; }``, i.e. a varint
+    length then the key.  Each side rejects the other's raw form (typed error on ours)."""
+    ts = ts_peer
+    bob, dora = tag("bob", 1), tag("dora", 1)
+    alice = Group.create(1, b"py-alice", group_id=os.urandom(16))
+    ours = MLSMessage.from_bytes(alice.group_info()).body
+    assert isinstance(ours, GroupInfo)
+    ext = next(e for e in ours.extensions if e.extension_type == ExtensionType.EXTERNAL_PUB)
+    assert ext.extension_data == bytes([32]) + alice.epoch_secrets.external_pub()
+    with pytest.raises(PeerError, match="Invalid public key"):
+        ts.call("join_external", client=bob, suite=1, identity="ts-bob", group_info=alice.group_info().hex())
+
+    ts.call("create_group", client=dora, suite=1, identity="ts-dora", group_id=os.urandom(16).hex())
+    raw = bytes.fromhex(ts.call("group_info", client=dora, raw_external_pub=True)["group_info"])
+    theirs = MLSMessage.from_bytes(raw).body
+    assert isinstance(theirs, GroupInfo)
+    ext = next(e for e in theirs.extensions if e.extension_type == ExtensionType.EXTERNAL_PUB)
+    assert len(ext.extension_data) == 32  # bare X25519 key, no length prefix
+    with pytest.raises(RemoteInputError):
+        Group.join_external(raw, b"py-carol")
+
+
+def test_ts_mls_compressed_signature_key_deviation(ts_peer: TsPeer) -> None:
+    """ts-mls 1.6.4 generates P-256 signature keys as compressed points (33 bytes); RFC 9420
+    section 5.1.1 requires UncompressedPointRepresentation, so we refuse such a KeyPackage."""
+    ts = ts_peer
+    raw = ts.call("key_package", client=tag("eve", 2), suite=2, identity="ts-eve", compressed_signature_key=True)
+    kp = MLSMessage.from_bytes(bytes.fromhex(raw["key_package"])).body
+    assert isinstance(kp, KeyPackage)
+    assert len(kp.leaf_node.signature_key) == 33 and kp.leaf_node.signature_key[0] in (2, 3)
+    alice = Group.create(2, b"py-alice", group_id=os.urandom(16))
+    with pytest.raises(RemoteInputError):
+        alice.commit(add=[bytes.fromhex(raw["key_package"])])
+
+
+# ------------------------------------------------------------------------------ hostile input
+
+
+def test_tampered_ts_mls_message_leaves_state_unchanged(ts_peer: TsPeer) -> None:
+    """A flipped bit in a ts-mls PrivateMessage is a typed error and our state is unchanged."""
+    ts = ts_peer
+    suite = 1
+    bob = tag("bob", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    msg = bytearray.fromhex(ts.call("protect", client=bob, data=b"secret".hex())["message"])
+    msg[-5] ^= 1
+    before = alice.to_bytes()
+    with pytest.raises(RemoteInputError):
+        alice.process(bytes(msg))
+    assert alice.to_bytes() == before
+    # and ts-mls rejects our tampered message too
+    good, alice = alice.protect_application(b"secret")
+    bad = bytearray(good)
+    bad[-5] ^= 1
+    with pytest.raises(PeerError):
+        ts_process(ts, bob, bytes(bad))
+    assert ts_process(ts, bob, good)["data"] == b"secret".hex()
