@@ -592,6 +592,13 @@ def _cmd_remove(s: Session, a: argparse.Namespace) -> None:
     s.record(events)
 
 
+def _cmd_merge(s: Session, a: argparse.Namespace) -> None:
+    r = s.replica()
+    events = r.merge()
+    s.publish(r)
+    s.record(events)
+
+
 def _cmd_update(s: Session, a: argparse.Namespace) -> None:
     r = s.replica()
     events = r.update()
@@ -751,6 +758,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd("epochs", _cmd_epochs, "show the current epoch and concurrent epoch heads")
     cmd("remove", _cmd_remove, "remove members by name").add_argument("names", nargs="+")
     cmd("update", _cmd_update, "commit fresh keys for this member (post-compromise security)")
+    cmd("merge", _cmd_merge, "merge concurrent epoch heads with a merge commit")
     cmd("demo", _cmd_demo, "run a scripted multi-member session on temporary stores")
     return p
 

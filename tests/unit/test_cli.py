@@ -186,3 +186,24 @@ def test_session_as_processes(tmp_path: Path) -> None:
     must("--data-dir", b, "send", "greetings across processes")
     assert "bobby: greetings across processes" in must("--data-dir", a, "sync", "--peer", b)
     assert "bobby: greetings across processes" in must("--data-dir", a, "read", "--all")
+
+
+def test_fork_and_merge_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    A, B = tmp_path / "A", tmp_path / "B"
+    ok(capsys, A, "create", "alice")
+    ok(capsys, B, "init", "bobby")
+    ok(capsys, B, "key-package", "-o", str(tmp_path / "b.kp"))
+    ok(capsys, A, "invite", str(tmp_path / "b.kp"))
+    ok(capsys, B, "join", "--peer", str(A))
+    ok(capsys, A, "update")
+    ok(capsys, B, "update")
+    assert "a merge is needed" in ok(capsys, A, "sync", "--peer", str(B))
+    assert "merge needed" in ok(capsys, A, "epochs")
+    code, _, err = run(capsys, A, "update")
+    assert code == 1 and "merge is needed" in err
+    assert "merge of 2 branches by alice" in ok(capsys, A, "merge")
+    out = ok(capsys, B, "sync", "--peer", str(A))
+    assert "merge of 2 branches by alice: epoch 3" in out
+    ok(capsys, B, "send", "merged and talking")
+    assert "bobby: merged and talking" in ok(capsys, A, "sync", "--peer", str(B))
+    assert "merge needed" not in ok(capsys, B, "epochs")
