@@ -157,12 +157,21 @@ def merged_base_tree(suite: CipherSuite, parents: Sequence[ParentEpoch], members
     sizes of the parents' unmerged-leaf lists; no per-node scan of the leaves.
     """
     ps = _sorted_parents(parents)
+    where = [{lf.signature_key: i for i, lf in p.tree.members()} for p in ps]
     leaves: dict[int, LeafNode] = {}
     for m in membership.members:
-        try:
-            leaf = codec.decode(LeafNode, m.data)
-        except DecodeError as e:
-            raise InvalidArgument(f"membership leaf {m.leaf} is not a LeafNode: {e}") from None
+        leaf: LeafNode | None = None
+        for p, wp in zip(ps, where, strict=True):  # reuse a parent's (already decoded) LeafNode
+            j = wp.get(m.key)
+            cand = p.tree.leaf(j) if j is not None else None
+            if cand is not None and cand.to_bytes() == m.data:
+                leaf = cand
+                break
+        if leaf is None:
+            try:
+                leaf = codec.decode(LeafNode, m.data)
+            except DecodeError as e:
+                raise InvalidArgument(f"membership leaf {m.leaf} is not a LeafNode: {e}") from None
         if leaf.signature_key != m.key:
             raise InvalidArgument(f"membership leaf {m.leaf} does not carry the member's signature key")
         leaves[m.leaf] = leaf
@@ -176,17 +185,24 @@ def merged_base_tree(suite: CipherSuite, parents: Sequence[ParentEpoch], members
     for i, leaf in leaves.items():
         nodes[2 * i] = leaf
     merged_at = {m.key: m.leaf for m in membership.members}
-    where = [{lf.signature_key: i for i, lf in p.tree.members()} for p in ps]
 
     # 1. keep a parent node only if every parent tree holds the very same node
     kept: dict[int, ParentNode] = {}
-    for x in range(1, width, 2):
-        vals = [p.tree.parent_node(x) if x < p.tree.width else None for p in ps]
-        first = vals[0]
-        if first is not None and all(
-            v is not None and v.encryption_key == first.encryption_key and v.parent_hash == first.parent_hash
-            for v in vals
-        ):
+    arrays = [p.tree.nodes() for p in ps]
+    w0 = min(width, *(len(a) for a in arrays))
+    first_nodes, rest = arrays[0], arrays[1:]
+    for x in range(1, w0, 2):
+        first = first_nodes[x]
+        if first is None:
+            continue
+        for a in rest:
+            v = a[x]
+            if v is not first and (
+                v is None or v.encryption_key != first.encryption_key or v.parent_hash != first.parent_hash
+            ):
+                break
+        else:
+            assert isinstance(first, ParentNode)
             kept[x] = first
 
     def unmerged_in(p: ParentEpoch, x: int) -> tuple[int, ...]:
@@ -204,23 +220,30 @@ def merged_base_tree(suite: CipherSuite, parents: Sequence[ParentEpoch], members
                     del kept[x]
 
     # 3. unmerged leaves: members that do not know the node in every parent holding them
-    unmerged: dict[int, set[int]] = {x: set() for x in kept}
-    for p, wp in zip(ps, where, strict=True):
-        key_at = {j: k for k, j in wp.items()}
+    unmerged: dict[int, set[int]] = {}
+    for arr, wp in zip(arrays, where, strict=True):
+        key_at: dict[int, bytes] | None = None
         for x in kept:
-            for j in unmerged_in(p, x):
+            node = arr[x]
+            assert isinstance(node, ParentNode)
+            if not node.unmerged_leaves:
+                continue
+            if key_at is None:
+                key_at = {j: k for k, j in wp.items()}
+            for j in node.unmerged_leaves:
                 k = key_at.get(j)
                 if k is not None and k in merged_at and _below(x, merged_at[k]):
-                    unmerged[x].add(merged_at[k])
+                    unmerged.setdefault(x, set()).add(merged_at[k])
     for key, i in merged_at.items():
         held = [(p, wp[key]) for p, wp in zip(ps, where, strict=True) if key in wp]
         if held and all(j == i for _p, j in held):
             continue  # same leaf everywhere: the carried lists above are exact
         for x in treemath.direct_path(2 * i, n):
             if x in kept and not (held and all(_below(x, j) and j not in unmerged_in(p, x) for p, j in held)):
-                unmerged[x].add(i)
+                unmerged.setdefault(x, set()).add(i)
     for x, v in kept.items():
-        nodes[x] = ParentNode(v.encryption_key, v.parent_hash, tuple(sorted(unmerged[x])))
+        ul = tuple(sorted(unmerged.get(x, ())))
+        nodes[x] = v if ul == v.unmerged_leaves else ParentNode(v.encryption_key, v.parent_hash, ul)
     return RatchetTree(suite, nodes)
 
 
