@@ -609,8 +609,11 @@ def process_merge_commit(parents: Sequence[ParentEpoch], membership: Membership,
     confirmed = _confirmed(suite, prep.phash, content, commit.signature)
     gc = replace(result.group_context, confirmed_transcript_hash=confirmed)
     included = [r.included for r in content.parents]
-    if not any(included):
-        raise ProtocolError("a merge commit includes at least one parent's init secret")
+    for r, p in zip(content.parents, prep.parents, strict=True):
+        # a committer that is a member of a parent epoch must include its init secret
+        in_parent = any(lf.signature_key == committer.signature_key for _, lf in p.tree.members())
+        if r.included != in_parent:
+            raise ProtocolError("merge commit marks a parent epoch included iff its committer is a member of it")
     inits = [g.epoch_secrets.init_secret for (_, g), inc in zip(mine, included, strict=True) if inc]
     es = derive_epoch_secrets(suite, merge_init_secret(suite, prep.phash, inits), result.commit_secret, gc, None)
     verify_confirmation_tag(suite, es.confirmation_key, confirmed, commit.confirmation_tag)

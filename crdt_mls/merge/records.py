@@ -10,12 +10,49 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from crdt_mls.errors import InvalidArgument
+from crdt_mls.errors import DecodeError, InvalidArgument
 from crdt_mls.merge.rules import Change, ChangeKind, OpRecord
 from crdt_mls.mls import codec
+from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.ratchet_tree import RatchetTree
 
-__all__ = ["commit_record", "genesis_record", "merge_record", "tree_changes"]
+__all__ = [
+    "EVICT_AAD_PREFIX",
+    "commit_record",
+    "evicted_from_aad",
+    "eviction_aad",
+    "genesis_record",
+    "merge_record",
+    "tree_changes",
+]
+
+#: A commit that evicts idle members says so in its (encrypted, signed) ``authenticated_data``:
+#: this prefix followed by the evicted members' signature keys, each ``opaque<V>`` (docs/merge.md 1).
+EVICT_AAD_PREFIX = b"crdt-mls evict v1\x00"
+
+
+def eviction_aad(keys: Iterable[bytes]) -> bytes:
+    """The ``authenticated_data`` of a commit whose removes of ``keys`` are idle evictions."""
+    w = Writer()
+    for k in sorted(set(keys)):
+        w.opaque(k)
+    return EVICT_AAD_PREFIX + w.getvalue()
+
+
+def evicted_from_aad(aad: bytes) -> frozenset[bytes]:
+    """The evicted signature keys named by a commit's ``authenticated_data`` (empty if none).
+
+    Raises `DecodeError` for a malformed eviction list."""
+    if not aad.startswith(EVICT_AAD_PREFIX):
+        return frozenset()
+    r = Reader(aad[len(EVICT_AAD_PREFIX) :])
+    out: list[bytes] = []
+    while r.remaining():
+        k = r.opaque()
+        if not k:
+            raise DecodeError("empty key in an eviction list")
+        out.append(k)
+    return frozenset(out)
 
 
 def tree_changes(

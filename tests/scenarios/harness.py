@@ -22,7 +22,7 @@ from crdt_mls.merge.mlsmerge import (
     parents_hash,
     process_merge_commit,
 )
-from crdt_mls.merge.records import commit_record, genesis_record, merge_record
+from crdt_mls.merge.records import commit_record, evicted_from_aad, eviction_aad, genesis_record, merge_record
 from crdt_mls.merge.rules import MutualRemoval, OpRecord
 from crdt_mls.mls.group import Group
 from crdt_mls.mls.messages import GroupContext
@@ -131,7 +131,8 @@ class World:
         kps = [self.new_person(a, same_key=same_key).key_package for a in add]
         leaves = {lf.signature_key: i for i, lf in g.tree.members()}
         rm = [leaves[self.key(x)] for x in (*remove, *evict)]
-        msg, welcome, g2 = g.commit(add=kps, remove=rm, rng=self.r)
+        aad = eviction_aad(self.key(x) for x in evict) if evict else b""
+        msg, welcome, g2 = g.commit(add=kps, remove=rm, authenticated_data=aad, rng=self.r)
         cid = cid_of("commit", msg)
         self.commit_messages[cid] = (msg, g.group_context.confirmed_transcript_hash)
         self._keep(name, cid, g2)
@@ -139,7 +140,7 @@ class World:
         self.gcs[cid] = g2.group_context
         s, prev, parents = self._node(name, (epoch, *self._extra))
         rec = commit_record(
-            cid, g.leaf_node.signature_key, s, prev, parents, (epoch,), g.tree, g2.tree, evicted=map(self.key, evict)
+            cid, g.leaf_node.signature_key, s, prev, parents, (epoch,), g.tree, g2.tree, evicted=evicted_from_aad(aad)
         )
         self._emit(name, rec)
         if deliver:

@@ -204,6 +204,19 @@ def test_leaf_collision_and_double_add() -> None:
     assert d is not None and d.added_in == first
 
 
+def test_eviction_marker_round_trip() -> None:
+    from crdt_mls.errors import DecodeError
+    from crdt_mls.merge.records import EVICT_AAD_PREFIX, evicted_from_aad, eviction_aad
+
+    keys = {b"k" * 32, b"j" * 32}
+    assert evicted_from_aad(eviction_aad(keys)) == keys
+    assert evicted_from_aad(b"") == frozenset()
+    assert evicted_from_aad(b"some application data") == frozenset()
+    for bad in (EVICT_AAD_PREFIX + b"\x05ab", EVICT_AAD_PREFIX + b"\x00"):
+        with pytest.raises(DecodeError):
+            evicted_from_aad(bad)
+
+
 def test_merge_rank_is_a_permutation_of_the_merged_members() -> None:
     log = Log("ABCD")
     dag = GroupDag(log.g)
