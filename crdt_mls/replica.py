@@ -25,6 +25,7 @@ the lowest CID).  The merge commit of `crdt_mls.merge` is not wired into the fac
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -235,6 +236,10 @@ def _parse_commit_payload(data: bytes) -> tuple[bytes, bytes]:
     return commit, welcome
 
 
+def _ref_size(ref: NodeRef) -> int:
+    return ref.size
+
+
 def _w_opaque(w: Writer, data: bytes) -> None:
     w.opaque(data)
 
@@ -329,7 +334,7 @@ class Replica:
         self._node_heads: set[bytes] = set()
         self._seq = 0
         self._prev: bytes | None = None
-        self._receiver: CausalReceiver[NodeRef] = CausalReceiver(CausalBuffer(size_of=lambda r: r.size))
+        self._receiver: CausalReceiver[NodeRef] = CausalReceiver(CausalBuffer(size_of=_ref_size))
         self._outgoing: list[tuple[bytes, bytes]] = []
         self._removed = False
 
@@ -811,7 +816,10 @@ class Replica:
                 return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
             if not isinstance(event, CommitApplied):
                 return [OperationUnreadable(ref.cid, "commit node does not carry a commit")]
-            by = _name_of(state.tree.leaf(event.sender.index or 0) or state.leaf_node)
+            sender_leaf = state.tree.leaf(event.sender.index or 0)
+            if sender_leaf is None or sender_leaf.signature_key != ref.author:
+                return [OperationUnreadable(ref.cid, "the commit's MLS sender is not the node's author")]
+            by = _name_of(sender_leaf)
             self._add_epoch(ref.cid, after, (node.epoch,), ref.author)
             events: list[Event] = []
             if node.epoch == self._current:
@@ -836,10 +844,11 @@ class Replica:
                 return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
             if not isinstance(event, ApplicationMessage):
                 return [OperationUnreadable(ref.cid, "application node does not carry application data")]
-            self._states[node.epoch] = after
             leaf = state.tree.leaf(event.sender)
-            sender = _name_of(leaf) if leaf is not None else f"leaf {event.sender}"
-            return [MessageReceived(state.epoch, event.sender, sender, event.data, ref.cid)]
+            if leaf is None or leaf.signature_key != ref.author:
+                return [OperationUnreadable(ref.cid, "the message's MLS sender is not the node's author")]
+            self._states[node.epoch] = after
+            return [MessageReceived(state.epoch, event.sender, _name_of(leaf), event.data, ref.cid)]
         return []
 
     def _try_join(self, ref: NodeRef, welcome: bytes) -> list[Event]:
@@ -871,27 +880,32 @@ class Replica:
 
     # ------------------------------------------------------------------ persistence
 
-    def _snapshot(self) -> bytes:
-        return self._encode()
+    _SNAPSHOT_SLOTS = (
+        "_pending_kps",
+        "_tag",
+        "_states",
+        "_epoch_order",
+        "_current",
+        "_epoch_heads",
+        "_node_heads",
+        "_seq",
+        "_prev",
+        "_removed",
+        "_epoch_meta",
+        "_outgoing",
+    )
 
-    def _restore(self, data: bytes) -> None:
-        other = Replica._decode(data, self.store, self.namespace, self._rng)
-        for slot in (
-            "_pending_kps",
-            "_tag",
-            "_states",
-            "_epoch_order",
-            "_current",
-            "_epoch_heads",
-            "_node_heads",
-            "_seq",
-            "_prev",
-            "_receiver",
-            "_removed",
-            "_epoch_meta",
-        ):
-            setattr(self, slot, getattr(other, slot))
-        self._outgoing = [(c, b) for c, b in self._outgoing if self._receiver.buffer.is_delivered(c)]
+    def _snapshot(self) -> tuple[tuple[object, ...], bytes]:
+        """Shallow copies of the containers (`Group` states are immutable values) and the
+        causal receiver's bytes (it is mutable), to roll back a failed call."""
+        values = tuple(copy.copy(getattr(self, slot)) for slot in self._SNAPSHOT_SLOTS)
+        return values, self._receiver.to_bytes(encode_ref)
+
+    def _restore(self, snapshot: tuple[tuple[object, ...], bytes]) -> None:
+        values, receiver = snapshot
+        for slot, value in zip(self._SNAPSHOT_SLOTS, values, strict=True):
+            setattr(self, slot, value)
+        self._receiver = CausalReceiver.from_bytes(receiver, decode_ref, size_of=_ref_size)
 
     def _save(self, refs: Sequence[NodeRef]) -> None:
         blocks = [(r.cid, encode_node(r.node)[1]) for r in refs]
@@ -950,7 +964,7 @@ class Replica:
         rep._node_heads = set(r.vector(lambda rr: rr.opaque()))
         rep._seq = r.u64()
         rep._prev = r.optional(lambda rr: rr.opaque())
-        rep._receiver = CausalReceiver.from_bytes(r.opaque(), decode_ref)
+        rep._receiver = CausalReceiver.from_bytes(r.opaque(), decode_ref, size_of=_ref_size)
         rep._removed = r.boolean()
         for e, parents, author in r.vector(_r_epoch_meta):
             rep._epoch_meta[e] = (parents, author)

@@ -409,3 +409,21 @@ def test_merge_errors_and_persistence() -> None:
     bobby.receive(a)
     assert any(isinstance(e, crdt_mls.MergeMade) for e in bobby.receive(m))
     assert bobby.export_secret("x") == saved.export_secret("x")
+
+
+def test_rewrapped_message_of_another_member_is_refused(trio: tuple[Replica, Replica, Replica, Blocks]) -> None:
+    alice, bob, carol, _ = trio
+    bob.send("only bob wrote this")
+    (cid, block) = bob.take_outgoing()[0]
+    from crdt_mls.dag.node import NodeKind, decode_node
+
+    node = decode_node(block, cid)
+    # carol signs a node of her own around bob's PrivateMessage
+    forged = carol._sign(NodeKind.APPLICATION, node.epoch, node.payload, node.parents)
+    carol._local(forged)
+    events = alice.receive(carol.take_outgoing())
+    assert messages(events) == []
+    assert [e.reason for e in events if isinstance(e, OperationUnreadable)] == [
+        "the message's MLS sender is not the node's author"
+    ]
+    assert messages(alice.receive([(cid, block)])) == [("bob", b"only bob wrote this")]
