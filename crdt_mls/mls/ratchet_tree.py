@@ -18,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError, ProposalError, SignatureError, TreeError
 from crdt_mls.mls import treemath
@@ -117,19 +117,49 @@ def verify_leaf_signature(suite: CipherSuite, leaf: LeafNode, group_id: bytes, l
         raise SignatureError(f"LeafNode signature of leaf {leaf_index} does not verify") from None
 
 
-@dataclass(frozen=True, slots=True)
+_K = TypeVar("_K")
+
+
+def _bump(counts: dict[_K, int], key: _K, delta: int) -> None:
+    c = counts.get(key, 0) + delta
+    if c:
+        counts[key] = c
+    else:
+        del counts[key]
+
+
+@dataclass(slots=True)
 class _LeafSummary:
-    """Signature keys and credential types of all leaves (for `validate_leaf_node`)."""
+    """Signature keys and credential types of all leaves (for `validate_leaf_node`), kept up
+    to date leaf by leaf (copy-on-write between tree copies) so that a commit does not
+    rescan every leaf."""
 
     sig_keys: dict[bytes, int]
     cred_types: dict[int, int]
-    supported: frozenset[int]
+    #: credential type -> number of leaves listing it in their capabilities
+    support: dict[int, int]
+    members: int = 0
+
+    def clone(self) -> _LeafSummary:
+        return _LeafSummary(self.sig_keys.copy(), self.cred_types.copy(), self.support.copy(), self.members)
+
+    def change(self, leaf: LeafNode, delta: int) -> None:
+        """Count ``leaf`` in (``delta=1``) or out (``delta=-1``)."""
+        _bump(self.sig_keys, leaf.signature_key, delta)
+        _bump(self.cred_types, leaf.credential.credential_type, delta)
+        for t in set(leaf.capabilities.credentials):
+            _bump(self.support, t, delta)
+        self.members += delta
+
+    def supported(self, credential_type: int) -> bool:
+        """Whether every leaf lists ``credential_type`` in its capabilities."""
+        return self.members > 0 and self.support.get(credential_type, 0) == self.members
 
 
 class RatchetTree:
     """An RFC 9420 ratchet tree with cached tree hashes and resolutions (sections 4.1, 7.8)."""
 
-    __slots__ = ("_free_hint", "_hashes", "_keys", "_leaf_summary", "_nodes", "_res", "suite")
+    __slots__ = ("_free_hint", "_hashes", "_keys", "_leaf_summary", "_nodes", "_owns_summary", "_res", "suite")
 
     suite: CipherSuite
     _nodes: list[NodeValue | None]
@@ -141,6 +171,8 @@ class RatchetTree:
     _free_hint: int
     #: facts about all leaves for O(1) leaf validation; rebuilt after any leaf changes
     _leaf_summary: _LeafSummary | None
+    #: whether ``_leaf_summary`` is this tree's own (not shared with a copy)
+    _owns_summary: bool
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
         """Build a tree from a full node array (``2^(d+1) - 1`` entries, leaves at even indices)."""
@@ -161,6 +193,7 @@ class RatchetTree:
         self._keys = None
         self._free_hint = 0
         self._leaf_summary = None
+        self._owns_summary = False
 
     # ------------------------------------------------------------------ construction
 
@@ -228,6 +261,7 @@ class RatchetTree:
         t._keys = None if self._keys is None else self._keys.copy()
         t._free_hint = self._free_hint
         t._leaf_summary = self._leaf_summary
+        t._owns_summary = self._owns_summary = False
         return t
 
     # ------------------------------------------------------------------ access
@@ -314,7 +348,15 @@ class RatchetTree:
                 k = value.encryption_key
                 idx[k] = idx.get(k, 0) + 1
         if x % 2 == 0:
-            self._leaf_summary = None
+            summary = self._leaf_summary
+            if summary is not None:
+                if not self._owns_summary:
+                    summary = self._leaf_summary = summary.clone()
+                    self._owns_summary = True
+                if isinstance(old, LeafNode):
+                    summary.change(old, -1)
+                if isinstance(value, LeafNode):
+                    summary.change(value, 1)
             if value is None and x // 2 < self._free_hint:
                 self._free_hint = x // 2
 
@@ -682,19 +724,11 @@ class RatchetTree:
     def _summary(self) -> _LeafSummary:
         summary = self._leaf_summary
         if summary is None:
-            sig: dict[bytes, int] = {}
-            cred: dict[int, int] = {}
-            supported: set[int] | None = None
+            summary = _LeafSummary({}, {}, {})
             for _i, leaf in self.members():
-                sig[leaf.signature_key] = sig.get(leaf.signature_key, 0) + 1
-                t = leaf.credential.credential_type
-                cred[t] = cred.get(t, 0) + 1
-                if supported is None:
-                    supported = set(leaf.capabilities.credentials)
-                else:
-                    supported.intersection_update(leaf.capabilities.credentials)
-            summary = _LeafSummary(sig, cred, frozenset(supported or ()))
+                summary.change(leaf, 1)
             self._leaf_summary = summary
+            self._owns_summary = True
         return summary
 
     def has_encryption_key(self, key: bytes) -> bool:
@@ -798,7 +832,7 @@ def validate_leaf_node(
     own_sig = 1 if own is not None and own.signature_key == leaf.signature_key else 0
     if (
         summary.sig_keys.get(leaf.signature_key, 0) <= own_sig
-        and ctype in summary.supported
+        and summary.supported(ctype)
         and all(t in caps.credentials for t in summary.cred_types)
     ):
         return
