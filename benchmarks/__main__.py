@@ -19,7 +19,7 @@ from benchmarks.harness import OURS, PEER, Record, log
 from benchmarks.scenarios import GROUP_SCENARIOS
 
 DEFAULT_SIZES = (1000, 10_000, 50_000)
-COMMANDS = (*GROUP_SCENARIOS, "sync_10k", "merge", "all", "plot")
+COMMANDS = (*GROUP_SCENARIOS, "sync_10k", "all", "plot")
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -42,31 +42,29 @@ def _child(args: argparse.Namespace) -> None:
             from benchmarks.impl_ours import OursImpl
             from benchmarks.scenarios import run_group
 
-            run_group(OursImpl(args.n), group, emit, force_progress=force)
+            run_group(OursImpl(args.n), group, emit, force_progress=force, reps=args.reps)
         if "sync_10k" in wanted:
             from benchmarks.sync_bench import run_sync
 
             run_sync(emit, force_progress=force)
-        if "merge" in wanted:
-            from benchmarks.merge_bench import run_merge
-
-            run_merge(args.n, emit, force_progress=force)
     else:
         from benchmarks.impl_peer import PeerImpl
         from benchmarks.scenarios import run_group
 
-        group = [s for s in wanted if s in GROUP_SCENARIOS and s != "full_commit"]
+        group = [s for s in wanted if s in GROUP_SCENARIOS and s not in ("full_commit", "merge")]
         if group:
-            run_group(PeerImpl(args.n), group, emit, force_progress=force)
+            run_group(PeerImpl(args.n), group, emit, force_progress=force, reps=args.reps)
 
 
-def _run_child(impl: str, n: int, scenarios: list[str], progress: bool) -> list[dict[str, Any]]:
+def _run_child(impl: str, n: int, scenarios: list[str], progress: bool, reps: int | None) -> list[dict[str, Any]]:
     with tempfile.NamedTemporaryFile(suffix=".jsonl", delete=False) as f:
         out = f.name
     cmd = [sys.executable, "-m", "benchmarks", "_child", "--impl", impl, "--n", str(n)]
     cmd += ["--scenarios", ",".join(scenarios), "--out", out]
     if progress:
         cmd.append("--progress")
+    if reps:
+        cmd += ["--reps", str(reps)]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         rc = subprocess.run(cmd, cwd=root).returncode
@@ -81,17 +79,22 @@ def _run_child(impl: str, n: int, scenarios: list[str], progress: bool) -> list[
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    ap.add_argument("command", choices=(*COMMANDS, "_child"))
+    ap.add_argument("command", help=f"one of {', '.join(COMMANDS)}, or a comma-separated list of scenarios")
     ap.add_argument("inputs", nargs="*", help="plot: result JSON files")
     ap.add_argument("--members", type=int, nargs="+", default=list(DEFAULT_SIZES), help="group sizes")
     ap.add_argument("--impl", choices=("ours", "peer", "both", OURS, PEER), default="both")
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--png", default="docs/benchmarks.png", help="plot: output image")
+    ap.add_argument("--reps", type=int, help="samples per path operation (default: 7 / 5 / 3 by size)")
     ap.add_argument("--progress", action="store_true", help="draw progress bars even when not on a terminal")
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--scenarios", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    names = args.command.split(",")
+    bad = [c for c in names if c not in (*COMMANDS, "_child")]
+    if bad or (len(names) > 1 and not set(names) <= {*GROUP_SCENARIOS, "sync_10k"}):
+        ap.error(f"unknown command {args.command!r}; choose from {', '.join(COMMANDS)}")
 
     if args.command == "_child":
         args.impl = OURS if args.impl in ("ours", OURS) else PEER
@@ -103,7 +106,7 @@ def main(argv: list[str]) -> int:
         plot(args.inputs or ["results.json"], args.png)
         return 0
 
-    scenarios = [*GROUP_SCENARIOS, "merge"] if args.command == "all" else [args.command]
+    scenarios = [*GROUP_SCENARIOS, "sync_10k"] if args.command == "all" else names
     impls = {"ours": [OURS], OURS: [OURS], "peer": [PEER], PEER: [PEER], "both": [OURS, PEER]}[args.impl]
     if PEER in impls:
         from benchmarks.impl_peer import available
@@ -118,9 +121,9 @@ def main(argv: list[str]) -> int:
             with open(args.json, "w", encoding="utf-8") as f:
                 json.dump({"results": results}, f, indent=1)
 
-    if args.command in ("all", "sync_10k") and OURS in impls:
+    if "sync_10k" in scenarios and OURS in impls:
         log("== crdt-mls sync_10k")
-        results += _run_child(OURS, 10_000, ["sync_10k"], args.progress)
+        results += _run_child(OURS, 10_000, ["sync_10k"], args.progress, args.reps)
         save()
     group = [s for s in scenarios if s != "sync_10k"]
     if group:
@@ -130,7 +133,7 @@ def main(argv: list[str]) -> int:
                 if not todo:
                     continue
                 log(f"== {impl} n={n}: {', '.join(todo)}")
-                results += _run_child(impl, n, todo, args.progress)
+                results += _run_child(impl, n, todo, args.progress, args.reps)
                 save()
     save()
     return 0

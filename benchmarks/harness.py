@@ -33,7 +33,15 @@ class Record:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux ``ru_maxrss`` is in KiB)."""
+    """Peak resident set size of this process so far: Linux ``VmHWM`` (``ru_maxrss`` would
+    carry the parent's peak over into a child started by fork+exec), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

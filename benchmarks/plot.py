@@ -23,10 +23,10 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
 
 
 def plot(paths: list[str], png: str) -> None:
-    import matplotlib
+    import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
 
     rows = [r for r in load(paths) if r["scenario"] != "replica_rss"]
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))

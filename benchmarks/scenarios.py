@@ -20,6 +20,7 @@ what the requested scenarios name; setup steps that are not measured are not tim
 * ``full_commit_create/process`` (crdt-mls only) -- an empty commit in a tree with no blank
   node (see `OursImpl.full_tree_pair`); mls-rs offers no way to reach a full tree other
   than n commits, so it is not run for the peer.
+* ``merge`` (crdt-mls only) -- merge_2 / merge_8, see `benchmarks.merge_bench`.
 * ``replica_rss`` -- a fresh process that loads the receiver's saved state: peak RSS.
 """
 
@@ -45,6 +46,7 @@ GROUP_SCENARIOS = (
     "app_message",
     "full_commit",
     "replica_rss",
+    "merge",
 )
 
 APP_DATA = bytes(range(100))
@@ -86,6 +88,7 @@ def run_group(
     app_reps: int = 200,
     full_reps: int = 20,
     force_progress: bool = False,
+    reps: int | None = None,
 ) -> None:
     """Run the requested group scenarios (names from `GROUP_SCENARIOS`) on ``impl``."""
     want = set(wanted)
@@ -96,8 +99,10 @@ def run_group(
     if n < 8:
         raise ValueError("use at least 8 members")
     tag = f"{impl.name} n={n}"
-    reps = reps_for(n)
+    reps = reps or reps_for(n)
     receiver = n - 1
+    if "merge" in want:
+        want.add("steady_commit")
     committers = steady_committers(n) if "steady_commit" in want else []
 
     def bar(what: str, total: int) -> Progress:
@@ -108,7 +113,7 @@ def run_group(
     p.done()
 
     # create_add_all
-    add_reps = 3 if n <= 1000 and "create_add_all" in want else 1
+    add_reps = min(3, reps) if n <= 1000 and "create_add_all" in want else 1
     t = Timer()
     p = bar("create_add_all", add_reps)
     for i in range(add_reps):
@@ -171,6 +176,10 @@ def run_group(
             broadcast(c, impl.commit(c), None)
             p.update(i + 1)
         p.done()
+        if "merge" in want and impl.name == OURS:
+            from benchmarks.merge_bench import run_merge
+
+            run_merge(impl.state, committers, receiver, n, reps, emit)
         for c in committers:
             del impl.state[c]
         commits("steady_commit", reps, lambda i: impl.commit(0))
@@ -186,7 +195,7 @@ def run_group(
         commits("add_one", reps, lambda i: impl.add_one(0))
 
     if "remove_one" in want:
-        commits("remove_one", 3, lambda i: impl.remove(0, i + 1))
+        commits("remove_one", min(3, reps), lambda i: impl.remove(0, i + 1))
 
     if "full_commit" in want and impl.name == OURS:
         run_full_commit(impl, receiver, full_reps, emit)
