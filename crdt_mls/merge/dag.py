@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from crdt_mls.errors import InvalidArgument, ProtocolError, UnknownParentError
+from crdt_mls.errors import InvalidArgument, InvalidState, ProtocolError, UnknownParentError
 from crdt_mls.merge.rules import (
     Change,
     ChangeKind,
@@ -96,21 +96,15 @@ class GroupDag:
 
     def __init__(
         self,
-        genesis: OpRecord,
+        genesis: OpRecord | None,
         *,
         mutual_removal: MutualRemoval = MutualRemoval.BOTH,
         max_states: int = 256,
     ) -> None:
-        if not genesis.is_commit or genesis.epochs or genesis.parents or genesis.prev is not None:
-            raise InvalidArgument("the genesis record is a commit with no parents, epochs or prev")
-        assert genesis.changes is not None
-        if any(c.kind != ChangeKind.ADD for c in genesis.changes):
-            raise InvalidArgument("the genesis only adds the founding members")
         if max_states < 2:
             raise InvalidArgument("max_states must be at least 2")
         self.mutual_removal = mutual_removal
         self.max_states = max_states
-        self.genesis = genesis.cid
         self._nodes: dict[bytes, _Node] = {}
         self._commits: list[bytes] = []
         self._children: dict[bytes, list[bytes]] = {}
@@ -118,9 +112,27 @@ class GroupDag:
         self._tips: set[bytes] = set()
         self._by_author: dict[bytes, dict[int, bytes]] = {}
         self._states: OrderedDict[frozenset[bytes], MergeState] = OrderedDict()
+        self._roots: dict[bytes, MergeState] = {}
+        self._opaque: set[bytes] = set()
+        self.genesis = b""
+        if genesis is None:
+            return
+        if not genesis.is_commit or genesis.epochs or genesis.parents or genesis.prev is not None:
+            raise InvalidArgument("the genesis record is a commit with no parents, epochs or prev")
+        assert genesis.changes is not None
+        if any(c.kind != ChangeKind.ADD for c in genesis.changes):
+            raise InvalidArgument("the genesis only adds the founding members")
+        self.genesis = genesis.cid
         self._accept(genesis, 0, {genesis.author: genesis.seq}, frozenset())
         founders = apply_commit(Membership(()), genesis)
-        self._cache(MergeState(frozenset({genesis.cid}), founders, frozenset(), frozenset()))
+        self._roots[genesis.cid] = MergeState(frozenset({genesis.cid}), founders, frozenset(), frozenset())
+
+    @classmethod
+    def for_joiner(cls, *, mutual_removal: MutualRemoval = MutualRemoval.BOTH, max_states: int = 256) -> GroupDag:
+        """A DAG for a member that joined after the genesis: feed the history it cannot read with
+        `add_opaque`, the epoch it joined with `add_root`, then records with `add`
+        (docs/merge.md section 4.1)."""
+        return cls(None, mutual_removal=mutual_removal, max_states=max_states)
 
     # ------------------------------------------------------------------ queries
 
@@ -177,6 +189,10 @@ class GroupDag:
         commits = self._maximal(c for h in hs for c in self._nodes[h].frontier)
         if len(commits) == 1:
             hs = commits
+        if any(c in self._opaque for c in commits):
+            raise InvalidState("S(heads) needs commits this replica cannot read; wait for a merge Welcome")
+        if len(hs) == 1 and next(iter(hs)) in self._roots:
+            return self._roots[next(iter(hs))]
         cached = self._states.get(hs)
         if cached is not None:
             self._states.move_to_end(hs)
@@ -187,17 +203,17 @@ class GroupDag:
             cur = hs
             while cur not in self._states:
                 (h,) = cur
+                if h in self._roots:
+                    break
                 rec = self._nodes[h].rec
                 chain.append(rec)
-                if rec.is_merge or not rec.epochs:
+                if rec.is_merge:
                     break
                 cur = frozenset(rec.epochs)
             if cur in self._states:
                 st = self._states[cur]
-            elif not chain[-1].epochs:  # the genesis
-                m = chain.pop()
-                st = MergeState(cur, apply_commit(Membership(()), m), frozenset(), frozenset())
-                self._cache(st)
+            elif next(iter(cur)) in self._roots:
+                st = self._roots[next(iter(cur))]
             else:  # the walk stopped at an uncached merge commit: S(parents) then the commit
                 m = chain.pop()
                 merged = self.state(_links(m))
@@ -229,10 +245,8 @@ class GroupDag:
 
     # ------------------------------------------------------------------ input
 
-    def add(self, rec: OpRecord) -> list[Event]:
-        """Accept one delivered operation; returns events.  Raises on invalid input, unchanged."""
-        if rec.cid in self._nodes:
-            return []
+    def _check_log(self, rec: OpRecord) -> tuple[int, dict[bytes, int], frozenset[bytes]]:
+        """Common checks of a new node; returns its height, clock (without itself) and frontier."""
         for p in (*rec.parents, *((rec.prev,) if rec.prev is not None else ())):
             if p not in self._nodes:
                 raise UnknownParentError("operation names an unknown causal parent")
@@ -245,18 +259,70 @@ class GroupDag:
                 raise ProtocolError("prev is not the author's previous operation")
         elif rec.seq != 0:
             raise ProtocolError("an operation with seq > 0 needs prev")
-        links = [*rec.parents, *((rec.prev,) if rec.prev is not None else ())]
         clock: dict[bytes, int] = {}
         height = 0
         seen: set[bytes] = set()
-        for p in links:
+        for p in _links(rec):
             n = self._nodes[p]
             height = max(height, n.height + 1)
             seen |= n.frontier
             for a, s in n.clock.items():
                 if clock.get(a, -1) < s:
                     clock[a] = s
-        frontier = self._maximal(seen)
+        return height, clock, self._maximal(seen)
+
+    def add_opaque(
+        self, cid: bytes, author: bytes, seq: int, prev: bytes | None, parents: tuple[bytes, ...], *, commit: bool
+    ) -> None:
+        """A node this replica cannot read (before it joined, or of a branch it is not in): it
+        takes part in causality (clocks, heights), counts as its author's activity and, for a
+        commit (the node kind is public), is an epoch head whose state is unknown: S of heads
+        that need it raises `InvalidState` until a merge Welcome pins a later root."""
+        if cid in self._nodes:
+            return
+        probe = OpRecord(cid, author, seq, prev, tuple(parents), ())
+        height, clock, frontier = self._check_log(probe)
+        clock[author] = seq
+        if commit:  # a commit's epoch parents are its commit frontier (section 2)
+            rec = OpRecord(cid, author, seq, prev, tuple(parents), tuple(sorted(frontier)))
+            self._opaque.add(cid)
+            self._nodes[cid] = _Node(rec, height, clock, frozenset({cid}))
+            self._by_author.setdefault(author, {})[seq] = cid
+            for p in _links(rec):
+                self._tips.discard(p)
+            self._tips.add(cid)
+            for e in rec.epochs:
+                self._heads.discard(e)
+            self._heads.add(cid)
+        else:
+            self._accept(probe, height, clock, frontier)
+
+    def add_root(self, rec: OpRecord, membership: Membership) -> list[Event]:
+        """A commit whose state this replica got from a Welcome (it joined there, or joined a
+        merge it could not compute): its state is pinned to ``membership``; history before it is
+        never replayed.  Its epoch parents may be opaque."""
+        if rec.cid in self._nodes:
+            raise InvalidArgument("the root is already known")
+        if not rec.is_commit:
+            raise InvalidArgument("a root is a commit")
+        if not isinstance(membership, Membership) or rec.author not in membership:
+            raise InvalidArgument("the root's membership must contain its committer")
+        height, clock, _frontier = self._check_log(rec)
+        for e in rec.epochs:
+            if e not in self._nodes:
+                raise UnknownParentError("the root names an unknown epoch")
+        clock[rec.author] = rec.seq
+        self._accept(rec, height, clock, frozenset({rec.cid}))
+        if not self.genesis:
+            self.genesis = rec.cid
+        self._roots[rec.cid] = MergeState(frozenset({rec.cid}), membership, frozenset(), frozenset())
+        return [EpochAdded(rec.cid, rec.epochs, membership), HeadsChanged(self.heads())]
+
+    def add(self, rec: OpRecord) -> list[Event]:
+        """Accept one delivered operation; returns events.  Raises on invalid input, unchanged."""
+        if rec.cid in self._nodes:
+            return []
+        height, clock, frontier = self._check_log(rec)
         if not rec.epochs:
             raise ProtocolError("an operation must name its epoch")
         if not rec.is_commit and len(rec.epochs) != 1:
@@ -264,7 +330,7 @@ class GroupDag:
         for e in rec.epochs:
             en = self._nodes.get(e)
             if en is None or not en.rec.is_commit:
-                raise ProtocolError("an operation's epoch must be a known commit")
+                raise ProtocolError("an operation's epoch must be a known, readable commit")
             if clock.get(en.rec.author, -1) < en.rec.seq:
                 raise ProtocolError("an operation's epoch must be in its causal past")
         if not rec.is_commit:
@@ -288,7 +354,10 @@ class GroupDag:
         st = self.state({rec.cid})
         events: list[Event] = [EpochAdded(rec.cid, rec.epochs, st.membership), HeadsChanged(self.heads())]
         if len(self._heads) > 1:
-            merged = self.state()
+            try:
+                merged = self.state()
+            except InvalidState:  # the merge needs history this replica cannot read
+                return events
             if merged.void:
                 events.append(OperationVoided(merged.heads, merged.void))
         return events
@@ -338,6 +407,9 @@ class GroupDag:
         above: list[bytes] = []
         while len(heap) > 1:
             _, c = heapq.heappop(heap)
+            if c in self._roots or c in self._opaque:
+                # the concurrent region reaches history this replica cannot replay
+                raise InvalidState("S(heads) needs commits this replica cannot read; wait for a merge Welcome")
             above.append(c)
             for e in self._nodes[c].rec.epochs:
                 if e not in queued:

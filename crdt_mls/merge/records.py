@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from crdt_mls.errors import DecodeError, InvalidArgument
-from crdt_mls.merge.rules import Change, ChangeKind, OpRecord
+from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.ratchet_tree import RatchetTree
@@ -22,6 +22,7 @@ __all__ = [
     "evicted_from_aad",
     "eviction_aad",
     "genesis_record",
+    "membership_from_tree",
     "merge_record",
     "tree_changes",
 ]
@@ -121,3 +122,9 @@ def merge_record(
     i, leaf = found
     change = Change(ChangeKind.UPDATE, author, i, codec.encode(leaf))
     return OpRecord(cid, author, seq, prev, tuple(parents), eps, (change,))
+
+
+def membership_from_tree(tree: RatchetTree, cid: bytes) -> Membership:
+    """The membership of a root epoch from its tree (for `GroupDag.add_root`): every member's
+    provenance is the root's CID, the oldest point this replica knows."""
+    return Membership.of(Member(lf.signature_key, i, codec.encode(lf), cid, cid) for i, lf in tree.members())
