@@ -203,16 +203,16 @@ class Session:
             if isinstance(ev, MessageReceived):
                 kind, body = (ev.data[0], ev.data[1:]) if ev.data else (_KIND_TEXT, b"")
                 if kind == _KIND_SHARE:
-                    try:
-                        rec = ShareRecord.from_bytes(body)
-                    except DecodeError:
-                        _say(f"[epoch {ev.epoch}] {ev.sender} shared something unreadable")
-                        continue
                     from crdt_mls.content.cryptree import Cryptree
 
-                    tree = Cryptree(self.store)
-                    for p in rec.pointers:
-                        tree.import_pointer(p)
+                    try:
+                        rec = ShareRecord.from_bytes(body)
+                        tree = Cryptree(self.store)
+                        for p in rec.pointers:
+                            tree.import_pointer(p)
+                    except CrdtMlsError as e:
+                        _say(f"[epoch {ev.epoch}] {ev.sender} shared something unreadable: {e}")
+                        continue
                     shares.append(_encode_entry(InboxEntry(ev.epoch, ev.sender, kind, body)))
                     _say(f"[epoch {ev.epoch}] {ev.sender} shared {'directory' if rec.is_dir else 'file'} {rec.name}")
                 else:
