@@ -19,7 +19,16 @@ import pytest
 from crdt_mls.errors import RemoteInputError
 from crdt_mls.mls.codec import Reader
 from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group, ProposalReceived, make_key_package
-from crdt_mls.mls.messages import Extension, ExtensionType, GroupInfo, KeyPackage, MLSMessage
+from crdt_mls.mls.messages import (
+    Extension,
+    ExtensionType,
+    GroupInfo,
+    KeyPackage,
+    MLSMessage,
+    PreSharedKey,
+    PreSharedKeyID,
+    ResumptionPSKUsage,
+)
 from crdt_mls.mls.welcome import sign_group_info
 
 from .conftest import PeerError, TsPeer
@@ -413,6 +422,76 @@ def test_tampered_ts_mls_message_leaves_state_unchanged(ts_peer: TsPeer) -> None
     with pytest.raises(PeerError):
         ts_process(ts, bob, bytes(bad))
     assert ts_process(ts, bob, good)["data"] == b"secret".hex()
+
+
+# ------------------------------------------------------------------------------ PSKs
+
+
+def test_psk_proposals_both_ways(ts_peer: TsPeer) -> None:
+    """External and resumption PSKs (RFC 9420 sections 8.4, 12.1.4): PSK proposals by value in
+    commits from each side, a ts-mls resumption PSK proposal committed by reference by us, and
+    Welcomes that need the external PSK, to a ts-mls joiner and to one of ours."""
+    ts = ts_peer
+    suite = 1
+    bob, carol = tag("bob", suite), tag("carol", suite)
+    psk_id, psk = b"interop external psk", os.urandom(32)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16)).with_external_psk(psk_id, psk)
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    ts.call("add_external_psk", client=bob, psk_id=psk_id.hex(), psk=psk.hex())
+    # the Welcome's key schedule needs the PSK (the joiner gets psk ids in GroupSecrets)
+    commit, welcome, alice = alice.commit(
+        proposals=[PreSharedKey(PreSharedKeyID.external(psk_id, os.urandom(32)))], add=[kp_bob]
+    )
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    check_same_epoch(ts, alice, bob)
+
+    # ts-mls commits an external PSK by value
+    commit, _, _ = ts_commit(ts, bob, psk=[{"kind": "external", "id": psk_id.hex(), "nonce": os.urandom(32).hex()}])
+    alice, _ = process_commit(alice, commit)
+    check_same_epoch(ts, alice, bob)
+
+    # we commit a resumption PSK of the previous epoch by value
+    previous = alice.epoch - 1
+    rpsk = PreSharedKeyID.resumption(ResumptionPSKUsage.APPLICATION, alice.group_id, previous, os.urandom(32))
+    commit, _, alice = alice.commit(proposals=[PreSharedKey(rpsk)], private=True)
+    ts_process(ts, bob, commit)
+    check_same_epoch(ts, alice, bob)
+
+    # ts-mls proposes a resumption PSK of the previous epoch; we commit it by reference
+    spec = {
+        "kind": "resumption",
+        "group_id": alice.group_id.hex(),
+        "epoch": alice.epoch - 1,
+        "nonce": os.urandom(32).hex(),
+    }
+    proposal = bytes.fromhex(ts.call("propose", client=bob, kind="psk", psk=spec)["message"])
+    alice, received = alice.process(proposal)
+    assert isinstance(received, ProposalReceived)
+    commit, _, alice = alice.commit()
+    ts_process(ts, bob, commit)
+    check_same_epoch(ts, alice, bob)
+
+    # ts-mls adds our dave and ts carol with an external PSK in the same commit
+    kp_pub_d, kp_dave = make_key_package(suite, b"py-dave")
+    kp_carol = ts.call("key_package", client=carol, suite=suite, identity="ts-carol")["key_package"]
+    ts.call("add_external_psk", client=carol, psk_id=psk_id.hex(), psk=psk.hex())
+    commit, welcome, _ = ts_commit(
+        ts,
+        bob,
+        add=[kp_pub_d.hex(), kp_carol],
+        psk=[{"kind": "external", "id": psk_id.hex(), "nonce": os.urandom(32).hex()}],
+        ratchet_tree_extension=True,
+    )
+    assert welcome is not None
+    alice, _ = process_commit(alice, commit)
+    with pytest.raises(RemoteInputError):  # without the PSK the Welcome cannot be opened
+        Group.join_from_welcome(welcome, kp_dave)
+    dave = Group.join_from_welcome(welcome, kp_dave, external_psks={psk_id: psk})
+    ts.call("join", client=carol, welcome=welcome.hex())
+    for ours in (alice, dave):
+        check_same_epoch(ts, ours, bob)
+        check_same_epoch(ts, ours, carol)
 
 
 # ------------------------------------------------------------------------------ removed leaf reused

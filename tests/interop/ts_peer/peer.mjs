@@ -16,14 +16,15 @@ import {
   decodeMlsMessage,
   defaultCapabilities,
   defaultLifetime,
-  emptyPskIndex,
   encodeMlsMessage,
   generateKeyPackageWithKey,
   getCiphersuiteImpl,
   joinGroup,
   joinGroupExternal,
+  makePskIndex,
   mlsExporter,
-  processMessage,
+  processPrivateMessage,
+  processPublicMessage,
 } from "ts-mls";
 import { getCiphersuiteFromId } from "ts-mls/crypto/ciphersuite.js";
 import { createGroupInfo } from "ts-mls/createCommit.js";
@@ -46,6 +47,23 @@ function client(name) {
   const c = clients.get(name);
   if (!c) throw new Error(`unknown client ${name}`);
   return c;
+}
+
+// external PSKs a client knows (RFC 9420 section 8.4), keyed as ts-mls's makePskIndex expects
+function pskIndex(c) {
+  return makePskIndex(c.state, c.psks ?? {});
+}
+
+function pskId(spec) {
+  const nonce = unhex(spec.nonce);
+  if (spec.kind === "external") return { psktype: "external", pskId: unhex(spec.id), pskNonce: nonce };
+  return {
+    psktype: "resumption",
+    usage: "application",
+    pskGroupId: unhex(spec.group_id),
+    pskEpoch: BigInt(spec.epoch),
+    pskNonce: nonce,
+  };
 }
 
 function member(name) {
@@ -147,24 +165,33 @@ const ops = {
     return summary(c);
   },
 
-  async commit({ client: name, add = [], remove = [], ratchet_tree_extension = false, public_message = false }) {
+  async commit({
+    client: name,
+    add = [],
+    remove = [],
+    psk = [],
+    ratchet_tree_extension = false,
+    public_message = false,
+  }) {
     const c = member(name);
     const proposals = [
       ...add.map((k) => ({ proposalType: "add", add: { keyPackage: decode(k, "mls_key_package").keyPackage } })),
       ...remove.map((i) => ({ proposalType: "remove", remove: { removed: i } })),
+      ...psk.map((p) => ({ proposalType: "psk", psk: { preSharedKeyId: pskId(p) } })),
     ];
     const res = await createCommit(
-      { state: c.state, cipherSuite: c.impl },
+      { state: c.state, cipherSuite: c.impl, pskIndex: pskIndex(c) },
       { extraProposals: proposals, ratchetTreeExtension: ratchet_tree_extension, wireAsPublicMessage: public_message },
     );
     return commitResult(c, res);
   },
 
-  async propose({ client: name, kind, key_package, removed, public_message = false }) {
+  async propose({ client: name, kind, key_package, removed, psk, public_message = false }) {
     const c = member(name);
     let proposal;
     if (kind === "add") proposal = { proposalType: "add", add: { keyPackage: decode(key_package, "mls_key_package").keyPackage } };
     else if (kind === "remove") proposal = { proposalType: "remove", remove: { removed } };
+    else if (kind === "psk") proposal = { proposalType: "psk", psk: { preSharedKeyId: pskId(psk) } };
     else throw new Error(`unsupported proposal kind ${kind}`);
     const res = await createProposal(c.state, public_message, proposal, c.impl);
     c.state = res.newState;
@@ -177,7 +204,8 @@ const ops = {
     const tree = ratchet_tree ? decodeRatchetTree(unhex(ratchet_tree), 0)?.[0] : undefined;
     if (ratchet_tree && !tree) throw new Error("ts-mls cannot decode the ratchet tree");
     const w = decode(welcome, "mls_welcome").welcome;
-    c.state = await joinGroup(w, c.kp.publicPackage, c.kp.privatePackage, emptyPskIndex, c.impl, tree);
+    const psks = makePskIndex(undefined, c.psks ?? {});
+    c.state = await joinGroup(w, c.kp.publicPackage, c.kp.privatePackage, psks, c.impl, tree);
     return summary(c);
   },
 
@@ -206,7 +234,13 @@ const ops = {
     const msg = decode(message);
     if (msg.wireformat !== "mls_private_message" && msg.wireformat !== "mls_public_message")
       throw new Error(`cannot process a ${msg.wireformat}`);
-    const res = await processMessage(msg, c.state, emptyPskIndex, acceptAll, c.impl);
+    // ts-mls 1.6.4's processMessage hands emptyPskIndex to processPrivateMessage (ignoring the
+    // caller's index), so a PSK proposal in a private commit cannot be resolved; call the
+    // wire-format specific functions directly (docs/interop.md)
+    const res =
+      msg.wireformat === "mls_private_message"
+        ? await processPrivateMessage(c.state, msg.privateMessage, pskIndex(c), c.impl, acceptAll)
+        : { kind: "newState", ...(await processPublicMessage(c.state, msg.publicMessage, pskIndex(c), c.impl, acceptAll)) };
     c.state = res.newState;
     if (res.kind === "applicationMessage") return { kind: "application", data: hex(res.message), ...summary(c) };
     return { kind: "handshake", action: res.actionTaken, active: c.state.groupActiveState.kind, ...summary(c) };
@@ -217,6 +251,12 @@ const ops = {
     const res = await createApplicationMessage(c.state, unhex(data), c.impl);
     c.state = res.newState;
     return { message: encode({ wireformat: "mls_private_message", privateMessage: res.privateMessage }) };
+  },
+
+  async add_external_psk({ client: name, psk_id, psk }) {
+    const c = client(name);
+    c.psks = { ...(c.psks ?? {}), [Buffer.from(unhex(psk_id)).toString("base64")]: unhex(psk) };
+    return {};
   },
 
   async export_secret({ client: name, label, context, length }) {
