@@ -405,17 +405,29 @@ class GroupDag:
         heapq.heapify(heap)
         queued = set(chs)
         above: list[bytes] = []
-        while len(heap) > 1:
+        root: bytes | None = None
+        while len(heap) > 1 or (root is not None and heap):
             _, c = heapq.heappop(heap)
-            if c in self._roots or c in self._opaque:
-                # the concurrent region reaches history this replica cannot replay
+            if root is not None and self.in_past(c, root):
+                continue  # covered by the pinned root's state
+            if c in self._roots:
+                if root is not None:
+                    raise InvalidState("S(heads) spans two pinned roots; wait for a merge Welcome")
+                # a root the other branches do not pass through (a member that joined a merge from
+                # its Welcome, docs/merge.md 4.1): its pinned state is the base, and the commits
+                # this replica can read that are not in its past are replayed on top of it
+                root = c
+                continue
+            if c in self._opaque:
                 raise InvalidState("S(heads) needs commits this replica cannot read; wait for a merge Welcome")
             above.append(c)
             for e in self._nodes[c].rec.epochs:
                 if e not in queued:
                     queued.add(e)
                     heapq.heappush(heap, (-self._nodes[e].height, e))
-        cut = heap[0][1]
+        if root is not None:
+            above = [c for c in above if not self.in_past(c, root)]
+        cut = root if root is not None else heap[0][1]
         region_set = {c for c in above if not self._in_all(c, chs)}
         base = self.state({cut})
         todo = sorted(above, key=self.rank)

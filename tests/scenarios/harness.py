@@ -251,12 +251,22 @@ class World:
             out.append(ParentEpoch(h, self.trees[h], self.gcs[h], g if g is not None and g.active else None))
         return out
 
-    def merge(self, name: str, heads: tuple[bytes, ...] | None = None) -> bytes:
+    def merge(
+        self,
+        name: str,
+        heads: tuple[bytes, ...] | None = None,
+        *,
+        seen: tuple[bytes, ...] = (),
+        view: GroupDag | None = None,
+    ) -> bytes:
         """``name`` issues a merge commit over ``heads`` (default: the DAG heads); every member of
-        the merged group processes it or joins it from the merge Welcome."""
+        the merged group processes it or joins it from the merge Welcome.  ``seen``: more nodes
+        the merger has seen (activity); ``view``: the merger's own DAG (what it can read), by
+        default the omniscient one."""
         hs = tuple(sorted(self.dag.heads() if heads is None else heads))
-        seen = self.dag.frontier() if heads is None else frozenset(hs)
-        st = self.dag.state(seen)
+        seen_nodes = self.dag.frontier() if heads is None else frozenset((*hs, *seen))
+        st = (view or self.dag).state(seen_nodes)
+        seen = tuple(seen_nodes)
         parents = self.parent_epochs(name, hs)
         msg, g = create_merge_commit(parents, st.membership, rng=self.r)
         cid = cid_of("merge", msg)
@@ -264,7 +274,7 @@ class World:
         self.trees[cid] = g.tree
         self.gcs[cid] = g.group_context
         base = merged_base_tree(g.suite, parents, st.membership)
-        s, prev, nparents = self._node(name, tuple(seen))
+        s, prev, nparents = self._node(name, seen)
         rec = commit_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, base, g.tree)
         # a member who joined from the merge Welcome builds the same record from the new tree alone
         assert rec == merge_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, g.tree)
@@ -288,6 +298,23 @@ class World:
     commit_messages: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ checks
+
+    def view(self, name: str) -> GroupDag:
+        """``name``'s own DAG: what it can read is a record, the rest opaque, the epochs it joined
+        by Welcome or merge Welcome are pinned roots (docs/merge.md section 4.1)."""
+        from crdt_mls.merge.records import membership_from_tree
+
+        dag = GroupDag.for_joiner(mutual_removal=self.mode)
+        mine = {e for (n, e) in self.states if n == name}
+        for rec in self.records:
+            joined_here = rec.is_commit and rec.cid in mine and not (rec.epochs and all(e in mine for e in rec.epochs))
+            if joined_here:
+                dag.add_root(rec, membership_from_tree(self.trees[rec.cid], rec.cid))
+            elif rec.epochs and all(e in mine for e in rec.epochs) and (rec.is_commit or rec.epochs[0] in mine):
+                dag.add(rec)
+            else:
+                dag.add_opaque(rec.cid, rec.author, rec.seq, rec.prev, rec.parents, commit=rec.is_commit)
+        return dag
 
     def members_of(self, st: object) -> set[str]:
         from crdt_mls.merge.dag import MergeState

@@ -8,6 +8,9 @@ epoch, plus the rule's own outcome.
 
 from __future__ import annotations
 
+import pytest
+
+from crdt_mls.errors import InvalidState
 from crdt_mls.merge.dag import OperationVoided
 from crdt_mls.merge.rules import MutualRemoval
 from tests.scenarios.harness import World
@@ -233,4 +236,37 @@ def test_partition_where_each_side_evicts_the_other_heals_into_one_group() -> No
     assert w.dag.heads() == {m}
     # one group again: a later ordinary commit works for everybody
     n = w.commit("dave", m)
+    w.check_epoch(n)
+
+
+def test_partition_with_several_commits_per_side_heals_in_two_rounds() -> None:
+    """Each side evicts the other and keeps committing, so neither side can read the other's
+    later commits: round 1 a member of one side merges what it can read (the other side's
+    first commit, sent in the common epoch, as a foreign parent) and welcomes the other side;
+    round 2 a member of the other side, now in both, merges the rest (docs/merge.md 3.9, 6.2)."""
+    w = _world()
+    g = w.genesis
+    d0 = w.activity("dave", g)  # Dave talks in the common epoch while the partition starts
+    a1 = w.commit("alice", g, evict=("carol", "dave"))
+    c1 = w.commit("carol", g, evict=("alice", "bob"))
+    a2 = w.commit("bob", a1)
+    c2 = w.commit("dave", c1, add=("eve",))  # the other side even grows
+    alice = w.view("alice")
+    assert c2 not in alice.commits() and alice.heads() == {a2, c2}  # C2 is unreadable to Alice
+    with pytest.raises(InvalidState):
+        alice.state()  # she cannot merge C2...
+    # round 1: ...so she merges what she reads (nodes name only readable parents): Alice's,
+    # Bob's and Carol's commits and Dave's message are concurrent with the evictions: all void
+    m1 = w.merge("alice", (a2, c1), seen=(d0,), view=alice)
+    assert w.members(m1) == {"alice", "bob", "carol", "dave"}
+    w.check_epoch(m1)
+    # round 2: Carol holds M1 (from the Welcome) and C2: she merges them
+    carol = w.view("carol")
+    assert m1 in carol and carol.heads() == {m1, c2}
+    m2 = w.merge("carol", (m1, c2), view=carol)
+    assert w.members(m2) == {"alice", "bob", "carol", "dave", "eve"}
+    w.check_epoch(m2)
+    for name in ("alice", "bob", "carol", "dave", "eve"):
+        assert w.view(name).heads() == {m2}
+    n = w.commit("eve", m2)
     w.check_epoch(n)

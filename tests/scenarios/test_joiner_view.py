@@ -13,20 +13,7 @@ from tests.scenarios.harness import World
 
 
 def _joiner_view(w: World, name: str) -> GroupDag:
-    """Feed every record to ``name``'s view the way its replica would see it."""
-    dag = GroupDag.for_joiner()
-    mine = {e for (n, e) in w.states if n == name}
-    for rec in w.records:
-        readable = rec.cid in mine or (all(e in mine for e in rec.epochs) and rec.epochs)
-        # joined here: from a Welcome, or from a merge Welcome (not in every parent epoch)
-        first_epoch = rec.is_commit and rec.cid in mine and not (rec.epochs and all(e in mine for e in rec.epochs))
-        if first_epoch:  # joined here (Welcome or merge Welcome): pin the state from the tree
-            dag.add_root(rec, membership_from_tree(w.trees[rec.cid], rec.cid))
-        elif readable and (rec.is_commit or rec.epochs[0] in mine):
-            dag.add(rec)
-        else:
-            dag.add_opaque(rec.cid, rec.author, rec.seq, rec.prev, rec.parents, commit=rec.is_commit)
-    return dag
+    return w.view(name)
 
 
 def _keys(dag: GroupDag, heads: set[bytes] | None = None) -> set[bytes]:
