@@ -72,7 +72,7 @@ __all__ = [
 
 Rng = Callable[[int], bytes]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _PAYLOAD_COMMIT = 1
 _PAYLOAD_MERGE = 2
 _TAG_LABEL = "crdt-mls group tag key"
@@ -326,6 +326,7 @@ class Replica:
         self._pending_kps: list[KeyPackagePrivate] = []
         self._tag = b""
         self._states: dict[bytes, Group] = {}
+        self._saved: dict[bytes, Group] = {}  #: the Group objects last written, per epoch
         self._epoch_order: list[bytes] = []
         self._current = b""
         self._epoch_heads: set[bytes] = set()
@@ -907,9 +908,23 @@ class Replica:
             setattr(self, slot, value)
         self._receiver = CausalReceiver.from_bytes(receiver, decode_ref, size_of=_ref_size)
 
+    def _epoch_key(self, epoch_id: bytes) -> str:
+        return f"{self.namespace}/epoch/{epoch_id.hex()}"
+
     def _save(self, refs: Sequence[NodeRef]) -> None:
+        """One atomic batch: the new blocks, the replica state, and the `Group` of every
+        epoch that changed since the last save (each epoch under its own meta key, so a
+        message rewrites one epoch state, not all kept ones); dropped epochs are deleted."""
         blocks = [(r.cid, encode_node(r.node)[1]) for r in refs]
-        self.store.write_batch(blocks, {f"{self.namespace}/state": self._encode()})
+        meta: dict[str, bytes | None] = {f"{self.namespace}/state": self._encode()}
+        for e, g in self._states.items():
+            if self._saved.get(e) is not g:
+                meta[self._epoch_key(e)] = g.to_bytes()
+        for e in self._saved:
+            if e not in self._states:
+                meta[self._epoch_key(e)] = None
+        self.store.write_batch(blocks, meta)
+        self._saved = dict(self._states)
 
     def _encode(self) -> bytes:
         """The replica state (contains secrets: the store's meta table must be private)."""
@@ -921,7 +936,7 @@ class Replica:
         w.opaque(self._signature_priv)
         w.vector(self._pending_kps, lambda ww, kp: ww.opaque(_encode_kp(kp)))
         w.opaque(self._tag)
-        w.vector(self._epoch_order, self._w_epoch)
+        w.vector(self._epoch_order, _w_opaque)
         w.opaque(self._current)
         w.vector(sorted(self._epoch_heads), _w_opaque)
         w.vector(sorted(self._node_heads), _w_opaque)
@@ -931,10 +946,6 @@ class Replica:
         w.boolean(self._removed)
         w.vector(self._epoch_order, self._w_epoch_meta)
         return w.getvalue()
-
-    def _w_epoch(self, w: Writer, epoch_id: bytes) -> None:
-        w.opaque(epoch_id)
-        w.opaque(self._states[epoch_id].to_bytes())
 
     def _w_epoch_meta(self, w: Writer, epoch_id: bytes) -> None:
         parents, author = self._epoch_meta.get(epoch_id, ((), b""))
@@ -956,9 +967,13 @@ class Replica:
         )
         rep._pending_kps = r.vector(lambda rr: _decode_kp(rr.opaque()))
         rep._tag = r.opaque()
-        pairs = r.vector(lambda rr: (rr.opaque(), Group.from_bytes(rr.opaque())))
-        rep._epoch_order = [e for e, _ in pairs]
-        rep._states = dict(pairs)
+        rep._epoch_order = r.vector(lambda rr: rr.opaque())
+        for e in rep._epoch_order:
+            raw = store.get_meta(rep._epoch_key(e))
+            if raw is None:
+                raise DecodeError("an epoch state named by the replica state is missing")
+            rep._states[e] = Group.from_bytes(raw)
+        rep._saved = dict(rep._states)
         rep._current = r.opaque()
         rep._epoch_heads = set(r.vector(lambda rr: rr.opaque()))
         rep._node_heads = set(r.vector(lambda rr: rr.opaque()))

@@ -427,3 +427,37 @@ def test_rewrapped_message_of_another_member_is_refused(trio: tuple[Replica, Rep
         "the message's MLS sender is not the node's author"
     ]
     assert messages(alice.receive([(cid, block)])) == [("bob", b"only bob wrote this")]
+
+
+class RecordingStore(MemoryStore):
+    """A MemoryStore remembering the meta keys of each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[dict[str, bytes | None]] = []
+
+    def write_batch(self, blocks, meta):  # type: ignore[no-untyped-def]
+        self.batches.append(dict(meta))
+        super().write_batch(blocks, meta)
+
+
+def test_save_writes_only_changed_epochs_and_deletes_dropped_ones() -> None:
+    store = RecordingStore()
+    r = rng_for(60)
+    alice = Replica(  # a small epoch window to see pruning
+        "alice", store, max_epochs=1, rng=r.randbytes
+    )
+    alice.start_group()
+    bob = make("bob", 61)
+    alice.add([bob.key_package()])
+    alice.update()
+    alice.update()
+    last = store.batches[-1]
+    epoch_keys = {k for k in last if k.startswith("replica/epoch/")}
+    deleted = {k for k, v in last.items() if v is None}
+    assert len(epoch_keys - deleted) == 1 and len(deleted) == 1
+    alice.send("one message")
+    written = [k for k in store.batches[-1] if k.startswith("replica/epoch/")]
+    assert written == [f"replica/epoch/{alice.epoch_id.hex()}"]
+    again = Replica.load(store)
+    assert again.epoch_id == alice.epoch_id and len(again._states) == len(alice._states) == 2
