@@ -424,6 +424,119 @@ def test_tampered_ts_mls_message_leaves_state_unchanged(ts_peer: TsPeer) -> None
     assert ts_process(ts, bob, good)["data"] == b"secret".hex()
 
 
+# ------------------------------------------------------------------------------ tree shapes
+
+
+def test_tree_shapes_blanks_unmerged_leaves_truncation(ts_peer: TsPeer) -> None:
+    """Blank leaves in the middle, unmerged leaves on parent nodes (adds without path), blanked
+    direct paths, filled holes, and tree truncation after removing the rightmost leaves
+    (RFC 9420 sections 4.1.2, 7.7, 7.8); commits from both implementations; trees byte-equal."""
+    ts = ts_peer
+    suite = 1
+    bob, carol = tag("bob", suite), tag("carol", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    privs = []
+    kps: list[bytes] = []
+    for i in range(6):
+        pub, priv = make_key_package(suite, f"py-{i}".encode())
+        kps.append(pub)
+        privs.append(priv)
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    # adds only, no path: the new leaves become unmerged leaves of the parents above them
+    commit, welcome, alice = alice.commit(add=[*kps, kp_bob], force_path=False)
+    assert welcome is not None
+    ours = [alice, *(Group.join_from_welcome(welcome, p) for p in privs)]
+    assert ts.call("join", client=bob, welcome=welcome.hex())["own_leaf"] == 7
+
+    def all_process(commit: bytes, committer: int | None) -> None:
+        for i, g in enumerate(ours):
+            if i != committer and g.active:
+                ours[i], _ = process_commit(g, commit)
+
+    def synced() -> None:
+        for g in ours:
+            if g.active:
+                check_same_epoch(ts, g, bob)
+
+    synced()
+    # ts-mls commits a path over a tree full of unmerged leaves
+    commit, _, _ = ts_commit(ts, bob)
+    all_process(commit, None)
+    synced()
+    # we remove leaves 3 and 5 (holes, blanked direct paths)
+    commit, _, ours[0] = ours[0].commit(remove=[3, 5])
+    all_process(commit, 0)
+    ts_process(ts, bob, commit)
+    synced()
+    # ts-mls adds carol into the leftmost hole (leaf 3)
+    kp_carol = ts.call("key_package", client=carol, suite=suite, identity="ts-carol")["key_package"]
+    commit, welcome, _ = ts_commit(ts, bob, add=[kp_carol], ratchet_tree_extension=True)
+    assert welcome is not None
+    all_process(commit, None)
+    assert ts.call("join", client=carol, welcome=welcome.hex())["own_leaf"] == 3
+    synced()
+    # our member at leaf 4 commits a path (its copath includes carol's fresh leaf)
+    commit, _, ours[4] = ours[4].commit(private=True)
+    all_process(commit, 4)
+    ts_process(ts, bob, commit)
+    ts_process(ts, carol, commit)
+    synced()
+    # empty the right half but for bob (leaves 4 and 6); the tree truncates when bob leaves too
+    commit, _, ours[1] = ours[1].commit(remove=[4, 6])
+    all_process(commit, 1)
+    ts_process(ts, bob, commit)
+    ts_process(ts, carol, commit)
+    synced()
+    assert ours[1].tree.n_leaves == 8
+    commit, _, _ = ts_commit(ts, carol, remove=[7])  # ts-mls removes ts-mls bob: tree shrinks to 4 leaves
+    all_process(commit, None)
+    assert ts_process(ts, bob, commit)["active"] == "removedFromGroup"
+    for g in ours:
+        if g.active:
+            check_same_epoch(ts, g, carol)
+    assert ours[0].tree.n_leaves == 4
+    msg, ours[2] = ours[2].protect_application(b"after truncation")
+    assert bytes.fromhex(str(ts_process(ts, carol, msg)["data"])) == b"after truncation"
+
+
+# ------------------------------------------------------------------------------ application data
+
+
+def test_application_messages_out_of_order_with_aad_and_padding(ts_peer: TsPeer) -> None:
+    """Several generations delivered in reverse order both ways (RFC 9420 section 9: the secret
+    tree keeps skipped generations), with authenticated_data, and with our padding (6.3.1)."""
+    ts = ts_peer
+    suite = 1
+    bob = tag("bob", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+
+    sent = []
+    for i in range(5):
+        aad = f"aad {i}".encode()
+        raw = ts.call("protect", client=bob, data=f"ts {i}".encode().hex(), authenticated_data=aad.hex())
+        sent.append((bytes.fromhex(raw["message"]), f"ts {i}".encode(), aad))
+    for msg, data, aad in reversed(sent):
+        alice, event = alice.process(msg)
+        assert isinstance(event, ApplicationMessage)
+        assert (event.data, event.authenticated_data, event.sender) == (data, aad, 1)
+    with pytest.raises(RemoteInputError):  # a replayed generation is refused
+        alice.process(sent[0][0])
+
+    ours = []
+    for i in range(5):
+        msg, alice = alice.protect_application(f"py {i}".encode(), authenticated_data=b"ours", padding=64)
+        ours.append((msg, f"py {i}".encode()))
+    assert all(len(ours[0][0]) == len(m) for m, _ in ours)  # padded to the same length
+    for msg, data in reversed(ours):
+        assert bytes.fromhex(str(ts_process(ts, bob, msg)["data"])) == data
+    with pytest.raises(PeerError):
+        ts_process(ts, bob, ours[-1][0])
+
+
 # ------------------------------------------------------------------------------ PSKs
 
 

@@ -246,9 +246,9 @@ const ops = {
     return { kind: "handshake", action: res.actionTaken, active: c.state.groupActiveState.kind, ...summary(c) };
   },
 
-  async protect({ client: name, data }) {
+  async protect({ client: name, data, authenticated_data = "" }) {
     const c = member(name);
-    const res = await createApplicationMessage(c.state, unhex(data), c.impl);
+    const res = await createApplicationMessage(c.state, unhex(data), c.impl, unhex(authenticated_data));
     c.state = res.newState;
     return { message: encode({ wireformat: "mls_private_message", privateMessage: res.privateMessage }) };
   },
