@@ -466,12 +466,11 @@ def _links(rec: OpRecord) -> tuple[bytes, ...]:
 
 def _check_changes(state: Membership, changes: tuple[Change, ...]) -> None:
     """RFC 9420 validity of a commit's changes against its parent state (section 12.2)."""
-    keys = state.keys()
     added: set[bytes] = set()
     for ch in changes:
         if ch.kind == ChangeKind.ADD:
-            if ch.member in keys or ch.member in added:
+            if ch.member in state or ch.member in added:
                 raise ProtocolError("commit adds a member already in the group")
             added.add(ch.member)
-        elif ch.member not in keys:
+        elif ch.member not in state:
             raise ProtocolError(f"commit's {ch.kind.name} names a non-member")
