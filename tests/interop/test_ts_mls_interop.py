@@ -18,10 +18,19 @@ import pytest
 
 from crdt_mls.errors import RemoteInputError
 from crdt_mls.mls.codec import Reader
-from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group, ProposalReceived, make_key_package
+from crdt_mls.mls.group import (
+    ApplicationMessage,
+    CommitApplied,
+    Group,
+    ProposalReceived,
+    make_key_package,
+    new_member_proposal,
+)
 from crdt_mls.mls.messages import (
+    Credential,
     Extension,
     ExtensionType,
+    ExternalSender,
     GroupInfo,
     KeyPackage,
     MLSMessage,
@@ -535,6 +544,68 @@ def test_application_messages_out_of_order_with_aad_and_padding(ts_peer: TsPeer)
         assert bytes.fromhex(str(ts_process(ts, bob, msg)["data"])) == data
     with pytest.raises(PeerError):
         ts_process(ts, bob, ours[-1][0])
+
+
+# ------------------------------------------------------------------------------ external proposals
+
+
+def test_new_member_proposals_both_ways(ts_peer: TsPeer) -> None:
+    """A non-member asks to be added (Add of its own KeyPackage, sender new_member_proposal,
+    RFC 9420 section 12.1.8): ts-mls into our group, and one of ours into a ts-mls group."""
+    ts = ts_peer
+    suite = 1
+    bob, carol = tag("bob", suite), tag("carol", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+
+    # ts-mls bob asks to be added; we commit it by reference; bob joins with the same KeyPackage
+    msg = ts.call(
+        "propose_add_external", client=bob, suite=suite, identity="ts-bob", group_info=alice.group_info().hex()
+    )
+    alice, received = alice.process(bytes.fromhex(msg["message"]))
+    assert isinstance(received, ProposalReceived)
+    assert received.sender.sender_type.name == "NEW_MEMBER_PROPOSAL"
+    _, welcome, alice = alice.commit()
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    check_same_epoch(ts, alice, bob)
+    alice = ts_to_us(ts, bob, alice, b"thanks for letting me in")
+
+    # one of ours asks to join a ts-mls group; ts-mls commits it by reference
+    ts.call("create_group", client=carol, suite=suite, identity="ts-carol", group_id=os.urandom(16).hex())
+    st = ts.call("state", client=carol)
+    gi = MLSMessage.from_bytes(bytes.fromhex(ts.call("group_info", client=carol)["group_info"])).body
+    assert isinstance(gi, GroupInfo)
+    _, kp_dave = make_key_package(suite, b"py-dave")
+    request = new_member_proposal(gi.group_context.group_id, st["epoch"], kp_dave)
+    assert ts_process(ts, carol, request)["kind"] == "handshake"
+    _, welcome, _ = ts_commit(ts, carol, ratchet_tree_extension=True)
+    assert welcome is not None
+    dave = Group.join_from_welcome(welcome, kp_dave)
+    check_same_epoch(ts, dave, carol)
+    dave = ts_to_us(ts, carol, dave, b"you asked")
+
+
+def test_ts_mls_external_senders_deviation(ts_peer: TsPeer) -> None:
+    """RFC 9420 section 12.1.8.1: the external_senders extension is ``ExternalSender
+    external_senders<V>`` (a vector) and an external sender's ``sender_index`` indexes that
+    vector.  ts-mls 1.6.4 decodes the extension data as ONE ExternalSender (no vector length)
+    and uses the index of the extension among the GroupContext extensions as sender_index.  So
+    it cannot act as an external sender of a group of ours (pinned here); it can be a member."""
+    ts = ts_peer
+    suite = 1
+    server, bob = tag("server", suite), tag("bob", suite)
+    sender_key = bytes.fromhex(ts.call("external_sender_keys", client=server, suite=suite)["signature_key"])
+    senders = Extension.external_senders([ExternalSender(sender_key, Credential.basic(b"ts-server"))])
+    assert senders.extension_data[0] == len(senders.extension_data) - 1  # the vector's varint length
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16), extensions=[senders])
+    with pytest.raises(PeerError, match="Could not decode external_sender extension"):
+        ts.call("propose_external", client=server, group_info=alice.group_info().hex(), removed=0)
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    # joining such a group works (ts-mls keeps the extension bytes as they are) and both agree
+    ts.call("join", client=bob, welcome=welcome.hex())
+    check_same_epoch(ts, alice, bob)
 
 
 # ------------------------------------------------------------------------------ PSKs

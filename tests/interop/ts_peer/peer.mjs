@@ -23,6 +23,8 @@ import {
   joinGroupExternal,
   makePskIndex,
   mlsExporter,
+  proposeAddExternal,
+  proposeExternal,
   processPrivateMessage,
   processPublicMessage,
 } from "ts-mls";
@@ -251,6 +253,32 @@ const ops = {
     const res = await createApplicationMessage(c.state, unhex(data), c.impl, unhex(authenticated_data));
     c.state = res.newState;
     return { message: encode({ wireformat: "mls_private_message", privateMessage: res.privateMessage }) };
+  },
+
+  async propose_add_external({ client: name, suite, identity, group_info }) {
+    // a non-member asks to be added: Add of its own KeyPackage, sender new_member_proposal (12.1.8)
+    await ops.key_package({ client: name, suite, identity });
+    const c = client(name);
+    const gi = decode(group_info, "mls_group_info").groupInfo;
+    const msg = await proposeAddExternal(gi, c.kp.publicPackage, c.kp.privatePackage, c.impl);
+    return { message: encode(msg) };
+  },
+
+  async external_sender_keys({ client: name, suite }) {
+    // a signature key pair for an external sender (RFC 9420 section 12.1.8.1)
+    const cs = await impl(suite);
+    const pair = await signatureKeyPair(suite, cs, false);
+    clients.set(name, { impl: cs, sender: pair });
+    return { signature_key: hex(pair.publicKey) };
+  },
+
+  async propose_external({ client: name, group_info, removed }) {
+    const c = client(name);
+    if (!c.sender) throw new Error(`client ${name} is not an external sender`);
+    const gi = decode(group_info, "mls_group_info").groupInfo;
+    const proposal = { proposalType: "remove", remove: { removed } };
+    const msg = await proposeExternal(gi, proposal, c.sender.publicKey, c.sender.signKey, c.impl);
+    return { message: encode(msg) };
   },
 
   async add_external_psk({ client: name, psk_id, psk }) {
