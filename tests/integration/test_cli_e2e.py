@@ -2,7 +2,8 @@
 own Kubo daemon (connected on loopback), blocks moving only through IPFS (bitswap).
 
 Create, invite by key package, join from the invitation CID, chat, share a directory,
-remove a member; the removed member reads nothing sent after its removal; and no block
+remove a member; the removed member reads nothing sent after its removal; a member
+listening on pubsub (``sync --listen``) gets a message live from the announced heads; and no block
 written to any daemon during the session contains a member's name, a message's words, a
 file name or a file's content.
 """
@@ -13,12 +14,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from crdt_mls.dag.audit import encodings_of
+from crdt_mls.stores.kubo_rpc import decode_multibase
 
 from .conftest import KuboNode
 
@@ -34,6 +37,30 @@ def local_refs(node: KuboNode) -> set[str]:
     return set(CID_RE.findall(body.decode()))
 
 
+def wait_for_topic(node: KuboNode) -> str:
+    """The crdt-mls topic a process subscribed to on ``node`` (fails after 30 s without one)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with node.rpc() as rpc:
+            value = rpc.call_json("pubsub/ls")
+        for t in (value.get("Strings") or []) if isinstance(value, dict) else []:
+            topic = decode_multibase(str(t)).decode("utf-8", "replace")
+            if topic.startswith("crdt-mls/"):
+                return topic
+        time.sleep(0.1)
+    raise AssertionError(f"no crdt-mls pubsub subscription on {node.name}")
+
+
+def wait_for_mesh(node: KuboNode, topic: str, peer_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with node.rpc() as rpc:
+            if peer_id in rpc.pubsub_peers(topic):
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{node.name} never saw {peer_id} on {topic}")
+
+
 def block(node: KuboNode, cid: str) -> bytes:
     with node.rpc() as rpc:
         return rpc.block_get(cid, offline=True)
@@ -45,9 +72,8 @@ class Member:
         self.node = node
         self.data = home / name
 
-    def run(self, *args: str, expect: int = 0) -> str:
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [
+    def command(self, *args: str) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "crdt_mls",
@@ -59,7 +85,24 @@ class Member:
             "20",
             *args,
         ]
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=self.data.parent)
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(*args),
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.data.parent,
+        )
+
+    def run(self, *args: str, expect: int = 0) -> str:
+        res = subprocess.run(
+            self.command(*args), env=self.env(), capture_output=True, text=True, timeout=180, cwd=self.data.parent
+        )
         assert res.returncode == expect, (self.name, args, res.stdout, res.stderr)
         return res.stdout + res.stderr
 
@@ -115,6 +158,19 @@ def test_three_members_over_ipfs(kubo_factory: Callable[[int], list[KuboNode]], 
     assert carol.run("members").splitlines() == ["0: alice", "2: carol (you)"]
     bobby.run("send", "can I still talk?", expect=1)
 
+    # live: carol listens for heads announced on pubsub while alice sends
+    listener = carol.start("sync", "--listen", "20")
+    try:
+        topic = wait_for_topic(n3)
+        wait_for_mesh(n1, topic, n3.peer_id)
+        alice.run("send", "heard over pubsub")
+        out, _ = listener.communicate(timeout=90)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.wait()
+    assert "alice: heard over pubsub" in out, out
+
     # no block written during the session holds anything readable
     words = [
         "alice",
@@ -129,6 +185,7 @@ def test_three_members_over_ipfs(kubo_factory: Callable[[int], list[KuboNode]], 
         "campsite",
         "glacier ridge",
         "sixty one",
+        "pubsub",
     ]
     patterns = [(w, p.lower()) for w in words for p in encodings_of(w)]
     checked = 0
