@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import crdt_mls
 from crdt_mls.dag.audit import assert_no_plaintext
@@ -461,3 +463,48 @@ def test_save_writes_only_changed_epochs_and_deletes_dropped_ones() -> None:
     assert written == [f"replica/epoch/{alice.epoch_id.hex()}"]
     again = Replica.load(store)
     assert again.epoch_id == alice.epoch_id and len(again._states) == len(alice._states) == 2
+
+
+# ----------------------------------------------------------------------------- property
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_schedules_deliver_every_message_once(data: st.DataObject) -> None:
+    """Random interleavings of sends (anyone) and updates (alice), each member receiving random
+    subsets of the published blocks in random order: at the end every member has read every
+    other member's message exactly once and all share the epoch and its secret."""
+    seed = data.draw(st.integers(0, 2**16))
+    alice = make("alice", seed, create=True)
+    bob, carol = make("bob", seed + 1), make("carol", seed + 2)
+    published: Blocks = alice.take_outgoing()
+    alice.add([bob.key_package(), carol.key_package()])
+    published += alice.take_outgoing()
+    members = [alice, bob, carol]
+    for r in (bob, carol):
+        r.receive(published)
+    got: dict[str, list[tuple[str, bytes]]] = {r.name: [] for r in members}
+    sent: list[tuple[str, bytes]] = []
+    steps = data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.booleans()), max_size=10))
+    for i, (action, who, deliver) in enumerate(steps):
+        r = members[who]
+        if action == 3 and r is alice:
+            alice.update()
+        else:
+            text = f"message {i} from {r.name}".encode()
+            r.send(text)
+            sent.append((r.name, text))
+        published += r.take_outgoing()
+        if deliver:
+            target = members[data.draw(st.integers(0, 2))]
+            subset = data.draw(st.lists(st.sampled_from(published), max_size=6))
+            got[target.name] += messages(target.receive(subset))
+    for r in members:
+        order = data.draw(st.permutations(published))
+        got[r.name] += messages(r.receive(order))
+        assert r.missing() == set()
+    for r in members:
+        expected = sorted(m for m in sent if m[0] != r.name)
+        assert sorted(got[r.name]) == expected
+    assert len({r.epoch_id for r in members}) == 1
+    assert len({r.export_secret("p") for r in members}) == 1
