@@ -14,13 +14,18 @@ genesis node's CID for the first epoch).  Payloads are always ciphertext:
 
 * ``commit``: ``struct { uint8 type = 1; opaque commit<V>; opaque welcome<V>; }`` with the
   commit as an RFC 9420 ``PrivateMessage`` and the (HPKE-encrypted) ``Welcome`` or empty;
+* merge commit: ``struct { uint8 type = 2; opaque parents<V><V>; opaque merge_message<V>; }``
+  (`crdt_mls.merge.mlsmerge.MergeMessage`), node epoch field = hash of the parent epochs;
 * ``application``: an RFC 9420 ``PrivateMessage``;
 * ``genesis``: empty.
 
 Key packages carry the member's name in the clear and are exchanged out of band, never as
-blocks.  Concurrent commits on one epoch fork the epoch sequence: the replica keeps both
-branches readable, reports `MergeNeeded`, and stays on the branch it was on (or the one with
-the lowest CID).  The merge commit of `crdt_mls.merge` is not wired into the facade yet.
+blocks.  Concurrent commits on one epoch fork the epoch sequence (design doc section 5): the
+replica keeps every branch readable, reports `MergeNeeded`, stays on the branch it was on (or
+the one with the lowest CID) and refuses new commits until `Replica.merge` (any member;
+`merge_leader` designates one) issues a merge commit.  S(heads) is computed here with
+`crdt_mls.merge.rules.replay` from the latest common kept epoch over the branch commits in
+(epoch number, CID) order; see docs/api.md for the limits.
 """
 
 from __future__ import annotations
