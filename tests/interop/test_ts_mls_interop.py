@@ -36,6 +36,7 @@ from crdt_mls.mls.messages import (
     MLSMessage,
     PreSharedKey,
     PreSharedKeyID,
+    ReInit,
     ResumptionPSKUsage,
 )
 from crdt_mls.mls.welcome import sign_group_info
@@ -676,6 +677,97 @@ def test_psk_proposals_both_ways(ts_peer: TsPeer) -> None:
     for ours in (alice, dave):
         check_same_epoch(ts, ours, bob)
         check_same_epoch(ts, ours, carol)
+
+
+# ------------------------------------------------------------------------------ reinit and branch
+
+
+def test_branch_both_ways(ts_peer: TsPeer) -> None:
+    """Branch a subgroup with a ``branch`` resumption PSK (RFC 9420 section 11.3): we branch and
+    ts-mls joins with its old state; ts-mls branches and we join with ours (``previous``)."""
+    ts = ts_peer
+    suite = 1
+    bob, bob2, bob3 = tag("bob", suite), tag("bob2", suite), tag("bob3", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    commit, _, _ = ts_commit(ts, bob)
+    alice, _ = process_commit(alice, commit)
+
+    # we branch; ts-mls bob joins with a new KeyPackage (same identity) and its old state
+    kp_bob2 = bytes.fromhex(ts.call("key_package", client=bob2, suite=suite, identity="ts-bob")["key_package"])
+    welcome, branch = alice.branch([kp_bob2])
+    res = ts.call("join_linked", client=bob2, old_client=bob, welcome=welcome.hex(), kind="branch")
+    assert res["epoch"] == 1
+    check_same_epoch(ts, branch, bob2)
+    branch = ts_to_us(ts, bob2, branch, b"in the branch")
+
+    # ts-mls bob branches the original group; we join with our old group as `previous`
+    kp_pub_a, kp_alice = make_key_package(suite, b"py-alice", signature_priv=alice.signature_priv)
+    res = ts.call(
+        "branch",
+        client=bob,
+        new_client=bob3,
+        identity="ts-bob",
+        key_packages=[kp_pub_a.hex()],
+        group_id=os.urandom(16).hex(),
+    )
+    assert res["welcome"] is not None
+    theirs = Group.join_from_welcome(
+        bytes.fromhex(res["welcome"]), kp_alice, ratchet_tree=bytes.fromhex(res["ratchet_tree"]), previous=alice
+    )
+    assert theirs.epoch == 1
+    check_same_epoch(ts, theirs, bob3)
+    theirs = us_to_ts(ts, theirs, [bob3], b"in your branch")
+
+
+def test_reinit_both_ways(ts_peer: TsPeer) -> None:
+    """ReInit (RFC 9420 sections 11.2, 12.1.5): a committed ReInit suspends the group, then the
+    new group is welcomed with a ``reinit`` resumption PSK; once led by us, once by ts-mls (both
+    times moving from suite 1 to suite 3)."""
+    ts = ts_peer
+    bob, bob2, bob3 = tag("bob", 1), tag("bob2", 3), tag("bob3", 3)
+    alice = Group.create(1, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=1, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+
+    # we commit a ReInit to suite 3; ts-mls processes it and joins our new group
+    new_gid = os.urandom(16)
+    commit, _, old_alice = alice.commit(proposals=[ReInit(new_gid, 1, 3, ())])
+    assert old_alice.reinit is not None
+    assert ts_process(ts, bob, commit)["active"] == "suspendedPendingReinit"
+    kp_bob2 = bytes.fromhex(ts.call("key_package", client=bob2, suite=3, identity="ts-bob")["key_package"])
+    welcome, new_alice = old_alice.reinit_group([kp_bob2])
+    res = ts.call("join_linked", client=bob2, old_client=bob, welcome=welcome.hex(), kind="reinit")
+    assert res["epoch"] == 1 and new_alice.cipher_suite == 3
+    check_same_epoch(ts, new_alice, bob2)
+    new_alice = us_to_ts(ts, new_alice, [bob2], b"reinitialized")
+
+    # ts-mls commits a ReInit of that group (back to a new suite-3 group); we follow and join
+    newer_gid = os.urandom(16)
+    commit = bytes.fromhex(ts.call("reinit", client=bob2, group_id=newer_gid.hex(), suite=3)["commit"])
+    new_alice, event = process_commit(new_alice, commit)
+    assert event.reinit is not None and event.reinit.group_id == newer_gid
+    kp_pub_a, kp_alice = make_key_package(3, b"py-alice")
+    res = ts.call(
+        "reinit_create",
+        client=bob2,
+        new_client=bob3,
+        identity="ts-bob",
+        key_packages=[kp_pub_a.hex()],
+        group_id=newer_gid.hex(),
+        suite=3,
+    )
+    assert res["welcome"] is not None
+    newest = Group.join_from_welcome(
+        bytes.fromhex(res["welcome"]), kp_alice, ratchet_tree=bytes.fromhex(res["ratchet_tree"]), previous=new_alice
+    )
+    check_same_epoch(ts, newest, bob3)
+    newest = ts_to_us(ts, bob3, newest, b"reinitialized again")
 
 
 # ------------------------------------------------------------------------------ removed leaf reused

@@ -23,12 +23,17 @@ import {
   joinGroupExternal,
   makePskIndex,
   mlsExporter,
+  branchGroup,
+  joinGroupFromBranch,
+  joinGroupFromReinit,
+  reinitCreateNewGroup,
+  reinitGroup,
   proposeAddExternal,
   proposeExternal,
   processPrivateMessage,
   processPublicMessage,
 } from "ts-mls";
-import { getCiphersuiteFromId } from "ts-mls/crypto/ciphersuite.js";
+import { getCiphersuiteFromId, getCiphersuiteNameFromId } from "ts-mls/crypto/ciphersuite.js";
 import { createGroupInfo } from "ts-mls/createCommit.js";
 import { decodeRatchetTree, encodeRatchetTree } from "ts-mls/ratchetTree.js";
 import { p256, p384, p521 } from "@noble/curves/nist.js";
@@ -88,6 +93,11 @@ const encode = (msg) => hex(encodeMlsMessage({ version: "mls10", ...msg }));
 
 function treeHex(state) {
   return hex(encodeRatchetTree(state.ratchetTree));
+}
+
+function getOwnSignatureKey(c) {
+  const node = c.state.ratchetTree[2 * c.state.privatePath.leafIndex];
+  return node.leaf.signaturePublicKey;
 }
 
 function summary(c) {
@@ -279,6 +289,60 @@ const ops = {
     const proposal = { proposalType: "remove", remove: { removed } };
     const msg = await proposeExternal(gi, proposal, c.sender.publicKey, c.sender.signKey, c.impl);
     return { message: encode(msg) };
+  },
+
+  // ---- reinit and branch (RFC 9420 sections 11.2, 11.3); the new group lives under new_client
+
+  async branch({ client: name, new_client, identity, key_packages = [], group_id }) {
+    const old = member(name);
+    const kp = await generateKeyPackageWithKey(
+      { credentialType: "basic", identity: text(identity) },
+      defaultCapabilities(),
+      defaultLifetime,
+      [],
+      { signKey: old.state.signaturePrivateKey, publicKey: getOwnSignatureKey(old) },
+      old.impl,
+    );
+    const kps = key_packages.map((k) => decode(k, "mls_key_package").keyPackage);
+    const res = await branchGroup(old.state, kp.publicPackage, kp.privatePackage, kps, unhex(group_id), old.impl);
+    const c = { impl: old.impl, kp, state: res.newState };
+    clients.set(new_client, c);
+    return commitResult(c, res);
+  },
+
+  async reinit({ client: name, group_id, suite }) {
+    const c = member(name);
+    const res = await reinitGroup(c.state, unhex(group_id), "mls10", getCiphersuiteNameFromId(suite), [], c.impl);
+    return commitResult(c, res);
+  },
+
+  async reinit_create({ client: name, new_client, identity, key_packages = [], group_id, suite }) {
+    const old = client(name);
+    await ops.key_package({ client: new_client, suite, identity });
+    const c = client(new_client);
+    const kps = key_packages.map((k) => decode(k, "mls_key_package").keyPackage);
+    const res = await reinitCreateNewGroup(
+      old.state,
+      c.kp.publicPackage,
+      c.kp.privatePackage,
+      kps,
+      unhex(group_id),
+      getCiphersuiteNameFromId(suite),
+      [],
+    );
+    return commitResult(c, res);
+  },
+
+  async join_linked({ client: name, old_client, welcome, ratchet_tree, kind }) {
+    const c = client(name);
+    const old = client(old_client);
+    const tree = ratchet_tree ? decodeRatchetTree(unhex(ratchet_tree), 0)?.[0] : undefined;
+    const w = decode(welcome, "mls_welcome").welcome;
+    c.state =
+      kind === "branch"
+        ? await joinGroupFromBranch(old.state, w, c.kp.publicPackage, c.kp.privatePackage, tree, c.impl)
+        : await joinGroupFromReinit(old.state, w, c.kp.publicPackage, c.kp.privatePackage, tree);
+    return summary(c);
   },
 
   async add_external_psk({ client: name, psk_id, psk }) {
