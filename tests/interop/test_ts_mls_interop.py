@@ -369,6 +369,48 @@ def test_external_joins_both_ways(ts_peer: TsPeer, suite: int) -> None:
     carol = ts_to_us(ts, dora, carol, b"come in")
 
 
+def test_resync_external_joins_both_ways(ts_peer: TsPeer) -> None:
+    """A member that lost its state rejoins by external commit removing its old leaf
+    (RFC 9420 section 12.4.3.2 resync), ts-mls into our group and ours into a ts-mls group."""
+    ts = ts_peer
+    suite = 1
+    bob, bob_again, dora = tag("bob", suite), tag("bob-again", suite), tag("dora", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+
+    res = ts.call(
+        "join_external",
+        client=bob_again,
+        suite=suite,
+        identity="ts-bob",
+        group_info=ts_dialect_group_info(alice).hex(),
+        resync_from=bob,
+    )
+    alice, event = process_commit(alice, bytes.fromhex(res["commit"]))
+    assert event.removed == (1,)
+    assert [i for i, _ in alice.members()] == [0, 1]
+    check_same_epoch(ts, alice, bob_again)
+    alice = ts_to_us(ts, bob_again, alice, b"back again")
+
+    # one of ours (carol, leaf 1 of a ts-mls group) rejoins by external commit
+    ts.call("create_group", client=dora, suite=suite, identity="ts-dora", group_id=os.urandom(16).hex())
+    kp_pub_c, kp_carol = make_key_package(suite, b"py-carol")
+    _, welcome, _ = ts_commit(ts, dora, add=[kp_pub_c.hex()], ratchet_tree_extension=True)
+    assert welcome is not None
+    carol = Group.join_from_welcome(welcome, kp_carol)
+    gi = bytes.fromhex(ts.call("group_info", client=dora)["group_info"])
+    commit, carol2 = Group.join_external(
+        gi, b"py-carol", signature_priv=carol.signature_priv, remove_leaf=carol.own_leaf
+    )
+    assert ts_process(ts, dora, commit)["kind"] == "handshake"
+    assert carol2.own_leaf == 1
+    check_same_epoch(ts, carol2, dora)
+    carol2 = us_to_ts(ts, carol2, [dora], b"resynced")
+
+
 def test_ts_mls_external_pub_deviation(ts_peer: TsPeer) -> None:
     """ts-mls 1.6.4 writes and reads the external_pub extension as the bare HPKE key; RFC 9420
     section 12.4.3.2 makes it ``ExternalPub { HPKEPublicKey external_pub; }``, i.e. a varint

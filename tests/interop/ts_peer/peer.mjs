@@ -230,13 +230,25 @@ const ops = {
     return { group_info: encode({ wireformat: "mls_group_info", groupInfo: gi }) };
   },
 
-  async join_external({ client: name, suite, identity, group_info }) {
+  async join_external({ client: name, suite, identity, group_info, resync_from }) {
     // ts-mls verifies the GroupInfo signature, so the peer cannot convert an RFC-form
-    // external_pub here: the caller passes a GroupInfo in the ts-mls form (bare key)
-    await ops.key_package({ client: name, suite, identity });
-    const c = client(name);
+    // external_pub here: the caller passes a GroupInfo in the ts-mls form (bare key).
+    // resync_from: rejoin in place of that (old) client, same signature key, removing its leaf
+    const cs = await impl(suite);
+    let kp;
+    if (resync_from) {
+      const old = member(resync_from);
+      const pair = { signKey: old.state.signaturePrivateKey, publicKey: getOwnSignatureKey(old) };
+      const cred = { credentialType: "basic", identity: text(identity) };
+      kp = await generateKeyPackageWithKey(cred, defaultCapabilities(), defaultLifetime, [], pair, cs);
+    } else {
+      await ops.key_package({ client: name, suite, identity });
+      kp = client(name).kp;
+    }
+    const c = { impl: cs, kp };
+    clients.set(name, c);
     const gi = decode(group_info, "mls_group_info").groupInfo;
-    const res = await joinGroupExternal(gi, c.kp.publicPackage, c.kp.privatePackage, false, c.impl);
+    const res = await joinGroupExternal(gi, kp.publicPackage, kp.privatePackage, Boolean(resync_from), cs);
     c.state = res.newState;
     return { commit: encode({ wireformat: "mls_public_message", publicMessage: res.publicMessage }), ...summary(c) };
   },
