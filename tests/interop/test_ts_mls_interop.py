@@ -31,12 +31,14 @@ from crdt_mls.mls.messages import (
     Extension,
     ExtensionType,
     ExternalSender,
+    GroupContextExtensions,
     GroupInfo,
     KeyPackage,
     MLSMessage,
     PreSharedKey,
     PreSharedKeyID,
     ReInit,
+    RequiredCapabilities,
     ResumptionPSKUsage,
 )
 from crdt_mls.mls.welcome import sign_group_info
@@ -721,6 +723,45 @@ def test_psk_proposals_both_ways(ts_peer: TsPeer) -> None:
         check_same_epoch(ts, ours, carol)
 
 
+# ------------------------------------------------------------------------------ group context extensions
+
+
+def test_group_context_extensions_both_ways(ts_peer: TsPeer) -> None:
+    """GroupContextExtensions proposals (RFC 9420 section 12.1.7) setting required_capabilities
+    (11.1), committed by us and by ts-mls; the new GroupContext is bound into the key schedule,
+    so equal epoch authenticators prove both sides applied the same extensions."""
+    ts = ts_peer
+    suite = 1
+    bob = tag("bob", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+
+    basic_only = Extension.required_capabilities(RequiredCapabilities(credential_types=(1,)))
+    commit, _, alice = alice.commit(proposals=[GroupContextExtensions((basic_only,))])
+    ts_process(ts, bob, commit)
+    check_same_epoch(ts, alice, bob)
+    assert alice.group_context.extensions == (basic_only,)
+
+    both = Extension.required_capabilities(RequiredCapabilities(credential_types=(1, 2)))
+    gce = [{"type": both.extension_type, "data": both.extension_data.hex()}]
+    commit, _, _ = ts_commit(ts, bob, group_context_extensions=gce)
+    alice, _ = process_commit(alice, commit)
+    check_same_epoch(ts, alice, bob)
+    assert alice.group_context.extensions == (both,)
+
+    # a later joiner (ours) gets the extensions through ts-mls's Welcome
+    kp_pub_c, kp_carol = make_key_package(suite, b"py-carol")
+    commit, welcome, _ = ts_commit(ts, bob, add=[kp_pub_c.hex()], ratchet_tree_extension=True)
+    assert welcome is not None
+    alice, _ = process_commit(alice, commit)
+    carol = Group.join_from_welcome(welcome, kp_carol)
+    assert carol.group_context.extensions == (both,)
+    check_same_epoch(ts, carol, bob)
+
+
 # ------------------------------------------------------------------------------ reinit and branch
 
 
@@ -1027,3 +1068,57 @@ def test_random_soak(ts_peer: TsPeer) -> None:
 def test_random_soak_long(ts_peer: TsPeer, seed: int) -> None:
     """120 seeded random steps per seed (suite 1)."""
     _soak(ts_peer, 1, 120, seed=seed)
+
+
+@pytest.mark.slow
+def test_large_mixed_group(ts_peer: TsPeer) -> None:
+    """40 of ours and 3 ts-mls members; 25 seeded random commits (path updates, remove+add of
+    either kind) from members of both implementations; every member follows every commit and a
+    random member of ours is checked against every ts-mls member after each one (suite 1)."""
+    ts = ts_peer
+    suite = 1
+    rnd = random.Random(40)
+    alice = Group.create(suite, b"py-0", group_id=os.urandom(16))
+    privs, kps = [], []
+    for i in range(1, 41):
+        pub, priv = make_key_package(suite, f"py-{i}".encode())
+        kps.append(pub)
+        privs.append(priv)
+    names = [tag(f"ts{i}", suite) for i in range(3)]
+    for n in names:
+        kps.append(bytes.fromhex(ts.call("key_package", client=n, suite=suite, identity=n)["key_package"]))
+    _, welcome, alice = alice.commit(add=kps)
+    assert welcome is not None
+    members: list[_Ours | _Theirs] = [_Ours("py-0", alice)]
+    members += [_Ours(f"py-{i + 1}", Group.join_from_welcome(welcome, p)) for i, p in enumerate(privs)]
+    for n in names:
+        ts.call("join", client=n, welcome=welcome.hex())
+        members.append(_Theirs(ts, n))
+    fresh = itertools.count(100)
+    for _ in range(25):
+        committer = rnd.choice(members)
+        remove: list[int] = []
+        add: list[bytes] = []
+        joiner = None
+        if rnd.random() < 0.5:
+            victim = rnd.choice([m for m in members if m is not committer and isinstance(m, _Ours)])
+            remove = [victim.leaf]
+            if rnd.random() < 0.7:
+                number = next(fresh)
+                pub, joiner = make_key_package(suite, f"py-{number}".encode())
+                add = [pub]
+        commit, welcome = committer.commit(add, remove, rnd.random() < 0.5)
+        for m in list(members):
+            if m is committer:
+                continue
+            m.receive(commit)
+            if isinstance(m, _Ours) and not m.group.active:
+                members.remove(m)
+        if joiner is not None:
+            assert welcome is not None
+            members.append(_Ours("joiner", Group.join_from_welcome(welcome, joiner)))
+        ours = rnd.choice([m for m in members if isinstance(m, _Ours)])
+        assert isinstance(ours, _Ours)
+        for n in names:
+            check_same_epoch(ts, ours.group, n)
+    assert len(members) >= 30

@@ -95,6 +95,9 @@ function treeHex(state) {
   return hex(encodeRatchetTree(state.ratchetTree));
 }
 
+// RFC 9420 section 17.3 extension types ts-mls knows by name
+const extensionNames = { 1: "application_id", 2: "ratchet_tree", 3: "required_capabilities", 4: "external_pub", 5: "external_senders" };
+
 function getOwnSignatureKey(c) {
   const node = c.state.ratchetTree[2 * c.state.privatePath.leafIndex];
   return node.leaf.signaturePublicKey;
@@ -182,6 +185,7 @@ const ops = {
     add = [],
     remove = [],
     psk = [],
+    group_context_extensions,
     ratchet_tree_extension = false,
     public_message = false,
   }) {
@@ -191,6 +195,13 @@ const ops = {
       ...remove.map((i) => ({ proposalType: "remove", remove: { removed: i } })),
       ...psk.map((p) => ({ proposalType: "psk", psk: { preSharedKeyId: pskId(p) } })),
     ];
+    if (group_context_extensions) {
+      const extensions = group_context_extensions.map((e) => ({
+        extensionType: extensionNames[e.type] ?? e.type,
+        extensionData: unhex(e.data),
+      }));
+      proposals.push({ proposalType: "group_context_extensions", groupContextExtensions: { extensions } });
+    }
     const res = await createCommit(
       { state: c.state, cipherSuite: c.impl, pskIndex: pskIndex(c) },
       { extraProposals: proposals, ratchetTreeExtension: ratchet_tree_extension, wireAsPublicMessage: public_message },
