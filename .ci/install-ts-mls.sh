@@ -32,7 +32,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && imports_ok; then
 fi
 
 log "npm ci in $PEER_DIR"
-(cd "$PEER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+(cd "$PEER_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2
 imports_ok || { log "ERROR: ts-mls does not import after npm ci"; exit 1; }
 echo "$want" >"$STAMP"
 log "installed $(cd "$PEER_DIR" && node -p 'require("./node_modules/ts-mls/package.json").version' 2>/dev/null || echo ts-mls)"

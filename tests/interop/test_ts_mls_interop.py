@@ -285,8 +285,12 @@ def test_three_party_mix(ts_peer: TsPeer, suite: int) -> None:
         assert isinstance(ev, ApplicationMessage) and ev.data == b"from bob" and ev.sender == 1
     alice, _ = alice.process(msg)
     carol, _ = carol.process(msg)
+    msg, carol = carol.protect_application(b"from carol")
+    alice, ev = alice.process(msg)
+    assert isinstance(ev, ApplicationMessage) and (ev.data, ev.sender) == (b"from carol", 2)
+    assert ts_process(ts, bob, msg)["data"] == b"from carol".hex()
 
-    # carol proposes an Update, bob proposes removing nobody... bob (ts-mls) commits carol's proposal
+    # carol (ours) proposes an Update; bob (ts-mls) commits it by reference
     proposal, carol = carol.propose_update()
     alice, ev = alice.process(proposal)
     assert isinstance(ev, ProposalReceived)
