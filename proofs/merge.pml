@@ -1,0 +1,638 @@
+/*
+ * crdt-mls: model of the merge rules (docs/merge.md section 3 and 5; design doc section 5)
+ * for SPIN.  See proofs/README.md and proofs/spin-model.md for what is modelled and why.
+ *
+ * World: 4 founders (members 0..3 on leaves 0..3 of an 8-leaf tree) and 2 possible joiners
+ * (members 4, 5).  `init` chooses NOPS operations nondeterministically: each has a causal
+ * dependency (genesis or an earlier operation), an author, and a kind:
+ *   UPD (commit with a path), REM t (strong remove), EVI t (idle eviction),
+ *   ADD j (add a joiner at the leftmost free leaf), ACT (application message, not a commit).
+ * Every commit carries an UpdatePath for its author.  Invalid operations (author not a member
+ * of its epoch, a second operation of one author that does not follow its first, ...) end
+ * the branch.  Then one replica receives the operations in every causal order SPIN can
+ * choose; after every delivery the delivered (causally closed) set M is checked:
+ *
+ *  - the conflict-rule replay of rules.py (fixpoint over effective removals, strong remove,
+ *    mutual removal BOTH or SENIORITY (-DSENIORITY), weak eviction, joiner collisions)
+ *    in the deterministic order (height, id) and in the arrival order give the same member
+ *    set and the same void commits (the rules do not depend on how ties are broken);
+ *  - nobody disappears without an effective removal; no joiner appears without a non-void add;
+ *    a removed member's concurrent commits are void; an eviction of an active member is void;
+ *  - the merged base tree of the heads (merged_base_tree in mlsmerge.py: keep a node only if
+ *    every head has the same write there and every member who knows it in any head is still
+ *    a member; unmerged = members below who do not know it in every head holding them):
+ *      KK1 everyone who EVER learned a kept node is a member below it (ground truth K);
+ *      KK2 every member below a kept node and not in its unmerged leaves learned it;
+ *  - for every possible merge committer: REMOVAL no removed member, keeping every node secret
+ *    it ever learned, can derive the merge epoch; PCS an attacker holding everything the
+ *    author of a non-void commit u knew before u cannot derive the merge epoch;
+ *    LIVENESS the merged group is non-empty and has a member able to issue the merge commit.
+ */
+
+#ifndef NOPS
+#define NOPS 3
+#endif
+#define NF   4          /* founders */
+#define NMEM 6          /* members 0..5 */
+#define NL   8          /* leaves */
+#define NN   15         /* tree nodes */
+#define NONE 255
+#define GEN  255
+
+#define UPD 0
+#define REM 1
+#define EVI 2
+#define ADD 3
+#define ACT 4
+
+#define MW   (NOPS + 2)  /* writer id of the merge commit; 0 blank, 1 genesis, 2+i op i */
+#define NWR  (NOPS + 3)
+
+/* ---------------------------------------------------------------- the scenario (state) */
+byte au[NOPS];   /* author */
+byte kd[NOPS];   /* kind */
+byte tg[NOPS];   /* target member */
+byte dp[NOPS];   /* causal dependency: GEN or an earlier op */
+byte past[NOPS]; /* bitmask of ops strictly in the causal past */
+byte ht[NOPS];   /* height in the DAG (genesis 0) */
+byte ep[NOPS];   /* epoch: the latest commit in the past (GEN or op) */
+bool valid = true;
+
+/* ---------------------------------------------------------------- the replica (state) */
+byte delivered;  /* bitmask */
+byte arr[NOPS];  /* arrival order */
+byte narr;
+byte cv;     /* nondeterministic choices (kept in the state vector) */
+
+/* ------------------------------------------- derived from the scenario (hidden scratch) */
+/* trees: slot 0 genesis, slot 1+i after commit i */
+hidden byte tw[(NOPS + 1) * NN];  /* writer of each parent node, 0 = blank */
+hidden byte tu[(NOPS + 1) * NN];  /* unmerged leaves (bitmask over leaves) */
+hidden byte tl[(NOPS + 1) * NL];  /* member + 1 at each leaf, 0 = blank */
+hidden byte kn[NWR * NN];         /* ground truth: members who ever learned (writer, node) */
+hidden byte addleaf[NOPS];
+hidden byte lv[NN];               /* level of each node */
+
+/* replay scratch */
+hidden byte ord[NOPS];
+hidden byte nord;
+hidden byte mem[NMEM];            /* leaf + 1, 0 = not a member */
+hidden byte remby[NMEM];
+hidden byte addedin[NMEM];
+hidden byte voidm, still, cand, effm, nxt, uni, moved;
+hidden byte seen[NOPS + 3];
+hidden byte nseen, found;
+hidden byte memR[NMEM];
+hidden byte rembyR[NMEM];
+hidden byte voidR;
+hidden byte li, lk, j, k, l, n, o, r, s, x, a, tgt, h, it, vd, ok, nc, tmp, m2;
+hidden byte heads, nheads;
+hidden byte mwr[NN], mun[NN], mlf[NL];
+hidden byte kh, below, smask, g, incl, att, u, cu;
+hidden byte kept_known, all_inc;
+
+#define BIT(v, b)  (((v) >> (b)) & 1)
+#define INP(p, q)  BIT(past[q], p)                   /* op p strictly in the past of op q */
+#define CONC(p, q) ((p) != (q) && !INP(p, q) && !INP(q, p))
+#define ISC(p)     (kd[p] != ACT)
+#define ISRM(p)    (kd[p] == REM || kd[p] == EVI)
+#define SPAN(xx)   ((1 << lv[xx]) - 1)
+#define BELOW(xx, ll) ((xx) - SPAN(xx) <= 2 * (ll) && 2 * (ll) <= (xx) + SPAN(xx))
+#define TW(e, xx)  tw[(e) * NN + (xx)]
+#define TU(e, xx)  tu[(e) * NN + (xx)]
+#define TL(e, ll)  tl[(e) * NL + (ll)]
+#define KN(w, xx)  kn[(w) * NN + (xx)]
+#define SLOT(e)    ((e) == GEN -> 0 : (e) + 1)
+
+#ifdef SENIORITY
+#define BOTH 0
+#else
+#define BOTH 1
+#endif
+/* rules.py _simulate.mutual: rec (by the target of r) removes r's author concurrently */
+#define MUTUAL(rec, rr) (BOTH && ISRM(rec) && tg[rec] == au[rr] && CONC(rec, rr))
+
+/* seniority value: founders by id, joiners after, by the rank of their (last) add */
+#define SEN(mm) ((mm) < NF -> (mm) : 8 + (ht[addedin[mm]] * 4 + addedin[mm]) * 8 + (mm))
+
+/* is member mm in the tree of slot e?  sets ok */
+inline in_tree(e, mm) {
+    ok = 0; li = 0;
+    do :: li < NL -> if :: TL(e, li) == mm + 1 -> ok = 1 :: else fi; li++
+       :: else -> break
+    od
+}
+
+/* leaf of member mm in slot e (NONE if absent) into tmp */
+inline leaf_of(e, mm) {
+    tmp = NONE; li = 0;
+    do :: li < NL -> if :: TL(e, li) == mm + 1 -> tmp = li :: else fi; li++
+       :: else -> break
+    od
+}
+
+/* knowers of node xx in slot e (members below, not unmerged) into kh */
+inline knowers(e, xx) {
+    kh = 0; lk = 0;
+    do :: lk < NL ->
+          if :: TL(e, lk) != 0 && BELOW(xx, lk) && !BIT(TU(e, xx), lk) -> kh = kh | (1 << (TL(e, lk) - 1))
+             :: else fi; lk++
+       :: else -> break
+    od
+}
+
+/* ------------------------------------------------------------ rules.py: _simulate */
+inline simulate(E) {
+    k = 0;
+    do :: k < NMEM -> mem[k] = (k < NF -> k + 1 : 0); remby[k] = NONE; k++
+       :: else -> break
+    od;
+    voidm = 0; moved = 0; n = 0;
+    do :: n < nord ->
+          o = ord[n];
+          if
+          :: ISC(o) ->
+             a = au[o]; vd = 0; r = 0;
+             do :: r < NOPS ->
+                   if :: BIT(E, r) && tg[r] == a && r != o && CONC(o, r) && !MUTUAL(o, r) -> vd = 1
+                      :: else fi; r++
+                :: else -> break
+             od;
+             if :: !vd && mem[a] == 0 -> vd = (remby[a] == NONE || !MUTUAL(o, remby[a]))
+                :: else fi;
+             if
+             :: vd -> voidm = voidm | (1 << o)
+             :: else ->
+                tgt = tg[o];
+                if
+                :: kd[o] == ADD && mem[tgt] == 0 ->
+                   l = addleaf[o]; ok = 0; k = 0;
+                   do :: k < NMEM -> if :: mem[k] == l + 1 -> ok = 1 :: else fi; k++
+                      :: else -> break
+                   od;
+                   if
+                   :: ok ->  /* leaf taken concurrently: leftmost free leaf */
+                      l = 0;
+                      do :: l < NL ->
+                            ok = 0; k = 0;
+                            do :: k < NMEM -> if :: mem[k] == l + 1 -> ok = 1 :: else fi; k++
+                               :: else -> break
+                            od;
+                            if :: ok -> l++ :: else -> break fi
+                         :: else -> break
+                      od;
+                      moved = moved | (1 << tgt)
+                   :: else fi;
+                   mem[tgt] = l + 1
+                :: ISRM(o) && BIT(E, o) && mem[tgt] != 0 -> remby[tgt] = o; mem[tgt] = 0
+                :: else
+                fi
+             fi
+          :: else
+          fi;
+          n++
+       :: else -> break
+    od;
+    still = cand & ~voidm
+}
+
+/* ------------------------------------------------------------ rules.py: replay */
+/* input: delivered set M, ord[0..nord) a topological order of M */
+inline replay(M) {
+    /* added_in: the last ADD in the order (rules.py replay) */
+    k = 0;
+    do :: k < NMEM -> addedin[k] = 0; k++ :: else -> break od;
+    n = 0;
+    do :: n < nord -> o = ord[n]; if :: kd[o] == ADD -> addedin[tg[o]] = o :: else fi; n++
+       :: else -> break
+    od;
+    cand = 0; o = 0;
+    do :: o < NOPS ->
+          if
+          :: BIT(M, o) && kd[o] == REM -> cand = cand | (1 << o)
+          :: BIT(M, o) && kd[o] == EVI ->
+             vd = 0; r = 0;  /* weak eviction: void if the evicted member acted concurrently */
+             do :: r < NOPS -> if :: BIT(M, r) && au[r] == tg[o] && CONC(r, o) -> vd = 1 :: else fi; r++
+                :: else -> break
+             od;
+#ifdef MUTANT_EVICT_STRONG
+             vd = 0;  /* mutant: evictions are strong */
+#endif
+             if :: !vd -> cand = cand | (1 << o) :: else fi
+          :: else
+          fi; o++
+       :: else -> break
+    od;
+#ifdef SENIORITY
+    /* a junior's removal of a senior who concurrently removes it never counts */
+    tmp = cand; o = 0;
+    do :: o < NOPS ->
+          if
+          :: BIT(cand, o) && SEN(au[o]) > SEN(tg[o]) ->
+             r = 0;
+             do :: r < NOPS ->
+                   if :: BIT(cand, r) && au[r] == tg[o] && tg[r] == au[o] && CONC(r, o) -> tmp = tmp & ~(1 << o)
+                      :: else fi; r++
+                :: else -> break
+             od
+          :: else fi; o++
+       :: else -> break
+    od;
+    cand = tmp;
+#endif
+    effm = cand; nseen = 0;
+    simulate(effm);
+    it = 0;
+    do :: it < NOPS + 2 ->
+          nxt = still;
+          if
+          :: nxt == effm -> break
+          :: else ->
+             found = NONE; s = 0;
+             do :: s < nseen -> if :: seen[s] == nxt && found == NONE -> found = s :: else fi; s++
+                :: else -> break
+             od;
+             if
+             :: found != NONE ->  /* the iteration cycles: apply the union (removal wins) */
+                uni = effm; s = found;
+                do :: s < nseen -> uni = uni | seen[s]; s++ :: else -> break od;
+                simulate(uni);
+                break
+             :: else ->
+                seen[nseen] = effm; nseen++; effm = nxt;
+                simulate(effm)
+             fi
+          fi; it++
+       :: else -> break
+    od
+}
+
+/* rank order (height, id) of M into ord */
+inline rank_order(M) {
+    nord = 0; h = 0;
+    do :: h <= NOPS ->
+          o = 0;
+          do :: o < NOPS -> if :: BIT(M, o) && ht[o] == h -> ord[nord] = o; nord++ :: else fi; o++
+             :: else -> break
+          od; h++
+       :: else -> break
+    od
+}
+
+/* ------------------------------------------------------ the tree of commit i (linear) */
+inline build_tree(i) {
+    s = SLOT(ep[i]);
+    x = 0;
+    do :: x < NN -> TW(i + 1, x) = TW(s, x); TU(i + 1, x) = TU(s, x); x++ :: else -> break od;
+    l = 0;
+    do :: l < NL -> TL(i + 1, l) = TL(s, l); l++ :: else -> break od;
+    tgt = tg[i];
+    if
+    :: ISRM(i) ->  /* RFC 9420 12.1.3: blank the leaf and its direct path */
+       leaf_of(i + 1, tgt); l = tmp; TL(i + 1, l) = 0;
+       x = 1;
+       do :: x < NN -> if :: BELOW(x, l) -> TW(i + 1, x) = 0; TU(i + 1, x) = 0 :: else fi; x = x + 2
+          :: else -> break
+       od
+    :: kd[i] == ADD ->  /* RFC 9420 12.1.1: leftmost blank leaf, unmerged above it */
+       l = 0;
+       do :: l < NL && TL(i + 1, l) != 0 -> l++ :: else -> break od;
+       assert(l < NL);
+       addleaf[i] = l; TL(i + 1, l) = tgt + 1;
+       x = 1;
+       do :: x < NN -> if :: BELOW(x, l) && TW(i + 1, x) != 0 -> TU(i + 1, x) = TU(i + 1, x) | (1 << l) :: else fi; x = x + 2
+          :: else -> break
+       od
+    :: else
+    fi;
+    /* the committer's UpdatePath: every node on its direct path, known to all below */
+    leaf_of(i + 1, au[i]); j = tmp;
+    x = 1;
+    do :: x < NN ->
+          if
+          :: BELOW(x, j) ->
+             TW(i + 1, x) = i + 2; TU(i + 1, x) = 0;
+             knowers(i + 1, x); KN(i + 2, x) = kh
+          :: else -> KN(i + 2, x) = 0
+          fi; x = x + 2
+       :: else -> break
+    od
+}
+
+/* ------------------------------------------------------------ checks of one delivered set */
+inline check_set(M) {
+    /* 1. the replay in the deterministic order */
+    rank_order(M);
+    replay(M);
+    voidR = voidm;
+    k = 0;
+    do :: k < NMEM -> memR[k] = mem[k]; rembyR[k] = remby[k]; k++ :: else -> break od;
+    /* 2. the same rules in the arrival order (another topological order) */
+    nord = narr; n = 0;
+    do :: n < narr -> ord[n] = arr[n]; n++ :: else -> break od;
+    replay(M);
+    assert(voidm == voidR);
+    k = 0;
+    do :: k < NMEM ->
+          /* known exception (proofs/findings.md F1): a person added twice concurrently and
+             removed after one of the adds: the outcome follows the order of the second add
+             and the removal, so it is order-dependent (still deterministic: rank order) */
+          nc = 0; vd = 0; o = 0;
+          do :: o < NOPS -> if :: BIT(M, o) && kd[o] == ADD && tg[o] == k -> nc++
+                            :: BIT(M, o) && ISRM(o) && tg[o] == k -> vd = 1
+                            :: else fi; o++
+             :: else -> break
+          od;
+#ifndef STRICT_ORDER
+          if :: nc < 2 || !vd -> assert((mem[k] == 0) == (memR[k] == 0)) :: else fi;
+#else
+          assert((mem[k] == 0) == (memR[k] == 0));
+#endif
+          k++
+       :: else -> break
+    od;
+    /* 3. membership invariants (on the deterministic replay) */
+    smask = 0; nc = 0;
+    k = 0;
+    do :: k < NMEM ->
+          if :: memR[k] != 0 -> smask = smask | (1 << k); nc++ :: else fi;
+          if :: k < NF && memR[k] == 0 -> assert(rembyR[k] != NONE) :: else fi;  /* no lost member */
+          if
+          :: k >= NF && memR[k] != 0 ->  /* no joiner without a non-void add */
+             ok = 0; o = 0;
+             do :: o < NOPS -> if :: BIT(M, o) && kd[o] == ADD && tg[o] == k && !BIT(voidR, o) -> ok = 1 :: else fi; o++
+                :: else -> break
+             od;
+             assert(ok)
+          :: else fi;
+          m2 = k + 1;
+          do :: m2 < NMEM -> assert(memR[k] == 0 || memR[k] != memR[m2]); m2++ :: else -> break od;
+          k++
+       :: else -> break
+    od;
+    assert(nc > 0);  /* LIVENESS: never an empty group */
+    o = 0;
+    do :: o < NOPS ->
+          if
+          :: BIT(M, o) && ISC(o) ->
+             /* strong remove voids the removed member's concurrent commits */
+             r = rembyR[au[o]];
+             if :: r != NONE && CONC(o, r) && !MUTUAL(o, r) -> assert(BIT(voidR, o)) :: else fi
+          :: else fi;
+          if
+          :: BIT(M, o) && kd[o] == EVI ->  /* weak eviction */
+             r = 0;
+             do :: r < NOPS -> if :: BIT(M, r) && au[r] == tg[o] && CONC(r, o) -> assert(rembyR[tg[o]] != o) :: else fi; r++
+                :: else -> break
+             od
+          :: else fi;
+          o++
+       :: else -> break
+    od;
+    /* 4. the heads: maximal commits of M */
+    heads = 0; nheads = 0; o = 0;
+    do :: o < NOPS ->
+          if
+          :: BIT(M, o) && ISC(o) ->
+             ok = 1; r = 0;
+             do :: r < NOPS -> if :: BIT(M, r) && ISC(r) && INP(o, r) -> ok = 0 :: else fi; r++
+                :: else -> break
+             od;
+             if :: ok -> heads = heads | (1 << o); nheads++ :: else fi
+          :: else fi; o++
+       :: else -> break
+    od;
+    if
+    :: nheads >= 2 -> check_merge(M)
+    :: else
+    fi
+}
+
+/* the merged base tree of the heads and the merge commit by every possible committer */
+inline check_merge(M) {
+    l = 0;
+    do :: l < NL -> mlf[l] = 0; l++ :: else -> break od;
+    k = 0;
+    do :: k < NMEM -> if :: memR[k] != 0 -> mlf[memR[k] - 1] = k + 1 :: else fi; k++ :: else -> break od;
+    x = 1;
+    do :: x < NN ->
+          mwr[x] = 0; mun[x] = 0;
+          /* same write in every head? */
+          tmp = NONE; ok = 1; h = 0;
+          do :: h < NOPS ->
+                if
+                :: BIT(heads, h) ->
+                   if :: tmp == NONE -> tmp = TW(h + 1, x)
+                      :: else -> if :: TW(h + 1, x) != tmp -> ok = 0 :: else fi
+                   fi
+                :: else fi; h++
+             :: else -> break
+          od;
+          if :: tmp == 0 -> ok = 0 :: else fi;
+#ifdef MUTANT_KEEP_ONE
+          /* mutant: keep the first head's write instead of blanking a conflict */
+          h = 0;
+          do :: h < NOPS -> if :: BIT(heads, h) && TW(h + 1, x) != 0 -> tmp = TW(h + 1, x); ok = 1; break :: else -> h++ fi
+             :: else -> break
+          od;
+#endif
+          /* every knower in every head still a member? */
+          h = 0;
+          do :: h < NOPS ->
+                if :: ok && BIT(heads, h) -> knowers(h + 1, x);
+#ifndef MUTANT_NO_REBLANK
+                      if :: (kh & ~smask) != 0 -> ok = 0 :: else fi
+#else
+                      skip  /* mutant: keep nodes known to departed members */
+#endif
+                   :: else fi; h++
+             :: else -> break
+          od;
+          if
+          :: ok ->
+             mwr[x] = tmp;
+             /* unmerged: members below not knowing it in every head that holds them */
+             l = 0;
+             do :: l < NL ->
+                   if
+                   :: mlf[l] != 0 && BELOW(x, l) ->
+                      a = mlf[l] - 1; nc = 0; vd = 0; h = 0;
+                      do :: h < NOPS ->
+                            if
+                            :: BIT(heads, h) ->
+                               in_tree(h + 1, a);
+                               if
+                               :: ok -> nc++; knowers(h + 1, x); if :: !BIT(kh, a) -> vd = 1 :: else fi
+                               :: else fi;
+                               ok = 1
+                            :: else fi; h++
+                         :: else -> break
+                      od;
+#ifndef MUTANT_NO_UNMERGED
+                      if :: nc == 0 || vd -> mun[x] = mun[x] | (1 << l) :: else fi
+#endif
+                   :: else fi; l++
+                :: else -> break
+             od;
+             /* KK1: everyone who ever learned the kept node is a member below it */
+             below = 0; l = 0;
+             do :: l < NL -> if :: mlf[l] != 0 && BELOW(x, l) -> below = below | (1 << (mlf[l] - 1)) :: else fi; l++
+                :: else -> break
+             od;
+             assert((KN(tmp, x) & ~below) == 0);
+             /* KK2: every member below it and not unmerged learned it */
+             l = 0;
+             do :: l < NL ->
+                   if :: mlf[l] != 0 && BELOW(x, l) && !BIT(mun[x], l) -> assert(BIT(KN(tmp, x), mlf[l] - 1))
+                      :: else fi; l++
+                :: else -> break
+             od
+          :: else
+          fi;
+          x = x + 2
+       :: else -> break
+    od;
+    /* every possible merge committer g: a member of S in at least one head */
+    nc = 0; g = 0;
+    do :: g < NMEM ->
+          if
+          :: memR[g] != 0 ->
+             incl = 0; h = 0;
+             do :: h < NOPS -> if :: BIT(heads, h) -> in_tree(h + 1, g); if :: ok -> incl = incl | (1 << h) :: else fi :: else fi; h++
+                :: else -> break
+             od;
+             if :: incl != 0 -> nc++; check_committer(M) :: else fi
+          :: else fi; g++
+       :: else -> break
+    od;
+    assert(nc > 0)  /* LIVENESS: someone can issue the merge commit */
+}
+
+/* adversaries against the merge epoch committed by g with included heads incl */
+inline check_committer(M) {
+    /* REMOVAL: every member ever (founder or added in M) that is not in S */
+    a = 0;
+    do :: a < NMEM ->
+          ok = (a < NF);
+          o = 0;
+          do :: o < NOPS -> if :: BIT(M, o) && kd[o] == ADD && tg[o] == a -> ok = 1 :: else fi; o++
+             :: else -> break
+          od;
+          if
+          :: ok && memR[a] == 0 ->
+             /* a kept node of the base tree it ever learned (its only way to the commit secret) */
+             kept_known = 0; x = 1;
+             do :: x < NN -> if :: mwr[x] != 0 && BIT(KN(mwr[x], x), a) -> kept_known = 1 :: else fi; x = x + 2
+                :: else -> break
+             od;
+             /* every included parent epoch it was a member of (for the merge init_secret) */
+             all_inc = 1; h = 0;
+             do :: h < NOPS -> if :: BIT(incl, h) -> in_tree(h + 1, a); if :: !ok -> all_inc = 0 :: else fi :: else fi; h++
+                :: else -> break
+             od;
+             assert(!(kept_known && all_inc));
+             assert(!kept_known)
+          :: else fi; a++
+       :: else -> break
+    od;
+    /* PCS: u a non-void commit by cu, cu still a member; the attacker has every node secret
+       cu learned in an epoch that does not have u in its past */
+    u = 0;
+    do :: u < NOPS ->
+          if
+          :: BIT(M, u) && ISC(u) && !BIT(voidR, u) && memR[au[u]] != 0 ->
+             cu = au[u];
+             kept_known = 0; x = 1;
+             do :: x < NN ->
+                   att = mwr[x];
+                   if
+                   :: att != 0 && BIT(KN(att, x), cu) && (att == 1 || (att - 2 != u && !INP(u, att - 2))) -> kept_known = 1
+                   :: else fi; x = x + 2
+                :: else -> break
+             od;
+             assert(!kept_known)
+          :: else fi; u++
+       :: else -> break
+    od
+}
+
+/* ------------------------------------------------------------ the scenario */
+inline choose_op(i) {
+    select(cv : 0 .. i);
+    if :: cv == i -> dp[i] = GEN :: else -> dp[i] = cv fi;
+    select(cv : 0 .. NMEM - 1);
+    au[i] = cv;
+    select(cv : 0 .. 4);
+    kd[i] = cv;
+    if
+    :: kd[i] == REM || kd[i] == EVI -> select(cv : 0 .. NMEM - 1)
+    :: kd[i] == ADD -> select(cv : NF .. NMEM - 1)
+    :: else -> cv = 0
+    fi;
+    tg[i] = cv;
+    d_step {
+        cv = 0;
+        if
+        :: dp[i] == GEN -> past[i] = 0; ht[i] = 1; ep[i] = GEN
+        :: else -> past[i] = past[dp[i]] | (1 << dp[i]); ht[i] = ht[dp[i]] + 1;
+                   ep[i] = (ISC(dp[i]) -> dp[i] : ep[dp[i]])
+        fi;
+        /* the author's log is linear: its earlier operations are in the past */
+        o = 0;
+        do :: o < i -> if :: au[o] == au[i] && !INP(o, i) -> valid = false :: else fi; o++
+           :: else -> break
+        od;
+        s = SLOT(ep[i]);
+        in_tree(s, au[i]); if :: !ok -> valid = false :: else fi;
+        if
+        :: ISRM(i) -> in_tree(s, tg[i]); if :: !ok || tg[i] == au[i] -> valid = false :: else fi
+        :: kd[i] == ADD -> in_tree(s, tg[i]); if :: ok -> valid = false :: else fi
+        :: else
+        fi;
+        if :: valid && ISC(i) -> build_tree(i) :: else fi
+    }
+}
+
+init {
+    d_step {
+        x = 0;
+        do :: x < NN -> lv[x] = 0; tmp = x; do :: tmp & 1 -> lv[x]++; tmp = tmp >> 1 :: else -> break od; x++
+           :: else -> break
+        od;
+        /* genesis: founders 0..3, the creator's path 1, 3, 7 */
+        x = 0;
+        do :: x < NN -> TW(0, x) = 0; TU(0, x) = 0; x++ :: else -> break od;
+        l = 0;
+        do :: l < NL -> TL(0, l) = (l < NF -> l + 1 : 0); l++ :: else -> break od;
+        x = 0;
+        do :: x < NWR * NN -> kn[x] = 0; x++ :: else -> break od;
+        TW(0, 1) = 1; TW(0, 3) = 1; TW(0, 7) = 1;
+        knowers(0, 1); KN(1, 1) = kh;
+        knowers(0, 3); KN(1, 3) = kh;
+        knowers(0, 7); KN(1, 7) = kh
+    };
+    choose_op(0);
+    if :: !valid -> goto done :: else fi;
+    choose_op(1);
+    if :: !valid -> goto done :: else fi;
+#if NOPS > 2
+    choose_op(2);
+    if :: !valid -> goto done :: else fi;
+#endif
+    /* deliver in every causal order, checking every delivered prefix */
+    do
+    :: narr == NOPS -> break
+    :: else ->
+       select(cv : 0 .. NOPS - 1);
+       if
+       :: !BIT(delivered, cv) && (past[cv] & ~delivered) == 0 ->
+          d_step {
+              delivered = delivered | (1 << cv); arr[narr] = cv; narr++; cv = 0;
+              check_set(delivered)
+          }
+       :: else -> cv = 0
+       fi
+    od;
+done:
+    skip
+}

@@ -1,0 +1,398 @@
+"""The merge state machine (issue 4, "Done when"; design doc section 6; proofs/README.md).
+
+A Hypothesis `RuleBasedStateMachine` over 3 to 8 replicas.  Every replica is one member's
+view of the group: a `GroupDag` fed through a faulty `NetSim` (reordering, duplication,
+delay, loss, partitions) with a causal buffer and anti-entropy.  Members commit (update,
+add, remove, idle eviction) on the single head of their own view and issue merge commits
+when their view has several heads; the MLS side is real (`tests.scenarios.harness.World`:
+RFC 9420 commits, merged trees, merge commits and merge Welcomes).
+
+Checked after every step:
+
+* convergence: replicas holding the same operations have the same S(heads) (membership,
+  void commits, moved joiners) and heads; each replica's S equals S of the same heads
+  computed by a DAG that holds everything; every holder of an epoch has the same
+  GroupContext, tree hash, epoch authenticator and exporter secret;
+* key knowledge: every non-blank parent node of every epoch's tree has its private key held
+  by exactly the members below it minus its unmerged leaves, and nobody outside the epoch
+  holds the epoch;
+* removal: an adversary keeping every private key a non-member ever held (removed members,
+  members of concurrent branches) holds the key of no node of the epoch's tree, so it can
+  open none of the path secrets or Welcome secrets that create the epoch.
+
+At the end the network heals, everything is delivered, and one merge round must leave a
+single head that every member holds (liveness).
+
+Profiles: the default run does a few examples; ``-m slow`` runs the CI profile
+(``merge-ci``: 2,000 examples) and ``HYPOTHESIS_PROFILE=nightly`` raises it to 20,000.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from crdt_mls.merge.dag import GroupDag
+from crdt_mls.merge.rules import ChangeKind, MutualRemoval, OpRecord
+from crdt_mls.mls import treemath
+from tests.properties.netsim import NetSim
+from tests.scenarios.harness import World
+
+settings.register_profile(
+    "merge-ci",
+    max_examples=2000,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "nightly",
+    max_examples=20000,
+    stateful_step_count=14,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "merge-quick",
+    max_examples=30,
+    stateful_step_count=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+MAX_JOINERS = 3
+
+
+def _profile(default: str) -> settings:
+    """``HYPOTHESIS_PROFILE=nightly`` selects the nightly profile for the machine."""
+    return settings.get_profile("nightly" if os.environ.get("HYPOTHESIS_PROFILE") == "nightly" else default)
+
+
+@dataclass
+class View:
+    """One replica: its DAG and its causal buffer of records waiting for their parents."""
+
+    dag: GroupDag
+    pending: dict[bytes, OpRecord] = field(default_factory=dict)
+
+    def offer(self, rec: OpRecord) -> None:
+        if rec.cid in self.dag or rec.cid in self.pending:
+            return
+        self.pending[rec.cid] = rec
+        progress = True
+        while progress:
+            progress = False
+            for cid, r in list(self.pending.items()):
+                links = (*r.parents, *((r.prev,) if r.prev is not None else ()))
+                if all(p in self.dag for p in links):
+                    del self.pending[cid]
+                    self.dag.add(r)
+                    progress = True
+
+    def held(self) -> frozenset[bytes]:
+        return frozenset(self.dag.commits())
+
+
+def _below(x: int, leaf: int) -> bool:
+    lvl = treemath.level(x)
+    return x - ((1 << lvl) - 1) <= 2 * leaf <= x + ((1 << lvl) - 1)
+
+
+class MergeMachine(RuleBasedStateMachine):
+    """Random concurrent membership changes, merges and a faulty network (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world: World | None = None
+        self.views: dict[str, View] = {}
+        self.replicas: list[str] = []
+        self.net = NetSim(seed=0)
+        self.joiners = 0
+        self.checked_epochs: set[bytes] = set()
+        self.adversary_version = -1
+
+    # ------------------------------------------------------------------ setup
+
+    @initialize(
+        n=st.integers(3, 8),
+        seed=st.integers(0, 2**16),
+        mode=st.sampled_from(MutualRemoval),
+        drop=st.sampled_from([0.0, 0.0, 0.2]),
+        duplicate=st.sampled_from([0.0, 0.3]),
+        max_delay=st.integers(0, 3),
+    )
+    def setup(self, n: int, seed: int, mode: MutualRemoval, drop: float, duplicate: float, max_delay: int) -> None:
+        names = [f"m{i}" for i in range(n)]
+        self.world = World(list(names), seed=seed, mode=mode)
+        self.replicas = names
+        genesis = self.world.records[0]
+        self.views = {name: View(GroupDag(genesis, mutual_removal=mode)) for name in names}
+        self.net = NetSim(seed=seed, drop=drop, duplicate=duplicate, max_delay=max_delay)
+
+    @property
+    def w(self) -> World:
+        assert self.world is not None
+        return self.world
+
+    def _publish(self, author: str) -> None:
+        """The author's view takes its new record at once; everyone else gets it by network."""
+        rec = self.w.records[-1]
+        self.views[author].offer(rec)
+        idx = str(len(self.w.records) - 1).encode()
+        for other in self.replicas:
+            if other != author:
+                self.net.send(author, other, idx)
+
+    def _can_act(self, name: str) -> bytes | None:
+        """The single head of ``name``'s view if ``name`` may commit on it, else None."""
+        view = self.views[name]
+        heads = view.dag.heads()
+        if len(heads) != 1:
+            return None
+        (h,) = heads
+        g = self.w.states.get((name, h))
+        if g is None or not g.active or self.w.key(name) not in view.dag.state().membership:
+            return None
+        return h
+
+    # ------------------------------------------------------------------ rules
+
+    @precondition(lambda self: self.world is not None)
+    @rule(
+        who=st.integers(0, 7),
+        kind=st.sampled_from(["update", "add", "remove", "evict"]),
+        pick=st.integers(0, 15),
+    )
+    def commit(self, who: int, kind: str, pick: int) -> None:
+        self._commit(who, kind, pick)
+
+    @precondition(lambda self: self.world is not None)
+    @rule(who=st.integers(0, 7), pick=st.integers(0, 15))
+    def concurrent_commits(self, who: int, pick: int) -> None:
+        """Two replicas commit before either hears of the other's commit."""
+        self._commit(who, ("update", "remove", "add", "evict")[pick % 4], pick)
+        self._commit(who + 1 + pick % 3, ("update", "evict", "remove", "add")[pick % 4], pick // 4)
+
+    def _commit(self, who: int, kind: str, pick: int) -> None:
+        name = self.replicas[who % len(self.replicas)]
+        h = self._can_act(name)
+        if h is None:
+            return
+        others = sorted(self.w.members(h) - {name})
+        if kind == "add":
+            if self.joiners >= MAX_JOINERS:
+                return
+            self.joiners += 1
+            self.w.commit(name, h, add=(f"j{self.joiners}",))
+        elif kind in ("remove", "evict"):
+            if len(others) < 2:
+                return
+            victim = others[pick % len(others)]
+            if kind == "remove":
+                self.w.commit(name, h, remove=(victim,))
+            else:
+                self.w.commit(name, h, evict=(victim,))
+        else:
+            self.w.commit(name, h)
+        self._publish(name)
+
+    @precondition(lambda self: self.world is not None)
+    @rule(who=st.integers(0, 7))
+    def merge(self, who: int) -> None:
+        """The first replica (from ``who`` on) whose view has several heads merges them."""
+        k = len(self.replicas)
+        for name in (self.replicas[(who + i) % k] for i in range(k)):
+            view = self.views[name]
+            heads = view.dag.heads()
+            if len(heads) < 2 or self.w.key(name) not in view.dag.state().membership:
+                continue
+            if not any((g := self.w.states.get((name, h))) is not None and g.active for h in heads):
+                continue
+            self.w.merge(name, tuple(sorted(heads)))
+            self._publish(name)
+            return
+
+    @precondition(lambda self: self.world is not None)
+    @rule(ticks=st.integers(1, 6))
+    def deliver(self, ticks: int) -> None:
+        for _ in range(ticks):
+            for msg in self.net.step():
+                assert isinstance(msg.dst, str)
+                self.views[msg.dst].offer(self.w.records[int(msg.payload)])
+
+    @precondition(lambda self: self.world is not None)
+    @rule(who=st.integers(0, 7))
+    def settle_and_merge(self, who: int) -> None:
+        """Everything in flight arrives (partitions still drop), then a replica merges."""
+        while not self.net.idle():
+            self.deliver(1)
+        self.merge(who)
+
+    @precondition(lambda self: self.world is not None)
+    @rule(who=st.integers(0, 7))
+    def gossip(self, who: int) -> None:
+        """Anti-entropy: a replica re-sends everything it holds (missing nodes fetched by CID)."""
+        name = self.replicas[who % len(self.replicas)]
+        held = set(self.views[name].dag.commits())
+        for i, rec in enumerate(self.w.records):
+            if rec.cid in held:
+                for other in self.replicas:
+                    if other != name:
+                        self.net.send(name, other, str(i).encode())
+
+    @precondition(lambda self: self.world is not None)
+    @rule(cut=st.integers(1, 7))
+    def partition(self, cut: int) -> None:
+        c = cut % len(self.replicas) or 1
+        self.net.partition([self.replicas[:c], self.replicas[c:]])
+
+    @precondition(lambda self: self.world is not None)
+    @rule()
+    def heal(self) -> None:
+        self.net.heal()
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def replicas_converge(self) -> None:
+        if self.world is None:
+            return
+        by_set: dict[frozenset[bytes], tuple[object, ...]] = {}
+        for name, view in self.views.items():
+            s = view.dag.state()
+            # S(heads) is a function of the heads: the DAG holding everything agrees
+            ref = self.w.dag.state(view.dag.frontier())
+            assert s.membership == ref.membership and s.void == ref.void and s.moved == ref.moved, name
+            summary = (s.membership, s.void, s.moved, view.dag.heads())
+            held = view.held()
+            if held in by_set:
+                assert by_set[held] == summary, f"{name} differs from a replica holding the same operations"
+            else:
+                by_set[held] = summary
+
+    @invariant()
+    def strong_remove_holds(self) -> None:
+        """Design 5.3: a member removed on any branch is out, and its concurrent commits are void
+        (mutual removals excepted: they follow the configured rule)."""
+        if self.world is None:
+            return
+        for view in self.views.values():
+            dag = view.dag
+            s = dag.state()
+            recs = [dag.record(c) for c in dag.commits()]
+            for r in recs:
+                if r.cid in s.void or r.changes is None:
+                    continue
+                for ch in r.changes:
+                    if ch.kind != ChangeKind.REMOVE:
+                        continue
+                    for c in recs:
+                        if c.author != ch.member or not dag.concurrent(c.cid, r.cid) or c.changes is None:
+                            continue
+                        mutual = any(
+                            x.kind in (ChangeKind.REMOVE, ChangeKind.EVICT) and x.member == r.author for x in c.changes
+                        )
+                        if not mutual:
+                            assert c.cid in s.void, "a removed member's concurrent commit is not void"
+                            assert ch.member not in s.membership, "a member removed on a branch is still in"
+
+    @invariant()
+    def epochs_agree_and_keys_are_where_they_belong(self) -> None:
+        if self.world is None:
+            return
+        w = self.w
+        for epoch in w.trees:
+            if epoch in self.checked_epochs:
+                continue
+            self.checked_epochs.add(epoch)
+            tree = w.trees[epoch]
+            members = w.members(epoch)
+            holders = w.holders(epoch)
+            assert holders == members, (sorted(holders), sorted(members))
+            groups = {n: w.states[(n, epoch)] for n in members}
+            ref = next(iter(groups.values()))
+            exporter = ref.export_secret("merge-machine", b"", 32)
+            for g in groups.values():
+                assert g.group_context == ref.group_context
+                assert g.tree.tree_hash() == ref.tree.tree_hash() == tree.tree_hash()
+                assert g.epoch_authenticator == ref.epoch_authenticator
+                assert g.export_secret("merge-machine", b"", 32) == exporter
+            # key knowledge: exactly the members below a node minus its unmerged leaves
+            leaf_of = {w.name_of(lf.signature_key): i for i, lf in tree.members()}
+            for x in range(1, tree.width, 2):
+                node = tree.parent_node(x)
+                if node is None:
+                    continue
+                expected = {n for n, i in leaf_of.items() if _below(x, i) and i not in node.unmerged_leaves}
+                knowers = {n for n, g in groups.items() if x in g.private_keys}
+                assert knowers == expected, (x, sorted(knowers), sorted(expected))
+
+    @invariant()
+    def outsiders_know_no_node_of_any_epoch(self) -> None:
+        if self.world is None:
+            return
+        w = self.w
+        if len(w.states) == self.adversary_version:
+            return
+        self.adversary_version = len(w.states)
+        # every HPKE key pair anyone ever held, by public key, per person
+        stolen: dict[str, set[bytes]] = {}
+        for (n, _e), g in w.states.items():
+            pubs = stolen.setdefault(n, set())
+            for x in g.private_keys:
+                node = g.tree.node(x)
+                if node is not None:
+                    pubs.add(node.encryption_key)
+        for epoch, tree in w.trees.items():
+            members = w.members(epoch)
+            public = {lf.encryption_key for _, lf in tree.members()}
+            public |= {p.encryption_key for x in range(1, tree.width, 2) if (p := tree.parent_node(x)) is not None}
+            for person, pubs in stolen.items():
+                if person in members:
+                    continue
+                assert not w.knows(person, epoch), (person, "holds an epoch it is not a member of")
+                assert not (pubs & public), (person, "holds a private key of an epoch it is not in")
+
+    def teardown(self) -> None:
+        """Liveness: heal, deliver everything, one merge round gives a single head for all."""
+        if self.world is None:
+            return
+        w = self.w
+        self.net.heal()
+        for view in self.views.values():
+            for rec in w.records:
+                view.offer(rec)
+            assert not view.pending
+        heads = w.dag.heads()
+        if len(heads) > 1:
+            st_ = w.dag.state(heads)
+            merger = next(
+                (
+                    n
+                    for n in self.replicas + [f"j{i}" for i in range(1, self.joiners + 1)]
+                    if w.key(n) in st_.membership
+                    and any((g := w.states.get((n, h))) is not None and g.active for h in heads)
+                ),
+                None,
+            )
+            assert merger is not None, "nobody can issue the merge commit"
+            m = w.merge(merger, tuple(sorted(heads)))
+            assert w.dag.heads() == {m}
+            w.check_epoch(m)  # every member holds it, same secrets, and everyone can talk
+        assert len(w.dag.heads()) == 1
+
+
+TestMergeMachineQuick = MergeMachine.TestCase
+TestMergeMachineQuick.settings = _profile("merge-quick")
+
+
+class TestMergeMachineCI(MergeMachine.TestCase):  # type: ignore[misc,valid-type]
+    """The CI run: 2,000 examples (``-m slow``); nightly: 20,000."""
+
+    settings = _profile("merge-ci")
+    pytestmark = pytest.mark.slow
