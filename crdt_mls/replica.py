@@ -30,6 +30,7 @@ the one with the lowest CID) and refuses new commits until `Replica.merge` (any 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -48,9 +49,10 @@ from crdt_mls.errors import (
     StorageError,
     WelcomeError,
 )
+from crdt_mls.merge.dag import GroupDag
 from crdt_mls.merge.mlsmerge import ParentEpoch, create_merge_commit, join_merge, process_merge_commit
-from crdt_mls.merge.records import commit_record, genesis_record
-from crdt_mls.merge.rules import Membership, OpRecord, apply_commit, replay
+from crdt_mls.merge.records import commit_record, genesis_record, membership_from_tree, merge_record
+from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group
@@ -76,8 +78,9 @@ __all__ = [
 ]
 
 Rng = Callable[[int], bytes]
+_Snapshot = tuple[tuple[object, ...], bytes, tuple[GroupDag, list[bytes], int]]
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _PAYLOAD_COMMIT = 1
 _PAYLOAD_MERGE = 2
 _TAG_LABEL = "crdt-mls group tag key"
@@ -291,6 +294,109 @@ def _short(cid: bytes) -> str:
     return cid_to_str(cid)[-10:] if cid else "-"
 
 
+# ----------------------------------------------------------------------------- merge-engine log
+#
+# Every delivered operation is fed to the replica's `GroupDag` (docs/merge.md section 4.1) and
+# the input is kept as one entry per operation under its own meta key, written in the same
+# atomic batch as the rest of the call; `Replica.load` replays the entries to rebuild the DAG.
+
+_DAG_GENESIS = 1  #: record of the group's genesis (the creator's DAG starts from it)
+_DAG_ADD = 2  #: a readable operation: `GroupDag.add`
+_DAG_OPAQUE = 3  #: an operation this replica cannot read: `GroupDag.add_opaque`
+_DAG_ROOT = 4  #: the epoch joined from a Welcome or merge Welcome: `GroupDag.add_root`
+
+
+def _w_change(w: Writer, ch: Change) -> None:
+    w.u8(int(ch.kind))
+    w.opaque(ch.member)
+    w.u32(ch.leaf)
+    w.opaque(ch.data)
+
+
+def _r_change(r: Reader) -> Change:
+    kind = r.u8()
+    try:
+        k = ChangeKind(kind)
+    except ValueError:
+        raise DecodeError("unknown change kind in the merge log") from None
+    return Change(k, r.opaque(), r.u32(), r.opaque())
+
+
+def _w_record(w: Writer, rec: OpRecord) -> None:
+    w.opaque(rec.cid)
+    w.opaque(rec.author)
+    w.u64(rec.seq)
+    w.optional(rec.prev, _w_opaque)
+    w.vector(rec.parents, _w_opaque)
+    w.vector(rec.epochs, _w_opaque)
+    w.optional(rec.changes, lambda ww, chs: ww.vector(chs, _w_change))
+
+
+def _r_record(r: Reader) -> OpRecord:
+    cid, author, seq = r.opaque(), r.opaque(), r.u64()
+    prev = r.optional(lambda rr: rr.opaque())
+    parents = tuple(r.vector(lambda rr: rr.opaque()))
+    epochs = tuple(r.vector(lambda rr: rr.opaque()))
+    changes = r.optional(lambda rr: tuple(rr.vector(_r_change)))
+    return OpRecord(cid, author, seq, prev, parents, epochs, changes)
+
+
+def _w_member(w: Writer, m: Member) -> None:
+    w.opaque(m.key)
+    w.u32(m.leaf)
+    w.opaque(m.data)
+    w.opaque(m.added_in)
+    w.opaque(m.updated_in)
+
+
+def _r_member(r: Reader) -> Member:
+    return Member(r.opaque(), r.u32(), r.opaque(), r.opaque(), r.opaque())
+
+
+def _dag_entry(kind: int, rec: OpRecord, membership: Membership | None = None, *, commit: bool = False) -> bytes:
+    w = Writer()
+    w.u8(kind)
+    _w_record(w, rec)
+    w.boolean(commit)
+    w.optional(None if membership is None else list(membership.members), lambda ww, ms: ww.vector(ms, _w_member))
+    return w.getvalue()
+
+
+def _feed(dag: GroupDag | None, entry: bytes) -> tuple[GroupDag, int, OpRecord]:
+    """Apply one merge-log entry to ``dag`` (``None``: before the first entry); returns the DAG
+    (a new one for a genesis entry), the entry kind and its record.  Raises as the DAG does."""
+    r = Reader(entry)
+    kind = r.u8()
+    rec = _r_record(r)
+    commit = r.boolean()
+    members = r.optional(lambda rr: rr.vector(_r_member))
+    r.finish()
+    if kind == _DAG_GENESIS:
+        return GroupDag(rec), kind, rec
+    if dag is None:
+        dag = GroupDag.for_joiner()
+    if kind == _DAG_ADD:
+        dag.add(rec)
+    elif kind == _DAG_OPAQUE:
+        dag.add_opaque(rec.cid, rec.author, rec.seq, rec.prev, rec.parents, commit=commit)
+    elif kind == _DAG_ROOT and members is not None:
+        dag.add_root(rec, Membership.of(members))
+    else:
+        raise DecodeError("unknown merge log entry")
+    return dag, kind, rec
+
+
+def _advance(heads: set[bytes], rec: OpRecord) -> None:
+    heads.difference_update(rec.parents)
+    if rec.prev is not None:
+        heads.discard(rec.prev)
+    heads.add(rec.cid)
+
+
+def _node_record(ref: NodeRef, epochs: tuple[bytes, ...], changes: tuple[Change, ...] | None) -> OpRecord:
+    return OpRecord(ref.cid, ref.author, ref.seq, ref.prev, tuple(ref.parents), epochs, changes)
+
+
 # ----------------------------------------------------------------------------- the replica
 
 
@@ -343,6 +449,12 @@ class Replica:
         self._receiver: CausalReceiver[NodeRef] = CausalReceiver(CausalBuffer(size_of=_ref_size))
         self._outgoing: list[tuple[bytes, bytes]] = []
         self._removed = False
+        #: the merge engine over every delivered operation (docs/merge.md section 4.1) and its input log
+        self._dag: GroupDag = GroupDag.for_joiner()
+        self._dag_entries: list[bytes] = []
+        self._dag_saved = 0  #: entries already in the store
+        #: the maximal operations this replica can read: the causal parents of its own nodes
+        self._parent_heads: set[bytes] = set()
 
     def __repr__(self) -> str:
         ep = self._states.get(self._current)
@@ -383,10 +495,12 @@ class Replica:
         old = self._snapshot()
         self._tag = derive_group_tag(group.export_secret(_TAG_LABEL, b"", 32), group.group_id)
         ref = self._sign(NodeKind.GENESIS, b"", b"", ())
-        self._add_epoch(ref.cid, group, (), ref.author)
-        self._current = ref.cid
-        self._local(ref)
         try:
+            self._dag, self._dag_entries, self._dag_saved, self._parent_heads = GroupDag.for_joiner(), [], 0, set()
+            self._dag_apply(_dag_entry(_DAG_GENESIS, genesis_record(ref.cid, ref.author, group.tree)))
+            self._add_epoch(ref.cid, group, (), ref.author)
+            self._current = ref.cid
+            self._local(ref)
             self._save([ref])
         except CrdtMlsError:
             self._restore(old)
@@ -546,9 +660,10 @@ class Replica:
         msg, group = self.group.protect_application(raw, padding=padding, rng=self._rng)
         ref = self._sign(NodeKind.APPLICATION, self._current, msg, self._parents())
         old = self._snapshot()
-        self._states[self._current] = group
-        self._local(ref)
         try:
+            self._dag_local(_node_record(ref, (self._current,), None))
+            self._states[self._current] = group
+            self._local(ref)
             self._save([ref])
         except CrdtMlsError:
             self._restore(old)
@@ -604,7 +719,53 @@ class Replica:
             raise InvalidState("this member was removed from the group")
 
     def _parents(self) -> tuple[bytes, ...]:
-        return tuple(sorted(self._node_heads))
+        """Causal parents of a new node: the operations this replica can read that no readable
+        operation builds on (docs/merge.md 4.1 facade rule: a commit's epoch parents stay exactly
+        its commit frontier)."""
+        return tuple(sorted(self._parent_heads))
+
+    def _links(self, parents: Sequence[bytes]) -> tuple[bytes, ...]:
+        return (*parents, *((self._prev,) if self._prev is not None else ()))
+
+    # ------------------------------------------------------------------ merge engine feed
+
+    def _dag_apply(self, entry: bytes) -> None:
+        """Feed one entry to the `GroupDag` and log it; raises as the DAG does, nothing changed."""
+        self._dag, kind, rec = _feed(self._dag, entry)
+        self._dag_entries.append(entry)
+        if kind != _DAG_OPAQUE:
+            _advance(self._parent_heads, rec)
+
+    def _dag_try(self, entry: bytes) -> str | None:
+        """`_dag_apply` for remote input: the reason the engine refused it, or ``None``."""
+        try:
+            self._dag_apply(entry)
+        except (RemoteInputError, InvalidState, InvalidArgument) as e:
+            return f"merge engine: {type(e).__name__}: {e}"
+        return None
+
+    def _dag_local(self, rec: OpRecord) -> None:
+        """Feed this replica's own new operation; the engine refusing it is a usage error."""
+        try:
+            self._dag_apply(_dag_entry(_DAG_ADD, rec))
+        except RemoteInputError as e:
+            raise InvalidState(f"the merge engine refused this operation: {e}") from None
+
+    def _dag_opaque(self, ref: NodeRef) -> None:
+        commit = ref.node.kind in (NodeKind.COMMIT, NodeKind.GENESIS)
+        # if the engine cannot place it (a parent it never got), its descendants stay out too
+        with contextlib.suppress(CrdtMlsError):
+            self._dag_apply(_dag_entry(_DAG_OPAQUE, _node_record(ref, (), None), commit=commit))
+
+    def _rebuild_dag(self) -> None:
+        """Replay the merge log (after a load or a rolled-back call)."""
+        dag = GroupDag.for_joiner()
+        heads: set[bytes] = set()
+        for entry in self._dag_entries:
+            dag, kind, rec = _feed(dag, entry)
+            if kind != _DAG_OPAQUE:
+                _advance(heads, rec)
+        self._dag, self._parent_heads = dag, heads
 
     def _sign(self, kind: NodeKind, epoch: bytes, payload: bytes, parents: tuple[bytes, ...]) -> NodeRef:
         fields = NodeFields(kind, self._tag, self._seq, self._prev, parents, epoch, payload)
@@ -634,11 +795,16 @@ class Replica:
         msg, welcome, after = before.commit(add=add, remove=remove, private=True, rng=self._rng)
         ref = self._sign(NodeKind.COMMIT, self._current, _commit_payload(msg, welcome), self._parents())
         old = self._snapshot()
-        self._add_epoch(ref.cid, after, (self._current,), ref.author)
-        self._current = ref.cid
-        self._local(ref)
-        self._prune()
         try:
+            self._dag_local(
+                commit_record(
+                    ref.cid, ref.author, ref.seq, ref.prev, ref.parents, (self._current,), before.tree, after.tree
+                )
+            )
+            self._add_epoch(ref.cid, after, (self._current,), ref.author)
+            self._current = ref.cid
+            self._local(ref)
+            self._prune()
             self._save([ref])
         except CrdtMlsError:
             self._restore(old)
@@ -656,60 +822,36 @@ class Replica:
 
     @property
     def merge_leader(self) -> bytes | None:
-        """Signature key of the member expected to merge the current fork (the smallest key
-        among members of every epoch head), or ``None`` when there is no fork.  Any member
-        may merge; one designated merger avoids concurrent merges of the same heads."""
+        """Signature key of the member expected to merge the current fork first, or ``None`` when
+        there is no fork (or S(heads) needs history this replica cannot read).  Any member may
+        merge, and concurrent merges are merged in turn (merge of merges); the turn order
+        avoids most of them (design sketch section 4)."""
+        order = self._merge_order()
+        return order[0] if order else None
+
+    def merge_rank(self) -> int | None:
+        """This member's turn to merge the current fork (0 first): wait ``rank x delay`` and skip
+        if a merge arrived meanwhile.  ``None`` if there is no fork or this member cannot merge."""
+        order = self._merge_order()
+        key = self.signature_key
+        return order.index(key) if key in order else None
+
+    def _merge_order(self) -> list[bytes]:
+        """Members of S(epoch heads) who are in every head's tree (they can issue the merge),
+        ordered by SHA-256(sorted head CIDs || signature key) as `GroupDag.merge_rank`."""
         if len(self._epoch_heads) < 2:
-            return None
-        sets = [
-            {lf.signature_key for _, lf in self._states[h].members()} for h in self._epoch_heads if h in self._states
-        ]
-        common = set.intersection(*sets) if sets else set()
-        return min(common) if common else None
-
-    def _ancestors(self, cid: bytes) -> set[bytes]:
-        out: set[bytes] = set()
-        todo = [cid]
-        while todo:
-            c = todo.pop()
-            if c in out:
-                continue
-            out.add(c)
-            todo.extend(self._epoch_meta.get(c, ((), b""))[0])
-        return out
-
-    def _merged_membership(self, heads: Sequence[bytes]) -> Membership:
-        """S(heads) from the latest common epoch and the branch commits, with the conflict
-        rules of `crdt_mls.merge.rules.replay` (design doc section 5.2-5.6).  Needs the state
-        of the common epoch and of every branch commit (kept epochs, `max_epochs`)."""
-        anc = {h: self._ancestors(h) for h in heads}
-        common = set.intersection(*anc.values())
-        forks = [c for c in common if c in self._states]
-        if not forks:
-            raise InvalidState("the common epoch of the concurrent branches is no longer kept")
-        fork = max(forks, key=lambda c: (self._states[c].epoch, c))
-        region = set().union(*anc.values()) - self._ancestors(fork)
-        records: list[OpRecord] = []
-        for c in region:
-            parents, author = self._epoch_meta.get(c, ((), b""))
-            if len(parents) != 1 or c not in self._states or parents[0] not in self._states:
-                raise InvalidState("a branch holds a merge or an epoch this replica does not keep")
-            before, after = self._states[parents[0]].tree, self._states[c].tree
-            records.append(commit_record(c, author, 0, None, (), parents, before, after))
-        fork_tree = self._states[fork].tree
-        base = apply_commit(Membership(()), genesis_record(fork, self._epoch_meta[fork][1] or b"\0", fork_tree))
-
-        def rank(cid: bytes) -> tuple[int, bytes]:
-            return self._states[cid].epoch, cid
-
-        records.sort(key=lambda r: rank(r.cid))
-        ancestors = {r.cid: self._ancestors(r.cid) for r in records}
-
-        def concurrent(a: OpRecord, b: OpRecord) -> bool:
-            return a.cid not in ancestors[b.cid] and b.cid not in ancestors[a.cid]
-
-        result = replay(base, records, concurrent=concurrent, eviction_void=lambda r, ch: False, rank=rank)
-        return result.membership
+            return []
+        heads = self.epoch_heads()
+        if any(h not in self._states for h in heads):
+            return []
+        try:
+            st = self._dag.state(heads)
+        except CrdtMlsError:
+            return []
+        trees = [{lf.signature_key for _, lf in self._states[h].members()} for h in heads]
+        eligible = [m.key for m in st.membership.members if all(m.key in t for t in trees)]
+        salt = b"".join(sorted(st.heads))
+        return sorted(eligible, key=lambda k: hashlib.sha256(salt + k).digest())
 
     def merge(self) -> list[Event]:
         """Issue a merge commit over the current epoch heads (design doc section 5.7, docs/merge.md):
@@ -721,19 +863,22 @@ class Replica:
         missing = [h for h in heads if h not in self._states]
         if missing:
             raise InvalidState("a concurrent epoch is unknown to this replica")
-        membership = self._merged_membership(heads)
+        node_parents = self._parents()
+        # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
+        membership = self._dag.state(self._links(node_parents)).membership
         parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
         message, group = create_merge_commit(parents, membership, rng=self._rng)
         payload = _merge_payload(heads, message)
-        ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, self._parents())
+        ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, node_parents)
         old = self._snapshot()
         before = self._states.get(self._current, group)
-        self._add_epoch(ref.cid, group, heads, ref.author)
-        self._current = ref.cid
-        self._removed = False
-        self._local(ref)
-        self._prune()
         try:
+            self._dag_local(merge_record(ref.cid, ref.author, ref.seq, ref.prev, ref.parents, heads, group.tree))
+            self._add_epoch(ref.cid, group, heads, ref.author)
+            self._current = ref.cid
+            self._removed = False
+            self._local(ref)
+            self._prune()
             self._save([ref])
         except CrdtMlsError:
             self._restore(old)
@@ -758,14 +903,17 @@ class Replica:
         if not known:
             return [OperationUnreadable(ref.cid, "not a member of any merged epoch")]
         mine = [self._states[h] for h in heads if h in self._states and self._states[h].active]
+        joined = len(mine) != len(heads)
         try:
-            if len(mine) == len(heads):
-                membership = self._merged_membership(heads)
+            if not joined:
+                # S(heads) of the merge commit's causal past, from the merge engine (docs/merge.md 6.4)
+                membership = self._dag.state((*ref.parents, *((ref.prev,) if ref.prev else ()))).membership
                 parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
                 group = process_merge_commit(parents, membership, message)
             else:
                 others = [g for g in self._states.values() if g.active]
                 group = join_merge(message, others or mine)
+            rec = merge_record(ref.cid, ref.author, ref.seq, ref.prev, ref.parents, heads, group.tree)
         except WelcomeError:
             # we are in some branch but the merged group holds no leaf for us: removed by the merge
             if not mine and not any(g.active for g in self._states.values()):
@@ -774,6 +922,12 @@ class Replica:
             return [Removed(max(g.epoch for g in self._states.values()) + 1, ref.cid, "merge")]
         except (RemoteInputError, InvalidState, InvalidArgument) as e:
             return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
+        if joined:  # the merged epoch is pinned from the merge Welcome (docs/merge.md 4.1)
+            refused = self._dag_try(_dag_entry(_DAG_ROOT, rec, membership_from_tree(group.tree, ref.cid)))
+        else:
+            refused = self._dag_try(_dag_entry(_DAG_ADD, rec))
+        if refused is not None:
+            return [OperationUnreadable(ref.cid, refused)]
         by_key = ref.author
         by = next((_name_of(lf) for _, lf in group.members() if lf.signature_key == by_key), "?")
         before = self._states.get(self._current) or group
@@ -797,6 +951,14 @@ class Replica:
         return events
 
     def _apply(self, ref: NodeRef) -> list[Event]:
+        """Apply one causally delivered node; the merge engine gets it either way (what this
+        replica cannot read as an opaque node, docs/merge.md 4.1)."""
+        events = self._apply_node(ref)
+        if ref.cid not in self._dag:
+            self._dag_opaque(ref)
+        return events
+
+    def _apply_node(self, ref: NodeRef) -> list[Event]:
         """Apply one causally delivered node of another member."""
         self._advance_heads(ref)
         node = ref.node
@@ -826,6 +988,12 @@ class Replica:
             if sender_leaf is None or sender_leaf.signature_key != ref.author:
                 return [OperationUnreadable(ref.cid, "the commit's MLS sender is not the node's author")]
             by = _name_of(sender_leaf)
+            rec = commit_record(
+                ref.cid, ref.author, ref.seq, ref.prev, ref.parents, (node.epoch,), state.tree, after.tree
+            )
+            refused = self._dag_try(_dag_entry(_DAG_ADD, rec))
+            if refused is not None:
+                return [OperationUnreadable(ref.cid, refused)]
             self._add_epoch(ref.cid, after, (node.epoch,), ref.author)
             events: list[Event] = []
             if node.epoch == self._current:
@@ -853,6 +1021,9 @@ class Replica:
             leaf = state.tree.leaf(event.sender)
             if leaf is None or leaf.signature_key != ref.author:
                 return [OperationUnreadable(ref.cid, "the message's MLS sender is not the node's author")]
+            refused = self._dag_try(_dag_entry(_DAG_ADD, _node_record(ref, (node.epoch,), None)))
+            if refused is not None:
+                return [OperationUnreadable(ref.cid, refused)]
             self._states[node.epoch] = after
             return [MessageReceived(state.epoch, event.sender, _name_of(leaf), event.data, ref.cid)]
         return []
@@ -865,6 +1036,12 @@ class Replica:
                 group = Group.join_from_welcome(welcome, kp)
             except RemoteInputError:
                 continue
+            root = _dag_entry(
+                _DAG_ROOT, _node_record(ref, (ref.node.epoch,), ()), membership_from_tree(group.tree, ref.cid)
+            )
+            refused = self._dag_try(root)
+            if refused is not None:
+                return [OperationUnreadable(ref.cid, refused)]
             self._pending_kps = [k for k in self._pending_kps if k is not kp]
             self._tag = ref.node.group
             self._epoch_heads = set()
@@ -899,19 +1076,26 @@ class Replica:
         "_removed",
         "_epoch_meta",
         "_outgoing",
+        "_parent_heads",
+        "_dag_saved",
     )
 
-    def _snapshot(self) -> tuple[tuple[object, ...], bytes]:
-        """Shallow copies of the containers (`Group` states are immutable values) and the
-        causal receiver's bytes (it is mutable), to roll back a failed call."""
+    def _snapshot(self) -> _Snapshot:
+        """Shallow copies of the containers (`Group` states are immutable values), the causal
+        receiver's bytes (it is mutable) and the merge log's length, to roll back a failed call."""
         values = tuple(copy.copy(getattr(self, slot)) for slot in self._SNAPSHOT_SLOTS)
-        return values, self._receiver.to_bytes(encode_ref)
+        return values, self._receiver.to_bytes(encode_ref), (self._dag, self._dag_entries, len(self._dag_entries))
 
-    def _restore(self, snapshot: tuple[tuple[object, ...], bytes]) -> None:
-        values, receiver = snapshot
+    def _restore(self, snapshot: _Snapshot) -> None:
+        values, receiver, (dag, entries, n) = snapshot
         for slot, value in zip(self._SNAPSHOT_SLOTS, values, strict=True):
             setattr(self, slot, value)
         self._receiver = CausalReceiver.from_bytes(receiver, decode_ref, size_of=_ref_size)
+        changed = dag is not self._dag or entries is not self._dag_entries or len(entries) != n
+        self._dag, self._dag_entries = dag, entries
+        if changed:  # the DAG is mutable: rebuild it from the log as it was
+            del entries[n:]
+            self._rebuild_dag()
 
     def _epoch_key(self, epoch_id: bytes) -> str:
         return f"{self.namespace}/epoch/{epoch_id.hex()}"
@@ -928,8 +1112,14 @@ class Replica:
         for e in self._saved:
             if e not in self._states:
                 meta[self._epoch_key(e)] = None
+        for i in range(self._dag_saved, len(self._dag_entries)):
+            meta[self._dag_key(i)] = self._dag_entries[i]
         self.store.write_batch(blocks, meta)
         self._saved = dict(self._states)
+        self._dag_saved = len(self._dag_entries)
+
+    def _dag_key(self, index: int) -> str:
+        return f"{self.namespace}/dag/{index:08d}"
 
     def _encode(self) -> bytes:
         """The replica state (contains secrets: the store's meta table must be private)."""
@@ -950,6 +1140,7 @@ class Replica:
         w.opaque(self._receiver.to_bytes(encode_ref))
         w.boolean(self._removed)
         w.vector(self._epoch_order, self._w_epoch_meta)
+        w.u64(len(self._dag_entries))
         return w.getvalue()
 
     def _w_epoch_meta(self, w: Writer, epoch_id: bytes) -> None:
@@ -988,7 +1179,18 @@ class Replica:
         rep._removed = r.boolean()
         for e, parents, author in r.vector(_r_epoch_meta):
             rep._epoch_meta[e] = (parents, author)
+        n_entries = r.u64()
         r.finish()
+        for i in range(n_entries):
+            entry = store.get_meta(rep._dag_key(i))
+            if entry is None:
+                raise DecodeError("an entry of the merge log is missing")
+            rep._dag_entries.append(entry)
+        try:
+            rep._rebuild_dag()
+        except CrdtMlsError as e:
+            raise DecodeError(f"the merge log does not replay: {type(e).__name__}") from None
+        rep._dag_saved = n_entries
         return rep
 
 
