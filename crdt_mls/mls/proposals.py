@@ -217,20 +217,13 @@ def validate_proposal_list(
         _check_group_extensions_supported(tree, extensions, removed)
 
     cred_cache: list[tuple[set[int], set[int]]] = []
-    enc_keys: list[set[bytes]] = []
+    new_enc_keys: set[bytes] = set()
 
     def credential_support() -> tuple[set[int], set[int]]:
-        # (credential types in use, credential types every remaining member supports), O(n) once
+        # (credential types in use, credential types every remaining member supports),
+        # from the tree's leaf summary: O(|removed|), not O(n)
         if not cred_cache:
-            in_use: set[int] = set()
-            supported: set[int] | None = None
-            for i, leaf in tree.members():
-                if i in removed:
-                    continue
-                in_use.add(leaf.credential.credential_type)
-                caps = set(leaf.capabilities.credentials)
-                supported = caps if supported is None else supported & caps
-            cred_cache.append((in_use, supported or set()))
+            cred_cache.append(tree.credential_support(removed))
         return cred_cache[0]
 
     for e in entries:
@@ -252,11 +245,10 @@ def validate_proposal_list(
             if key in new_sig_keys:
                 raise ProposalError("two Add proposals for the same client")
             new_sig_keys.add(key)
-            if not enc_keys:
-                enc_keys.append(tree.encryption_keys())
-            if kp.leaf_node.encryption_key in enc_keys[0]:
+            ek = kp.leaf_node.encryption_key
+            if ek in new_enc_keys or tree.has_encryption_key(ek):
                 raise ProposalError("an added leaf's encryption key already appears in the tree (7.3)")
-            enc_keys[0].add(kp.leaf_node.encryption_key)
+            new_enc_keys.add(ek)
         elif isinstance(p, Update):
             if e.sender.sender_type != SenderType.MEMBER or e.sender.index is None:
                 raise ProposalError("an Update must come from a member")

@@ -731,6 +731,18 @@ class RatchetTree:
             self._owns_summary = True
         return summary
 
+    def credential_support(self, excluding: Iterable[int] = ()) -> tuple[set[int], set[int]]:
+        """(credential types in use, credential types every member supports) over the members
+        not in ``excluding`` (RFC 9420 section 7.3); O(|excluding|) from the leaf summary."""
+        summary = self._summary()
+        gone = [leaf for i in set(excluding) if (leaf := self.leaf(i) if 0 <= i < self.n_leaves else None)]
+        if gone:
+            summary = summary.clone()
+            for leaf in gone:
+                summary.change(leaf, -1)
+        supported = {t for t, c in summary.support.items() if c == summary.members} if summary.members else set()
+        return set(summary.cred_types), supported
+
     def has_encryption_key(self, key: bytes) -> bool:
         """Whether any node holds ``key`` (O(1) after the index is built)."""
         return key in self._key_index()
