@@ -19,7 +19,7 @@ from benchmarks.harness import OURS, PEER, Record, log
 from benchmarks.scenarios import GROUP_SCENARIOS
 
 DEFAULT_SIZES = (1000, 10_000, 50_000)
-COMMANDS = (*GROUP_SCENARIOS, "sync_10k", "all", "plot")
+COMMANDS = (*GROUP_SCENARIOS, "sync_10k", "all", "plot", "table")
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -80,7 +80,7 @@ def _run_child(impl: str, n: int, scenarios: list[str], progress: bool, reps: in
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("command", help=f"one of {', '.join(COMMANDS)}, or a comma-separated list of scenarios")
-    ap.add_argument("inputs", nargs="*", help="plot: result JSON files")
+    ap.add_argument("inputs", nargs="*", help="plot/table: result JSON files")
     ap.add_argument("--members", type=int, nargs="+", default=list(DEFAULT_SIZES), help="group sizes")
     ap.add_argument("--impl", choices=("ours", "peer", "both", OURS, PEER), default="both")
     ap.add_argument("--json", help="write results here")
@@ -99,6 +99,11 @@ def main(argv: list[str]) -> int:
     if args.command == "_child":
         args.impl = OURS if args.impl in ("ours", OURS) else PEER
         _child(args)
+        return 0
+    if args.command == "table":
+        from benchmarks.table import table
+
+        print(table(args.inputs or ["results.json"]))
         return 0
     if args.command == "plot":
         from benchmarks.plot import plot

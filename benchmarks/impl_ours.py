@@ -126,7 +126,10 @@ class OursImpl:
             else:
                 pub = os.urandom(32)
             tree.set_node(x, ParentNode(pub, b"", ()))
-        tree.tree_hash()  # warm the hash caches, as a replica's tree is
+        # warm the caches a long-lived replica's tree has (hashes, key index, leaf summary)
+        tree.tree_hash()
+        tree.has_encryption_key(b"")
+        tree._summary()
         committer_state = replace(gc, tree=tree)
         receiver_state = replace(gr, tree=tree, private_keys=gr.private_keys.with_keys(new_keys))
         return committer_state, receiver_state
