@@ -71,7 +71,8 @@ Event = EpochAdded | HeadsChanged | OperationVoided
 
 @dataclass(frozen=True, slots=True)
 class MergeState:
-    """S(heads): the membership plus what the merge decided (void commits, moved joiners)."""
+    """S(heads): the membership plus what the merges decided: ``void`` every commit of the causal
+    past voided by a merge (cumulative), ``moved`` the joiners the last merge moved."""
 
     heads: frozenset[bytes]
     membership: Membership
@@ -220,7 +221,7 @@ class GroupDag:
                 st = MergeState(cur, apply_commit(merged.membership, m), merged.void, merged.moved)
                 self._cache(st)
             for rec in reversed(chain):
-                st = MergeState(frozenset({rec.cid}), apply_commit(st.membership, rec), frozenset(), frozenset())
+                st = MergeState(frozenset({rec.cid}), apply_commit(st.membership, rec), st.void, frozenset())
                 self._cache(st)
             return st
         st = self._merge(hs)
@@ -454,7 +455,7 @@ class GroupDag:
             rank=self.rank,
             mode=self.mutual_removal,
         )
-        return MergeState(heads, result.membership, result.void, result.moved)
+        return MergeState(heads, result.membership, base.void | result.void, result.moved)
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)

@@ -273,8 +273,8 @@ def replay(
 
     Removals that take effect and void commits depend on each other (a void commit's
     removals do not count; a removal voids its target's concurrent commits), so they are
-    computed as a fixpoint; should the iteration cycle (odd removal cycles), the union of the
-    cycle's removals is applied: removal wins, the safe side (docs/merge.md section 3.2).
+    computed as a fixpoint; should the iteration cycle (removal cycles), the removals are taken
+    greedily in the deterministic order (docs/merge.md section 3.4).
     """
     added_in = {k: m.added_in for k, m in base._by_key.items()}
     seniority: dict[bytes, tuple[tuple[int, bytes], bytes]] = {}
@@ -308,13 +308,33 @@ def replay(
         if nxt == effective:
             break
         if nxt in seen:
-            union = frozenset().union(*seen[seen.index(nxt) :], effective)
-            result = _simulate(base, commits, candidates, union, concurrent, mode, force=True)
+            # removal cycles (a removes b, b removes c, c removes a, concurrently) have no
+            # fixpoint: take the removals greedily in the deterministic order, skipping one whose
+            # author an already taken, concurrent, non-mutual removal removes
+            result = _simulate(base, commits, candidates, _greedy(candidates, concurrent, mode), concurrent, mode)
             break
         seen.append(effective)
         effective = nxt
         result = _simulate(base, commits, candidates, effective, concurrent, mode)
     return result
+
+
+def _greedy(
+    candidates: Sequence[tuple[OpRecord, int, Change]], concurrent: Concurrent, mode: MutualRemoval
+) -> frozenset[tuple[bytes, int]]:
+    taken: list[tuple[OpRecord, Change]] = []
+    out: set[tuple[bytes, int]] = set()
+    for r, i, ch in candidates:
+        blocked = any(
+            c.member == r.author
+            and concurrent(o, r)
+            and not (mode == MutualRemoval.BOTH and ch.member == o.author)  # a mutual pair: both stand
+            for o, c in taken
+        )
+        if not blocked:
+            taken.append((r, ch))
+            out.add((r.cid, i))
+    return frozenset(out)
 
 
 def _simulate(
@@ -324,13 +344,8 @@ def _simulate(
     effective: frozenset[tuple[bytes, int]],
     concurrent: Concurrent,
     mode: MutualRemoval,
-    *,
-    force: bool = False,
 ) -> ReplayResult:
-    """One pass: apply the commits in order given the set of removals assumed effective.
-
-    ``force`` (a removal cycle): the removals are applied even where their commit is void.
-    """
+    """One pass: apply the commits in order given the set of removals assumed effective."""
     by_key = dict(base._by_key)
     by_leaf = dict(base._leaves())
     removes_of: dict[bytes, list[OpRecord]] = {}
@@ -366,11 +381,5 @@ def _simulate(
             if eff_here and ch.member in by_key and ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
                 removed_by[ch.member] = rec
             _apply_change(by_key, by_leaf, rec.cid, ch, effective=eff_here, moved=moved)
-    if force:
-        for r, i, ch in candidates:
-            m = by_key.get(ch.member) if (r.cid, i) in effective else None
-            if m is not None:
-                del by_key[ch.member]
-                del by_leaf[m.leaf]
     still = frozenset((r.cid, i) for r, i, _ in candidates if r.cid not in void)
     return ReplayResult(Membership._from_maps(by_key, by_leaf), frozenset(void), still, frozenset(moved))
