@@ -588,6 +588,13 @@ class Replica:
         """The operation DAG's heads (delivered nodes nobody builds on)."""
         return tuple(sorted(self._node_heads))
 
+    @property
+    def dag(self) -> GroupDag:
+        """The merge engine (`crdt_mls.merge.GroupDag`) fed with every delivered operation: its
+        ``state(heads)`` is the S(heads) this replica merges with (docs/merge.md section 4).
+        For inspection only: feeding it directly desynchronizes it from the saved merge log."""
+        return self._dag
+
     def missing(self) -> set[bytes]:
         """CIDs of operations that waiting ones depend on: fetch and `receive` them."""
         return self._receiver.missing()
@@ -932,10 +939,15 @@ class Replica:
         by = next((_name_of(lf) for _, lf in group.members() if lf.signature_key == by_key), "?")
         before = self._states.get(self._current) or group
         self._add_epoch(ref.cid, group, heads, ref.author)
-        self._current = ref.cid
-        self._removed = False
+        events = self._merge_events(before, group, ref.cid, heads, by)
+        if joined or self._removed or self._current in heads or self._current not in self._epoch_heads:
+            self._current = ref.cid
+            self._removed = False
+        if len(self._epoch_heads) > 1:
+            # a concurrent merge (or commit): stay on our head; the merges are merged in turn
+            events.append(MergeNeeded(self.epoch_heads()))
         self._prune()
-        return self._merge_events(before, group, ref.cid, heads, by)
+        return events
 
     def _commit_events(self, before: Group, after: Group, cid: bytes, by: str) -> list[Event]:
         events: list[Event] = []
