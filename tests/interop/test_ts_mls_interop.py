@@ -902,6 +902,40 @@ def test_removed_leaf_reused_in_same_commit(ts_peer: TsPeer) -> None:
         ts_process(ts, bob, commit)
 
 
+# ------------------------------------------------------------------------------ mutated ts-mls messages
+
+
+@pytest.mark.parametrize("public", [True, False])
+def test_mutated_ts_mls_commits_are_typed_errors(ts_peer: TsPeer, public: bool) -> None:
+    """Every single-bit flip (seeded sample of 150 positions) of a real ts-mls commit, and every
+    truncation, is refused by us with a typed `RemoteInputError`, leaving our state byte-identical;
+    then the genuine commit applies."""
+    ts = ts_peer
+    suite = 1
+    bob = tag("bob", suite)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16))
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    kp_pub_c, _ = make_key_package(suite, b"py-carol")
+    _, welcome, alice = alice.commit(add=[kp_bob])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    commit, _, _ = ts_commit(ts, bob, add=[kp_pub_c.hex()], public_message=public)
+    before = alice.to_bytes()
+    rnd = random.Random(7 if public else 8)
+    for pos in rnd.sample(range(len(commit) * 8), 150):
+        bad = bytearray(commit)
+        bad[pos // 8] ^= 1 << (pos % 8)
+        with pytest.raises(RemoteInputError):
+            alice.process(bytes(bad))
+    for cut in rnd.sample(range(len(commit)), 30):
+        with pytest.raises(RemoteInputError):
+            alice.process(commit[:cut])
+    assert alice.to_bytes() == before
+    alice, event = process_commit(alice, commit)
+    assert event.added == (2,)
+    check_same_epoch(ts, alice, bob)
+
+
 # ------------------------------------------------------------------------------ random soak
 
 
