@@ -37,12 +37,16 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from crdt_mls.causal import CausalBuffer, CausalReceiver, Equivocation, NodeRef, Refused, decode_ref, encode_ref
 from crdt_mls.dag.cid import cid_to_str
 from crdt_mls.dag.node import NodeFields, NodeKind, decode_node, derive_group_tag, encode_node, sign_node
 from crdt_mls.errors import (
     CrdtMlsError,
     DecodeError,
+    DecryptionError,
     InvalidArgument,
     InvalidState,
     RemoteInputError,
@@ -51,7 +55,15 @@ from crdt_mls.errors import (
 )
 from crdt_mls.merge.dag import GroupDag
 from crdt_mls.merge.mlsmerge import ParentEpoch, create_merge_commit, join_merge, process_merge_commit
-from crdt_mls.merge.records import commit_record, genesis_record, membership_from_tree, merge_record
+from crdt_mls.merge.records import (
+    EVICT_AAD_PREFIX,
+    commit_record,
+    evicted_from_aad,
+    eviction_aad,
+    genesis_record,
+    membership_from_tree,
+    merge_record,
+)
 from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
@@ -84,6 +96,7 @@ _STATE_VERSION = 3
 _PAYLOAD_COMMIT = 1
 _PAYLOAD_MERGE = 2
 _TAG_LABEL = "crdt-mls group tag key"
+_EVICT_LABEL = "crdt-mls evict"
 #: epochs kept besides the current one (older epoch states are dropped, oldest first)
 DEFAULT_MAX_EPOCHS = 16
 
@@ -227,21 +240,51 @@ def _decode_kp(data: bytes) -> KeyPackagePrivate:
     return KeyPackagePrivate(kp, init, enc, sig)
 
 
-def _commit_payload(commit: bytes, welcome: bytes | None) -> bytes:
+def _commit_payload(commit: bytes, welcome: bytes | None, sealed_evictions: bytes = b"") -> bytes:
     w = Writer()
     w.u8(_PAYLOAD_COMMIT)
     w.opaque(commit)
     w.opaque(welcome or b"")
+    if sealed_evictions:
+        w.opaque(sealed_evictions)
     return w.getvalue()
 
 
-def _parse_commit_payload(data: bytes) -> tuple[bytes, bytes]:
+def _parse_commit_payload(data: bytes) -> tuple[bytes, bytes, bytes]:
+    """``(commit, welcome, sealed evictions or b"")``."""
     r = Reader(data)
     if r.u8() != _PAYLOAD_COMMIT:
         raise DecodeError("unknown commit payload type")
     commit, welcome = r.opaque(), r.opaque()
+    sealed = r.opaque() if r.remaining() else b""
     r.finish()
-    return commit, welcome
+    return commit, welcome, sealed
+
+
+def _eviction_key(parent: Group, commit: bytes) -> bytes:
+    """Per-commit key sealing its eviction list: MLS-Exporter of the parent epoch (RFC 9420
+    section 8.5) with the commit's hash as context, so every member who can process the commit
+    opens it and each key seals one message (zero nonce)."""
+    return parent.export_secret(_EVICT_LABEL, hashlib.sha256(commit).digest(), 32)
+
+
+def _seal_evictions(parent: Group, commit: bytes, keys: Iterable[bytes]) -> bytes:
+    """The commit's idle evictions (`crdt_mls.merge.records.eviction_aad` format), sealed: the
+    evicted signature keys are never readable in the block (docs/merge.md 1 and 3.9)."""
+    aead = ChaCha20Poly1305(_eviction_key(parent, commit))
+    return aead.encrypt(bytes(12), eviction_aad(keys), _EVICT_LABEL.encode())
+
+
+def _open_evictions(parent: Group, commit: bytes, sealed: bytes) -> frozenset[bytes]:
+    if not sealed:
+        return frozenset()
+    try:
+        plain = ChaCha20Poly1305(_eviction_key(parent, commit)).decrypt(bytes(12), sealed, _EVICT_LABEL.encode())
+    except InvalidTag:
+        raise DecryptionError("the commit's eviction list does not open") from None
+    if not plain.startswith(EVICT_AAD_PREFIX):
+        raise DecodeError("malformed eviction list")
+    return evicted_from_aad(plain)
 
 
 def _ref_size(ref: NodeRef) -> int:
@@ -636,6 +679,9 @@ class Replica:
     def remove(self, names_or_leaves: Sequence[str | int]) -> list[Event]:
         """Commit removing members by name or leaf index (RFC 9420 section 12.1.3)."""
         self._require_member()
+        return self._commit(remove=self._leaves_of(names_or_leaves))
+
+    def _leaves_of(self, names_or_leaves: Sequence[str | int]) -> list[int]:
         leaves: list[int] = []
         members = self.members()
         for x in names_or_leaves:
@@ -652,7 +698,17 @@ class Replica:
             raise InvalidArgument("a member cannot remove itself with a commit")
         if not leaves:
             raise InvalidArgument("remove needs at least one member")
-        return self._commit(remove=leaves)
+        return leaves
+
+    def evict(self, names_or_leaves: Sequence[str | int]) -> list[Event]:
+        """Commit an idle eviction (design doc section 5.4, docs/merge.md 3.9): a removal that is
+        **weak** in a merge: void if the evicted member has an operation concurrent with it, in
+        which case the member stays and gets the merged epoch from the merge Welcome.  Within
+        one branch it acts like `remove`.  The eviction list travels sealed in the commit node."""
+        self._require_member()
+        leaves = self._leaves_of(names_or_leaves)
+        keys = [lf.signature_key for i, lf in self.group.members() if i in leaves]
+        return self._commit(remove=leaves, evict=keys)
 
     def update(self) -> list[Event]:
         """Commit with a fresh UpdatePath only: new keys for this member and its path
@@ -794,18 +850,29 @@ class Replica:
             self._node_heads.discard(ref.prev)
         self._node_heads.add(ref.cid)
 
-    def _commit(self, *, add: Sequence[bytes] = (), remove: Sequence[int] = ()) -> list[Event]:
+    def _commit(
+        self, *, add: Sequence[bytes] = (), remove: Sequence[int] = (), evict: Sequence[bytes] = ()
+    ) -> list[Event]:
         self._require_member()
         if len(self._epoch_heads) > 1:
             raise InvalidState("concurrent commits forked the group; a merge is needed before the next commit")
         before = self.group
         msg, welcome, after = before.commit(add=add, remove=remove, private=True, rng=self._rng)
-        ref = self._sign(NodeKind.COMMIT, self._current, _commit_payload(msg, welcome), self._parents())
+        sealed = _seal_evictions(before, msg, evict) if evict else b""
+        ref = self._sign(NodeKind.COMMIT, self._current, _commit_payload(msg, welcome, sealed), self._parents())
         old = self._snapshot()
         try:
             self._dag_local(
                 commit_record(
-                    ref.cid, ref.author, ref.seq, ref.prev, ref.parents, (self._current,), before.tree, after.tree
+                    ref.cid,
+                    ref.author,
+                    ref.seq,
+                    ref.prev,
+                    ref.parents,
+                    (self._current,),
+                    before.tree,
+                    after.tree,
+                    evicted=evict,
                 )
             )
             self._add_epoch(ref.cid, after, (self._current,), ref.author)
@@ -983,7 +1050,7 @@ class Replica:
             if node.payload[:1] == bytes([_PAYLOAD_MERGE]):
                 return self._apply_merge(ref)
             try:
-                commit, welcome = _parse_commit_payload(node.payload)
+                commit, welcome, sealed = _parse_commit_payload(node.payload)
             except DecodeError as e:
                 return [OperationUnreadable(ref.cid, f"malformed commit payload: {e}")]
             if state is None:
@@ -1000,27 +1067,29 @@ class Replica:
             if sender_leaf is None or sender_leaf.signature_key != ref.author:
                 return [OperationUnreadable(ref.cid, "the commit's MLS sender is not the node's author")]
             by = _name_of(sender_leaf)
-            rec = commit_record(
-                ref.cid, ref.author, ref.seq, ref.prev, ref.parents, (node.epoch,), state.tree, after.tree
-            )
+            if not after.active:
+                # removed: this replica's state after the commit has no tree to take the record
+                # from, so the engine gets the commit as opaque (a merge Welcome may pin it back in)
+                return self._after_commit(ref, state, after, by)
+            try:
+                evicted = _open_evictions(state, commit, sealed)
+                rec = commit_record(
+                    ref.cid,
+                    ref.author,
+                    ref.seq,
+                    ref.prev,
+                    ref.parents,
+                    (node.epoch,),
+                    state.tree,
+                    after.tree,
+                    evicted=evicted,
+                )
+            except (RemoteInputError, InvalidArgument) as e:
+                return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
             refused = self._dag_try(_dag_entry(_DAG_ADD, rec))
             if refused is not None:
                 return [OperationUnreadable(ref.cid, refused)]
-            self._add_epoch(ref.cid, after, (node.epoch,), ref.author)
-            events: list[Event] = []
-            if node.epoch == self._current:
-                self._current = ref.cid
-                if after.active:
-                    events = self._commit_events(state, after, ref.cid, by)
-                else:
-                    self._removed = True
-                    events = [Removed(state.epoch + 1, ref.cid, by)]
-            if len(self._epoch_heads) > 1:
-                events.append(MergeNeeded(self.epoch_heads()))
-                if self._current not in self._epoch_heads:
-                    self._current = min(self._epoch_heads)
-            self._prune()
-            return events
+            return self._after_commit(ref, state, after, by)
         if node.kind == NodeKind.APPLICATION:
             if state is None or not state.active:
                 return [OperationUnreadable(ref.cid, "not a member of the message's epoch")]
@@ -1039,6 +1108,25 @@ class Replica:
             self._states[node.epoch] = after
             return [MessageReceived(state.epoch, event.sender, _name_of(leaf), event.data, ref.cid)]
         return []
+
+    def _after_commit(self, ref: NodeRef, state: Group, after: Group, by: str) -> list[Event]:
+        """Install a processed remote commit's epoch; report it, or the fork it makes."""
+        epoch = ref.node.epoch
+        self._add_epoch(ref.cid, after, (epoch,), ref.author)
+        events: list[Event] = []
+        if epoch == self._current:
+            self._current = ref.cid
+            if after.active:
+                events = self._commit_events(state, after, ref.cid, by)
+            else:
+                self._removed = True
+                events = [Removed(state.epoch + 1, ref.cid, by)]
+        if len(self._epoch_heads) > 1:
+            events.append(MergeNeeded(self.epoch_heads()))
+            if self._current not in self._epoch_heads:
+                self._current = min(self._epoch_heads)
+        self._prune()
+        return events
 
     def _try_join(self, ref: NodeRef, welcome: bytes) -> list[Event]:
         if self._current or not welcome or not self._pending_kps:

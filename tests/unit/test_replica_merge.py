@@ -10,9 +10,9 @@ import random
 import pytest
 
 from crdt_mls.dag.node import NodeKind, decode_node
-from crdt_mls.errors import InvalidState, StorageError
+from crdt_mls.errors import InvalidArgument, InvalidState, StorageError
 from crdt_mls.merge import GroupDag, Membership, OpRecord
-from crdt_mls.merge.records import commit_record, genesis_record, merge_record
+from crdt_mls.merge.records import commit_record, eviction_aad, genesis_record, merge_record
 from crdt_mls.mls.ratchet_tree import RatchetTree
 from crdt_mls.replica import MergeMade, MergeNeeded, Replica, _parse_merge_payload
 from crdt_mls.stores import MemoryStore
@@ -255,3 +255,52 @@ def test_no_fork_no_merge() -> None:
     with pytest.raises(InvalidState):
         alice.merge()
     assert alice.merge_rank() is None and alice.merge_leader is None
+
+
+@pytest.mark.parametrize("how", ["evict", "remove"])
+def test_idle_eviction_is_weak_in_a_merge_and_removal_is_strong(how: str) -> None:
+    (alice, bobby, carol), _, _ = founded(["alice", "bobby", "carol"], 80)
+    # concurrently on epoch 1: alice evicts (or removes) carol, bobby updates, carol speaks
+    (alice.evict if how == "evict" else alice.remove)(["carol"])
+    a1 = alice.take_outgoing()
+    bobby.update()
+    carol.send("carol is not idle")
+    rest = bobby.take_outgoing() + carol.take_outgoing()
+    assert not any(eviction_aad([carol.signature_key]) in block for _, block in a1)
+    for r in (alice, bobby, carol):
+        r.receive(a1 + rest)
+    heads = alice.epoch_heads()
+    assert len(heads) == 2 and bobby.epoch_heads() == heads
+    # S of everything delivered: carol's message counts as activity against her eviction
+    st = alice.dag.state()
+    assert view(st.membership) == view(bobby.dag.state().membership)
+    leader = next(r for r in (alice, bobby) if r.signature_key == alice.merge_leader)
+    leader.merge()
+    m = leader.take_outgoing()
+    for r in (alice, bobby, carol):
+        if r is not leader:
+            r.receive(m)
+    names = [n for _, n in leader.members()]
+    if how == "evict":
+        # carol was active concurrently: the eviction is void, she stays and joins from the merge Welcome
+        assert carol.signature_key in st.membership and names == ["alice", "bobby", "carol"]
+        assert carol.in_group and carol.epoch_id == leader.epoch_id
+        assert len({r.export_secret("x", b"", 32) for r in (alice, bobby, carol)}) == 1
+    else:
+        assert carol.signature_key not in st.membership and names == ["alice", "bobby"]
+        assert not carol.in_group
+        assert alice.export_secret("x", b"", 32) == bobby.export_secret("x", b"", 32)
+
+
+def test_eviction_within_one_branch_acts_like_a_removal() -> None:
+    (alice, bobby, carol), _, _ = founded(["alice", "bobby", "carol"], 90)
+    alice.evict(["carol"])
+    out = alice.take_outgoing()
+    bobby.receive(out)
+    carol.receive(out)
+    assert [n for _, n in bobby.members()] == ["alice", "bobby"] and not carol.in_group
+    assert bobby.dag.record(alice.epoch_id).changes is not None
+    kinds = {c.kind.name for c in bobby.dag.record(alice.epoch_id).changes or ()}
+    assert "EVICT" in kinds
+    with pytest.raises(InvalidArgument):
+        alice.evict(["nobody"])
