@@ -108,6 +108,10 @@ def _missing() -> str | None:
     node = shutil.which("node")
     if node is None:
         return "Node.js (>= 20) is not on PATH"
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    major = version.lstrip("v").split(".")[0]
+    if not major.isdigit() or int(major) < 20:
+        return f"Node.js >= 20 is needed, found {version or 'nothing'} at {node}"
     if not (PEER_DIR / "node_modules" / "ts-mls" / "package.json").is_file():
         return f"ts-mls is not installed in {PEER_DIR}/node_modules"
     return None
