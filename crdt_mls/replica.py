@@ -23,9 +23,12 @@ Key packages carry the member's name in the clear and are exchanged out of band,
 blocks.  Concurrent commits on one epoch fork the epoch sequence (design doc section 5): the
 replica keeps every branch readable, reports `MergeNeeded`, stays on the branch it was on (or
 the one with the lowest CID) and refuses new commits until `Replica.merge` (any member;
-`merge_leader` designates one) issues a merge commit.  S(heads) is computed here with
-`crdt_mls.merge.rules.replay` from the latest common kept epoch over the branch commits in
-(epoch number, CID) order; see docs/api.md for the limits.
+`merge_leader` / `merge_rank` give the turn) issues a merge commit.  Every delivered operation
+is fed to the merge engine's `crdt_mls.merge.GroupDag` (readable: ``add``; unreadable:
+``add_opaque``; joined from a Welcome: ``add_root``), whose input log is saved with the rest;
+S(heads) -- the merged membership of a merge commit -- is ``GroupDag.state`` of the merge
+node's causal parents (docs/merge.md section 4), so the facade and the engine define the same
+state.  Concurrent merges are merged in turn.  See docs/api.md for the limits.
 """
 
 from __future__ import annotations
