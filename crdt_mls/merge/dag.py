@@ -111,6 +111,7 @@ class GroupDag:
         self._children: dict[bytes, list[bytes]] = {}
         self._heads: set[bytes] = set()
         self._tips: set[bytes] = set()
+        self._rtips: set[bytes] = set()
         self._by_author: dict[bytes, dict[int, bytes]] = {}
         self._states: OrderedDict[frozenset[bytes], MergeState] = OrderedDict()
         self._roots: dict[bytes, MergeState] = {}
@@ -145,6 +146,11 @@ class GroupDag:
         """Every node (of any kind) that no other node has as a parent or prev: what a new
         operation, in particular a merge commit, names as its causal parents."""
         return frozenset(self._tips)
+
+    def readable_frontier(self) -> frozenset[bytes]:
+        """The latest nodes this replica can read (no opaque node): what a new node of this
+        member names as causal parents (docs/merge.md section 4.1, facade rule)."""
+        return self._maximal(self._rtips)
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._nodes
@@ -284,19 +290,19 @@ class GroupDag:
         probe = OpRecord(cid, author, seq, prev, tuple(parents), ())
         height, clock, frontier = self._check_log(probe)
         clock[author] = seq
+        rec = probe
         if commit:  # a commit's epoch parents are its commit frontier (section 2)
             rec = OpRecord(cid, author, seq, prev, tuple(parents), tuple(sorted(frontier)))
             self._opaque.add(cid)
-            self._nodes[cid] = _Node(rec, height, clock, frozenset({cid}))
-            self._by_author.setdefault(author, {})[seq] = cid
-            for p in _links(rec):
-                self._tips.discard(p)
-            self._tips.add(cid)
+            frontier = frozenset({cid})
             for e in rec.epochs:
                 self._heads.discard(e)
             self._heads.add(cid)
-        else:
-            self._accept(probe, height, clock, frontier)
+        self._nodes[cid] = _Node(rec, height, clock, frontier)
+        self._by_author.setdefault(author, {})[seq] = cid
+        for p in _links(rec):
+            self._tips.discard(p)
+        self._tips.add(cid)  # not a readable tip: readable parents stay in _rtips
 
     def add_root(self, rec: OpRecord, membership: Membership) -> list[Event]:
         """A commit whose state this replica got from a Welcome (it joined there, or joined a
@@ -377,7 +383,9 @@ class GroupDag:
         self._nodes[rec.cid] = _Node(rec, height, clock, frontier)
         for p in _links(rec):
             self._tips.discard(p)
+            self._rtips.discard(p)
         self._tips.add(rec.cid)
+        self._rtips.add(rec.cid)
         self._by_author.setdefault(rec.author, {})[rec.seq] = rec.cid
         if rec.is_commit:
             self._commits.append(rec.cid)

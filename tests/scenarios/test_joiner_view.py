@@ -39,6 +39,7 @@ def test_joiner_of_one_branch_rejoins_at_the_merge() -> None:
     b1 = w.commit("bob", g, remove=("dave",))  # Eve can never read this branch
     partial = _joiner_view(w, "eve")
     assert partial.heads() == {a1, b1}  # the unreadable branch is an opaque head: a merge is due
+    assert b1 in partial.frontier() and partial.readable_frontier() == {a1}  # Eve names only a1
     with pytest.raises(InvalidState):
         partial.state()  # ...which Eve cannot compute
     m = w.merge("carol")  # Eve joins the merged epoch from the merge Welcome
