@@ -766,6 +766,96 @@ def test_group_context_extensions_both_ways(ts_peer: TsPeer) -> None:
     check_same_epoch(ts, carol, bob)
 
 
+# ------------------------------------------------------------------------------ mixed proposal lists
+
+
+def test_commit_with_every_proposal_kind(ts_peer: TsPeer) -> None:
+    """One commit carrying proposals of many kinds and senders, by reference and by value, which
+    must be applied in the RFC 9420 section 12.3 order (GroupContextExtensions, Update, Remove,
+    Add, PreSharedKey): first committed by us and followed by ts-mls, then committed by ts-mls
+    and followed by us."""
+    ts = ts_peer
+    suite = 1
+    bob, carol = tag("bob", suite), tag("carol", suite)
+    psk_id, psk = b"kitchen sink psk", os.urandom(32)
+    alice = Group.create(suite, b"py-alice", group_id=os.urandom(16)).with_external_psk(psk_id, psk)
+    kps = [make_key_package(suite, f"py-{i}".encode()) for i in range(4)]
+    kp_bob = bytes.fromhex(ts.call("key_package", client=bob, suite=suite, identity="ts-bob")["key_package"])
+    ts.call("add_external_psk", client=bob, psk_id=psk_id.hex(), psk=psk.hex())
+    _, welcome, alice = alice.commit(add=[kp_bob, kps[0][0], kps[1][0], kps[2][0]])
+    assert welcome is not None
+    ts.call("join", client=bob, welcome=welcome.hex())
+    p1, p2, p3 = (Group.join_from_welcome(welcome, kps[i][1]).with_external_psk(psk_id, psk) for i in range(3))
+
+    def deliver(msg: bytes, sender: Group | None) -> None:
+        nonlocal alice, p1, p2, p3
+        groups = [alice, p1, p2, p3]
+        out = [g if g is sender else g.process(msg)[0] for g in groups]
+        alice, p1, p2, p3 = out
+
+    # pending: p1's Update (leaf 2), p2's Remove of p3 (leaf 4), bob's (ts-mls) Add of a new
+    # member of ours
+    upd, p1 = p1.propose_update()
+    deliver(upd, p1)
+    ts_process(ts, bob, upd)
+    rem, p2 = p2.propose_remove(4)
+    deliver(rem, p2)
+    ts_process(ts, bob, rem)
+    kp_pub_x, kp_x = make_key_package(suite, b"py-x")
+    add = bytes.fromhex(ts.call("propose", client=bob, kind="add", key_package=kp_pub_x.hex())["message"])
+    deliver(add, None)
+    # alice adds more by value: another ts-mls member, a PSK and new group context extensions
+    kp_carol = bytes.fromhex(ts.call("key_package", client=carol, suite=suite, identity="ts-carol")["key_package"])
+    ts.call("add_external_psk", client=carol, psk_id=psk_id.hex(), psk=psk.hex())
+    gce = Extension.required_capabilities(RequiredCapabilities(credential_types=(1,)))
+    commit, welcome, alice = alice.commit(
+        proposals=[GroupContextExtensions((gce,)), PreSharedKey(PreSharedKeyID.external(psk_id, os.urandom(32)))],
+        add=[kp_carol],
+        private=True,
+    )
+    assert welcome is not None
+    p1, e1 = process_commit(p1, commit)
+    p2, _ = process_commit(p2, commit)
+    p3, e3 = process_commit(p3, commit)
+    assert e3.self_removed and e1.updated == (2,) and e1.removed == (4,)
+    ts_process(ts, bob, commit)
+    ts.call("join", client=carol, welcome=welcome.hex())
+    x = Group.join_from_welcome(welcome, kp_x, external_psks={psk_id: psk}).with_external_psk(psk_id, psk)
+    assert (p1.own_leaf, p2.own_leaf) == (2, 3)
+    for g in (alice, p1, p2, x):
+        check_same_epoch(ts, g, bob)
+        check_same_epoch(ts, g, carol)
+
+    # now ts-mls commits a mix: our pending Update and Remove by reference, its own by value
+    upd, x = x.propose_update()
+    alice, p1, p2 = alice.process(upd)[0], p1.process(upd)[0], p2.process(upd)[0]
+    rem, p2 = p2.propose_remove(2)  # p1
+    alice, p1, x = alice.process(rem)[0], p1.process(rem)[0], x.process(rem)[0]
+    for msg in (upd, rem):
+        ts_process(ts, bob, msg)
+        ts_process(ts, carol, msg)
+    kp_pub_y, kp_y = make_key_package(suite, b"py-y")
+    commit, welcome, _ = ts_commit(
+        ts,
+        bob,
+        add=[kp_pub_y.hex()],
+        psk=[{"kind": "external", "id": psk_id.hex(), "nonce": os.urandom(32).hex()}],
+        ratchet_tree_extension=True,
+    )
+    assert welcome is not None
+    alice, ev = process_commit(alice, commit)
+    assert ev.removed == (2,) and ev.updated == (x.own_leaf,) and len(ev.added) == 1
+    p1, ev = process_commit(p1, commit)
+    assert ev.self_removed
+    p2, _ = process_commit(p2, commit)
+    x, _ = process_commit(x, commit)
+    ts_process(ts, carol, commit)
+    y = Group.join_from_welcome(welcome, kp_y, external_psks={psk_id: psk})
+    for g in (alice, p2, x, y):
+        check_same_epoch(ts, g, bob)
+        check_same_epoch(ts, g, carol)
+
+
 # ------------------------------------------------------------------------------ reinit and branch
 
 
