@@ -57,5 +57,5 @@ def plot(paths: list[str], png: str) -> None:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(png, dpi=80)
+    fig.savefig(png, dpi=60)
     log(f"wrote {png}")
