@@ -241,3 +241,20 @@ def test_merged_tree_matches_the_naive_reference() -> None:
     assert kept > 0  # some nodes were kept, so the unmerged logic was exercised
     m = w.merge("p5", (a1, c1))
     w.check_epoch(m)
+
+
+def test_record_helpers(forked: tuple[World, bytes, bytes]) -> None:
+    from crdt_mls.merge.records import membership_from_tree, merge_record, tree_changes
+
+    w, a1, b1 = forked
+    tree = w.trees[a1]
+    m = membership_from_tree(tree, a1)
+    assert {x.key for x in m.members} == {lf.signature_key for _, lf in tree.members()}
+    assert all(x.added_in == a1 for x in m.members)
+    assert tree_changes(tree, tree) == ()
+    with pytest.raises(InvalidArgument):
+        tree_changes(w.trees[w.genesis], tree, evicted=[w.key("alice")])  # Alice was not removed
+    with pytest.raises(InvalidArgument):
+        merge_record(b"x", w.key("dave"), 0, None, (), (a1, b1), tree)  # Dave is not in A1's tree
+    with pytest.raises(InvalidArgument):
+        merge_record(b"x", w.key("alice"), 0, None, (), (a1,), tree)  # one parent is no merge
