@@ -380,7 +380,12 @@ class MergeMachine(RuleBasedStateMachine):
                 ),
                 None,
             )
-            assert merger is not None, "nobody can issue the merge commit"
+            if merger is None:  # diagnostics for the report: who is in S, who holds which head
+                detail = {
+                    w.name_of(mm.key): [(w.states.get((w.name_of(mm.key), h)) or None) is not None for h in heads]
+                    for mm in st_.membership.members
+                }
+                raise AssertionError(f"nobody can issue the merge commit: S={detail}, {len(heads)} heads")
             m = w.merge(merger, tuple(sorted(heads)))
             assert w.dag.heads() == {m}
             w.check_epoch(m)  # every member holds it, same secrets, and everyone can talk
