@@ -279,11 +279,16 @@ def replay(
     added_in = {k: m.added_in for k, m in base._by_key.items()}
     seniority: dict[bytes, tuple[tuple[int, bytes], bytes]] = {}
     candidates: list[tuple[OpRecord, int, Change]] = []
+    current = set(added_in)
     for rec in commits:
         assert rec.changes is not None
         for ch in rec.changes:
-            if ch.kind == ChangeKind.ADD:
+            # the ADD that creates the instance (the first; a later one only after a removal)
+            if ch.kind == ChangeKind.ADD and ch.member not in current:
                 added_in[ch.member] = rec.cid
+                current.add(ch.member)
+            elif ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
+                current.discard(ch.member)
     for key, cid in added_in.items():
         seniority[key] = (rank(cid), key)
     for rec in commits:
@@ -378,6 +383,8 @@ def _simulate(
             continue
         for i, ch in enumerate(rec.changes):
             eff_here = (rec.cid, i) in effective
+            if ch.kind == ChangeKind.ADD and any(concurrent(rec, r) for r in removes_of.get(ch.member, ())):
+                continue  # strong remove covers a concurrent (re-)add of the same person
             if eff_here and ch.member in by_key and ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
                 removed_by[ch.member] = rec
             _apply_change(by_key, by_leaf, rec.cid, ch, effective=eff_here, moved=moved)

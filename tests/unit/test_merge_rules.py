@@ -151,6 +151,40 @@ def test_strong_remove_voids_transitively() -> None:
     assert any(isinstance(e, OperationVoided) for e in evs)
 
 
+def test_concurrent_readd_does_not_undo_a_removal_whatever_the_heights() -> None:
+    """proofs/findings.md F1: the outcome must not depend on how many commits the re-adder made."""
+    for extra in (0, 2):
+        log = Log("ABCD")
+        dag = GroupDag(log.g)
+        dag.add(log.op("c1", "A", ["g"], ["g"], [add("E", 4)]))
+        dag.add(log.op("c2", "A", ["c1"], ["c1"], [rm("E")]))
+        prev = "g"
+        for i in range(extra):  # B's unrelated commits raise the height of its add
+            dag.add(log.op(f"u{i}", "B", [prev], [prev], [upd("B", f"b{i}")]))
+            prev = f"u{i}"
+        dag.add(log.op("c5", "B", [prev], [prev], [add("E", 5)]))
+        assert b"E" not in dag.members(), extra
+    # a re-add that has the removal in its past is a real re-add
+    log = Log("ABCD")
+    dag = GroupDag(log.g)
+    dag.add(log.op("c1", "A", ["g"], ["g"], [add("E", 4)]))
+    dag.add(log.op("c2", "A", ["c1"], ["c1"], [rm("E")]))
+    dag.add(log.op("c3", "B", ["c2"], ["c2"], [add("E", 4)]))
+    dag.add(log.op("c4", "C", ["g"], ["g"], []))
+    assert b"E" in dag.members()
+
+
+def test_long_removal_chain_reaches_the_fixpoint() -> None:
+    """proofs/findings.md F3: A removes B, B removes C, C removes D, D removes E, concurrently."""
+    log = Log("ABCDEF")
+    dag = GroupDag(log.g)
+    for a, t in zip("ABCD", "BCDE", strict=True):
+        dag.add(log.op(a, a, ["g"], ["g"], [rm(t)]))
+    st = dag.state()
+    assert names(st.membership) == "ACEF"  # B's and D's removals are void: their authors were removed
+    assert st.void == {_cid("B"), _cid("D")}
+
+
 def test_mutual_removal_modes() -> None:
     for mode, expected in ((MutualRemoval.BOTH, "CD"), (MutualRemoval.SENIORITY, "ACD")):
         log = Log("ABCD")
