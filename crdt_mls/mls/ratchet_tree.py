@@ -159,7 +159,17 @@ class _LeafSummary:
 class RatchetTree:
     """An RFC 9420 ratchet tree with cached tree hashes and resolutions (sections 4.1, 7.8)."""
 
-    __slots__ = ("_free_hint", "_hashes", "_keys", "_leaf_summary", "_nodes", "_owns_summary", "_res", "suite")
+    __slots__ = (
+        "_free_hint",
+        "_hashes",
+        "_keys",
+        "_leaf_summary",
+        "_nodes",
+        "_owns_summary",
+        "_res",
+        "_shared",
+        "suite",
+    )
 
     suite: CipherSuite
     _nodes: list[NodeValue | None]
@@ -173,6 +183,8 @@ class RatchetTree:
     _leaf_summary: _LeafSummary | None
     #: whether ``_leaf_summary`` is this tree's own (not shared with a copy)
     _owns_summary: bool
+    #: whether the node list and caches may be shared with a copy (copied before any change)
+    _shared: bool
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
         """Build a tree from a full node array (``2^(d+1) - 1`` entries, leaves at even indices)."""
@@ -194,6 +206,7 @@ class RatchetTree:
         self._free_hint = 0
         self._leaf_summary = None
         self._owns_summary = False
+        self._shared = False
 
     # ------------------------------------------------------------------ construction
 
@@ -255,10 +268,12 @@ class RatchetTree:
         """A copy that shares the (immutable) node values and the caches."""
         t = RatchetTree.__new__(RatchetTree)
         t.suite = self.suite
-        t._nodes = self._nodes.copy()
-        t._hashes = self._hashes.copy()
-        t._res = self._res.copy()
-        t._keys = None if self._keys is None else self._keys.copy()
+        # copy-on-write: both trees share the arrays until one of them changes a node
+        t._nodes = self._nodes
+        t._hashes = self._hashes
+        t._res = self._res
+        t._keys = self._keys
+        t._shared = self._shared = True
         t._free_hint = self._free_hint
         t._leaf_summary = self._leaf_summary
         t._owns_summary = self._owns_summary = False
@@ -331,7 +346,17 @@ class RatchetTree:
     # Every write goes through `_put`, which keeps the encryption-key index and the
     # free-leaf hint in step; callers then `_invalidate` the changed node's path.
 
+    def _own(self) -> None:
+        """Take private copies of the shared arrays before changing them (O(width), once)."""
+        if self._shared:
+            self._nodes = self._nodes.copy()
+            self._hashes = self._hashes.copy()
+            self._res = self._res.copy()
+            self._keys = None if self._keys is None else self._keys.copy()
+            self._shared = False
+
     def _put(self, x: int, value: NodeValue | None) -> None:
+        self._own()
         nodes = self._nodes
         old = nodes[x]
         nodes[x] = value
@@ -362,6 +387,7 @@ class RatchetTree:
 
     def _invalidate(self, x: int) -> None:
         """Drop cached hashes/resolutions of ``x`` and its ancestors: O(log n)."""
+        self._own()
         hashes, res = self._hashes, self._res
         hashes[x] = None
         res[x] = None
@@ -394,6 +420,7 @@ class RatchetTree:
 
     def _extend(self) -> None:
         """Double the number of leaves (RFC 9420 section 7.7)."""
+        self._own()
         n = len(self._nodes)
         self._nodes.extend([None] * (n + 1))
         self._hashes.extend([None] * (n + 1))
@@ -402,6 +429,7 @@ class RatchetTree:
 
     def _truncate(self) -> None:
         """Shrink to the smallest ``2^d`` leaves with ``2^d`` > rightmost non-blank leaf (section 7.7)."""
+        self._own()
         nodes = self._nodes
         r = len(nodes) - 1
         while r > 0 and nodes[r] is None:
@@ -440,6 +468,7 @@ class RatchetTree:
         index = self.free_leaf()
         if index == self.n_leaves:
             self._extend()
+        self._own()
         x = 2 * index
         for p in direct_path(x, self.n_leaves):
             v = self._nodes[p]
