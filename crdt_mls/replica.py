@@ -67,7 +67,7 @@ from crdt_mls.merge.records import (
     membership_from_tree,
     merge_record,
 )
-from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
+from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord, apply_commit
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group
@@ -981,11 +981,19 @@ class Replica:
             return [OperationUnreadable(ref.cid, "not a member of any merged epoch")]
         mine = [self._states[h] for h in heads if h in self._states and self._states[h].active]
         joined = len(mine) != len(heads)
+        pinned = joined
         try:
             if not joined:
-                # S(heads) of the merge commit's causal past, from the merge engine (docs/merge.md 6.4)
-                membership = self._dag.state((*ref.parents, *((ref.prev,) if ref.prev else ()))).membership
                 parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
+                try:
+                    # S(heads) of the merge commit's causal past, from the merge engine (docs/merge.md 6.4)
+                    membership = self._dag.state((*ref.parents, *((ref.prev,) if ref.prev else ()))).membership
+                except InvalidState:
+                    # history this replica cannot read (it joined concurrent merges from their
+                    # Welcomes: two pinned roots): try the parents' own states, checked below by
+                    # the committer's signed base tree hash; the epoch is then pinned
+                    membership = self._pinned_parents_membership(heads)
+                    pinned = True
                 group = process_merge_commit(parents, membership, message)
             else:
                 others = [g for g in self._states.values() if g.active]
@@ -999,7 +1007,7 @@ class Replica:
             return [Removed(max(g.epoch for g in self._states.values()) + 1, ref.cid, "merge")]
         except (RemoteInputError, InvalidState, InvalidArgument) as e:
             return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
-        if joined:  # the merged epoch is pinned from the merge Welcome (docs/merge.md 4.1)
+        if pinned:  # the merged epoch is pinned from the merge Welcome (docs/merge.md 4.1)
             refused = self._dag_try(_dag_entry(_DAG_ROOT, rec, membership_from_tree(group.tree, ref.cid)))
         else:
             refused = self._dag_try(_dag_entry(_DAG_ADD, rec))
@@ -1018,6 +1026,19 @@ class Replica:
             events.append(MergeNeeded(self.epoch_heads()))
         self._prune()
         return events
+
+    def _pinned_parents_membership(self, heads: Sequence[bytes]) -> Membership:
+        """A candidate S(heads) when the engine cannot replay the heads' past: the state of the
+        first head in the engine's order with the changes of the other heads' commits applied
+        (exact for a race of merges over the same heads, whose only changes are their
+        committers' leaves).  Only a candidate: `process_merge_commit` accepts it only if it
+        gives the committer's signed base tree hash (`TreeError` otherwise)."""
+        order = sorted(heads, key=self._dag.rank)
+        membership = self._dag.state({order[0]}).membership
+        for h in order[1:]:
+            self._dag.state({h})  # each head's own state must be known
+            membership = apply_commit(membership, self._dag.record(h))
+        return membership
 
     def _commit_events(self, before: Group, after: Group, cid: bytes, by: str) -> list[Event]:
         events: list[Event] = []

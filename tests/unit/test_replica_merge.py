@@ -304,3 +304,44 @@ def test_eviction_within_one_branch_acts_like_a_removal() -> None:
     assert "EVICT" in kinds
     with pytest.raises(InvalidArgument):
         alice.evict(["nobody"])
+
+
+def test_joiner_of_two_racing_merges_follows_the_merge_of_merges() -> None:
+    (alice, bobby, carol), history, _ = founded(["alice", "bobby", "carol"], 5)
+    erin = make("erin", 9)
+    # alice adds erin while carol updates: erin can read only alice's branch
+    alice.add([erin.key_package()])
+    a1 = alice.take_outgoing()
+    carol.update()
+    c1 = carol.take_outgoing()
+    erin.receive(history + a1)
+    for r in (alice, bobby, carol):
+        r.receive(a1 + c1)
+    # a merge race: erin joins both merges from their Welcomes (two pinned roots in her engine)
+    alice.merge()
+    m1 = alice.take_outgoing()
+    carol.merge()
+    m2 = carol.take_outgoing()
+    everyone = [alice, bobby, carol, erin]
+    for r in everyone:
+        r.receive(c1 + m1 + m2)
+    assert all(r.epoch_heads() == alice.epoch_heads() for r in everyone) and len(alice.epoch_heads()) == 2
+    with pytest.raises(InvalidState):
+        erin.dag.state(erin.epoch_heads())
+    leader = next(r for r in everyone if r.signature_key == alice.merge_leader)
+    assert leader is not erin
+    leader.merge()
+    m3 = leader.take_outgoing()
+    for r in everyone:
+        if r is not leader:
+            r.receive(m3)
+    # erin processes the merge of merges (candidate S checked by the signed base tree hash)
+    assert {r.epoch_id for r in everyone} == {leader.epoch_id}
+    assert len({r.export_secret("race", b"", 32) for r in everyone}) == 1
+    assert len({r.group.tree.tree_hash() for r in everyone}) == 1
+    assert view(erin.dag.state().membership) == view(alice.dag.state().membership)
+    erin.update()
+    e = erin.take_outgoing()
+    for r in (alice, bobby, carol):
+        r.receive(e)
+    assert len({r.export_secret("after", b"", 32) for r in everyone}) == 1
