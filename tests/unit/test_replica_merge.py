@@ -345,3 +345,36 @@ def test_joiner_of_two_racing_merges_follows_the_merge_of_merges() -> None:
     for r in (alice, bobby, carol):
         r.receive(e)
     assert len({r.export_secret("after", b"", 32) for r in everyone}) == 1
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_races_of_commits_and_merges_converge(seed: int) -> None:
+    """Random updates, messages and merges (several members merging the same fork) under random
+    partial deliveries; then full delivery and merges until one head: one epoch and secret."""
+    rnd = random.Random(seed)
+    everyone, history, _ = founded(["alice", "bobby", "carol"], 100 + seed)
+    for _step in range(10):
+        r = rnd.choice(everyone)
+        if len(r.epoch_heads()) > 1:
+            if r.merge_rank() is not None:
+                r.merge()
+        elif rnd.random() < 0.6:
+            r.update()
+        else:
+            r.send(f"step {_step}")
+        history += r.take_outgoing()
+        for other in everyone:
+            other.receive([b for b in history if rnd.random() < 0.5])
+    for _round in range(6):
+        deliver(everyone, list(history), seed + _round)
+        heads = everyone[0].epoch_heads()
+        assert all(r.epoch_heads() == heads for r in everyone)
+        assert len({tuple(view(r.dag.state().membership)) for r in everyone}) == 1
+        if len(heads) == 1:
+            break
+        leader = next(r for r in everyone if r.signature_key == everyone[0].merge_leader)
+        leader.merge()
+        history += leader.take_outgoing()
+    assert len({r.epoch_id for r in everyone}) == 1
+    assert len({r.export_secret("random", b"", 32) for r in everyone}) == 1
+    assert len({r.group.tree.tree_hash() for r in everyone}) == 1
