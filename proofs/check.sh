@@ -37,8 +37,8 @@ run_spin merge-seniority ok $n -DSENIORITY
 run_spin mutant-keep-one cex -DNOPS=2 -DMUTANT_KEEP_ONE
 run_spin mutant-evict-strong cex -DNOPS=2 -DMUTANT_EVICT_STRONG
 run_spin mutant-no-unmerged cex -DNOPS=3 -DMUTANT_NO_UNMERGED
-# finding F1 (proofs/findings.md): strict order independence fails for concurrent re-adds
-run_spin finding-f1-order cex -DNOPS=3 -DSTRICT_ORDER
+# the rule before the F1 fix (a concurrent add re-adds a removed person): order-dependent
+run_spin mutant-readd cex -DNOPS=3 -DMUTANT_READD
 
 if python3 "$here/rules_z3.py"; then :; else echo "FAIL rules_z3.py"; fail=1; fi
 

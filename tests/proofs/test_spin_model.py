@@ -70,7 +70,7 @@ def test_model_two_operations_every_order(tmp_path: Path, mode: str) -> None:
         ("MUTANT_KEEP_ONE", 2, "kept_known"),  # keep a conflicting write: PCS/removal broken
         ("MUTANT_EVICT_STRONG", 2, "rembyR"),  # evictions of active members stand
         ("MUTANT_NO_UNMERGED", 3, "kn["),  # joiners not listed as unmerged: key knowledge broken
-        ("STRICT_ORDER", 3, "memR"),  # finding F1: concurrent re-add vs remove is order-dependent
+        ("MUTANT_READD", 3, "memR"),  # the rule before the F1 fix: a concurrent add re-adds a removed person
     ],
 )
 def test_model_catches_broken_rules(tmp_path: Path, mutant: str, nops: int, violated: str) -> None:
@@ -88,3 +88,32 @@ def test_model_three_operations_every_order(tmp_path: Path, mode: str) -> None:
     assert errors(out) == 0, out[-3000:]
     assert "Search not completed" not in out
     assert stored_states(out) > 1_000_000
+
+
+def test_finding_f1_concurrent_readd_does_not_depend_on_height() -> None:
+    """The model's F1 counterexample replayed on `GroupDag`: Alice adds Eve then removes her;
+    Bob, concurrently, adds Eve (same key) right away or after two unrelated updates. Strong
+    remove (design rule 1) says Eve is out either way (failed before merge commit 0f837ab)."""
+    from crdt_mls.merge.dag import GroupDag
+    from crdt_mls.merge.rules import Change, ChangeKind, OpRecord
+
+    a, b, e = b"alice-key", b"bob-key", b"eve-key"
+    genesis = OpRecord(
+        b"g", a, 0, None, (), (), (Change(ChangeKind.ADD, a, 0, b"a"), Change(ChangeKind.ADD, b, 1, b"b"))
+    )
+
+    def eve_in(bob_updates: int) -> bool:
+        dag = GroupDag(genesis)
+        dag.add(OpRecord(b"c1", a, 1, b"g", (b"g",), (b"g",), (Change(ChangeKind.ADD, e, 2, b"e1"),)))
+        dag.add(OpRecord(b"c2", a, 2, b"c1", (b"c1",), (b"c1",), (Change(ChangeKind.REMOVE, e),)))
+        prev: bytes | None = None
+        epoch = b"g"
+        for i in range(bob_updates):
+            rec = OpRecord(b"u%d" % i, b, i, prev, (epoch,), (epoch,), (Change(ChangeKind.UPDATE, b, 1, b"b%d" % i),))
+            dag.add(rec)
+            prev = epoch = rec.cid
+        dag.add(OpRecord(b"c5", b, bob_updates, prev, (epoch,), (epoch,), (Change(ChangeKind.ADD, e, 2, b"e2"),)))
+        return e in dag.state().membership
+
+    assert not eve_in(0)
+    assert not eve_in(2)  # was re-added before the fix: the outcome followed Bob's height
