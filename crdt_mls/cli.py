@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import getpass
 import os
 import shutil
 import sys
@@ -31,18 +32,27 @@ from crdt_mls.replica import (
     MessageReceived,
     Replica,
     describe,
+    open_meta,
+    seal_meta,
 )
 from crdt_mls.stores.base import Store
 from crdt_mls.stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from crdt_mls.content.cryptree import ReadCap, WriteCap
+    from crdt_mls.content.identity import Identity, IdentityRecord
 
-__all__ = ["main", "run_demo"]
+__all__ = ["PASSWORD_ENV", "TEST_SCRYPT_ENV", "derive_state_key", "main", "new_identity", "run_demo", "unlock_identity"]
 
 STORE_FILE = "store.sqlite"
 _INBOX = "cli/inbox"
 _READ_MARK = "cli/read"
+_IDENTITY = "cli/identity"  #: the public identity record (username, scrypt parameters, public keys)
+#: the password, for scripts and tests (otherwise it is asked for; never a command-line argument)
+PASSWORD_ENV = "CRDT_MLS_PASSWORD"
+#: TEST ONLY: "1" selects cheap, insecure scrypt parameters (ScryptParams.for_tests())
+TEST_SCRYPT_ENV = "CRDT_MLS_INSECURE_TEST_SCRYPT"
+_STATE_KEY_INFO = b"crdt-mls replica state key"
 _SHARES = "cli/shares"
 _KIND_TEXT = 0
 _KIND_SHARE = 1
@@ -133,17 +143,17 @@ class InboxEntry:
     body: bytes
 
 
-def _load_list(store: Store, key: str) -> list[bytes]:
-    raw = store.get_meta(key)
+def _load_list(s: Session, key: str) -> list[bytes]:
+    raw = s.get_private(key)
     if raw is None:
         return []
     return list(Reader(raw).vector(_r_opaque))
 
 
-def _save_list(store: Store, key: str, items: Sequence[bytes]) -> None:
+def _save_list(s: Session, key: str, items: Sequence[bytes]) -> None:
     w = Writer()
     w.vector(items, _w_opaque)
-    store.write_batch([], {key: w.getvalue()})
+    s.put_private({key: w.getvalue()})
 
 
 def _encode_entry(e: InboxEntry) -> bytes:
@@ -164,6 +174,69 @@ def _decode_entry(data: bytes) -> InboxEntry:
     return InboxEntry(epoch, sender, kind, body)
 
 
+# ----------------------------------------------------------------------------- password identity (issue 6)
+
+
+def derive_state_key(master: bytes) -> bytes:
+    """The 32-byte key sealing replica and CLI state at rest: HKDF-SHA256 of the identity's
+    scrypt output with its own label (distinct from the signing and box keys)."""
+    from crdt_mls.content.identity import hkdf
+
+    return hkdf(master, _STATE_KEY_INFO)
+
+
+def new_identity(username: str, password: str | bytes, *, insecure_for_tests: bool = False) -> tuple[Identity, bytes]:
+    """A password identity (scrypt N=2^17, r=8; cheap test parameters only if asked) and its state key."""
+    from crdt_mls.content.identity import (
+        DEFAULT_PARAMS,
+        Identity,
+        ScryptParams,
+        derive_key,
+        normalize_username,
+        username_salt,
+    )
+
+    params = ScryptParams.for_tests() if insecure_for_tests else DEFAULT_PARAMS
+    norm = normalize_username(username)
+    master = derive_key(password, username_salt(norm), params.validate())
+    return Identity.from_master(norm, params, master), derive_state_key(master)
+
+
+def unlock_identity(
+    record: IdentityRecord | bytes, password: str | bytes, *, insecure_for_tests: bool = False
+) -> tuple[Identity, bytes]:
+    """Unlock a stored identity record with its password -> (identity, state key);
+    `WrongPasswordError` if the password derives other keys."""
+    from crdt_mls.content.identity import Identity, IdentityRecord, derive_key, username_salt
+    from crdt_mls.errors import WrongPasswordError
+
+    rec = (
+        record
+        if isinstance(record, IdentityRecord)
+        else IdentityRecord.from_bytes(record, insecure_for_tests=insecure_for_tests)
+    )
+    master = derive_key(password, username_salt(rec.username), rec.params)
+    ident = Identity.from_master(rec.username, rec.params, master)
+    if ident.public != rec.public:
+        raise WrongPasswordError("wrong password: it does not unlock this identity")
+    return ident, derive_state_key(master)
+
+
+def _test_scrypt() -> bool:
+    return os.environ.get(TEST_SCRYPT_ENV) == "1"
+
+
+def _password(prompt: str, *, confirm: bool = False) -> str:
+    """The password from $CRDT_MLS_PASSWORD or an interactive prompt (asked twice when new)."""
+    env = os.environ.get(PASSWORD_ENV)
+    if env is not None:
+        return env
+    pw = getpass.getpass(prompt)
+    if confirm and getpass.getpass("repeat the password: ") != pw:
+        raise InvalidArgument("the two passwords differ")
+    return pw
+
+
 # ----------------------------------------------------------------------------- the session
 
 
@@ -182,12 +255,51 @@ class Session:
             self.store: Store = IpfsStore.open(_parse_api(ipfs), path)
         else:
             self.store = SqliteStore(path)
+        self._unlocked: tuple[Identity, bytes] | None = None
 
     def close(self) -> None:
         self.store.close()
 
+    # -- the password identity and state sealed at rest (issue 6)
+
+    def unlock(self) -> tuple[Identity, bytes]:
+        """The identity and state key of this directory, unlocked with the password (once)."""
+        if self._unlocked is None:
+            record = self.store.get_meta(_IDENTITY)
+            if record is None:
+                if self.has_replica():
+                    raise InvalidState(f"{self.data_dir} holds no password identity (made by an older version)")
+                raise InvalidState(f"no replica saved in {self.data_dir}: run crdt-mls init NAME or create NAME")
+            from crdt_mls.content.identity import IdentityRecord
+
+            rec = IdentityRecord.from_bytes(record, insecure_for_tests=_test_scrypt())
+            self._unlocked = unlock_identity(rec, _password(f"password for {rec.username}: "))
+        return self._unlocked
+
+    def create_identity(self, name: str) -> Replica:
+        """Derive a new password identity, store its public record and a new (sealed) replica."""
+        if self.has_replica() or self.store.get_meta(_IDENTITY) is not None:
+            raise InvalidState(f"{self.data_dir} already holds an identity")
+        ident, key = new_identity(
+            name, _password(f"new password for {name}: ", confirm=True), insecure_for_tests=_test_scrypt()
+        )
+        r = Replica.new_member(ident.username, self.store, signature_priv=ident.signing_seed, state_key=key)
+        self.store.write_batch([], {_IDENTITY: ident.record().to_bytes()})
+        self._unlocked = (ident, key)
+        return r
+
+    def get_private(self, key: str) -> bytes | None:
+        """A CLI meta value, opened with the state key."""
+        raw = self.store.get_meta(key)
+        return None if raw is None else open_meta(self.unlock()[1], key, raw)
+
+    def put_private(self, values: dict[str, bytes]) -> None:
+        """Seal CLI meta values with the state key and write them in one batch."""
+        state_key = self.unlock()[1]
+        self.store.write_batch([], {k: seal_meta(state_key, k, v) for k, v in values.items()})
+
     def replica(self) -> Replica:
-        return Replica.load(self.store)
+        return Replica.load(self.store, state_key=self.unlock()[1])
 
     def has_replica(self) -> bool:
         return self.store.get_meta("replica/state") is not None
@@ -196,8 +308,8 @@ class Session:
 
     def record(self, events: Iterable[Event]) -> None:
         """Print events; keep messages and shares in the private meta table."""
-        inbox = _load_list(self.store, _INBOX)
-        shares = _load_list(self.store, _SHARES)
+        inbox = _load_list(self, _INBOX)
+        shares = _load_list(self, _SHARES)
         changed = False
         for ev in events:
             if isinstance(ev, MessageReceived):
@@ -222,17 +334,17 @@ class Session:
             else:
                 _say(describe(ev))
         if changed:
-            _save_list(self.store, _INBOX, inbox)
-            _save_list(self.store, _SHARES, shares)
+            _save_list(self, _INBOX, inbox)
+            _save_list(self, _SHARES, shares)
 
     def keep_own(self, replica: Replica, kind: int, body: bytes) -> None:
         """Keep our own message in the private inbox (marked read)."""
-        inbox = _load_list(self.store, _INBOX)
-        mark = self.store.get_meta(_READ_MARK)
+        inbox = _load_list(self, _INBOX)
+        mark = self.get_private(_READ_MARK)
         inbox.append(_encode_entry(InboxEntry(replica.epoch, replica.name, kind, body)))
-        _save_list(self.store, _INBOX, inbox)
+        _save_list(self, _INBOX, inbox)
         if mark is not None and int.from_bytes(mark, "big") == len(inbox) - 1:
-            self.store.write_batch([], {_READ_MARK: len(inbox).to_bytes(8, "big")})
+            self.put_private({_READ_MARK: len(inbox).to_bytes(8, "big")})
 
     def publish(self, replica: Replica) -> None:
         """After a local operation: blocks are already stored (and, over IPFS, on the node)."""
@@ -346,9 +458,7 @@ def _parse_api(url: str) -> tuple[str, int]:
 
 
 def _cmd_init(s: Session, a: argparse.Namespace) -> None:
-    if s.has_replica():
-        raise InvalidState(f"{s.data_dir} already holds an identity")
-    r = Replica.new_member(a.name, s.store)
+    r = s.create_identity(a.name)
     _say(f"identity {r.name} created in {s.data_dir}")
 
 
@@ -361,7 +471,7 @@ def _cmd_create(s: Session, a: argparse.Namespace) -> None:
     else:
         if not a.name:
             raise InvalidArgument("no identity yet: give a NAME (crdt-mls create NAME)")
-        r = Replica.new_member(a.name, s.store)
+        r = s.create_identity(a.name)
         events = r.start_group()
     s.publish(r)
     s.record(events)
@@ -467,8 +577,8 @@ def _cmd_send(s: Session, a: argparse.Namespace) -> None:
 
 
 def _cmd_read(s: Session, a: argparse.Namespace) -> None:
-    inbox = [_decode_entry(x) for x in _load_list(s.store, _INBOX)]
-    mark_raw = s.store.get_meta(_READ_MARK)
+    inbox = [_decode_entry(x) for x in _load_list(s, _INBOX)]
+    mark_raw = s.get_private(_READ_MARK)
     start = 0 if a.all or mark_raw is None else int.from_bytes(mark_raw, "big")
     for e in inbox[start:]:
         if e.kind == _KIND_SHARE:
@@ -476,7 +586,7 @@ def _cmd_read(s: Session, a: argparse.Namespace) -> None:
             _say(f"[epoch {e.epoch}] {e.sender} shared {'directory' if rec.is_dir else 'file'} {rec.name}")
         else:
             _say(f"[epoch {e.epoch}] {e.sender}: {e.body.decode('utf-8', 'replace')}")
-    s.store.write_batch([], {_READ_MARK: len(inbox).to_bytes(8, "big")})
+    s.put_private({_READ_MARK: len(inbox).to_bytes(8, "big")})
 
 
 def _cmd_share(s: Session, a: argparse.Namespace) -> None:
@@ -524,7 +634,7 @@ def _cmd_share(s: Session, a: argparse.Namespace) -> None:
 
 def _shares(s: Session) -> list[tuple[InboxEntry, ShareRecord]]:
     out = []
-    for raw in _load_list(s.store, _SHARES):
+    for raw in _load_list(s, _SHARES):
         e = _decode_entry(raw)
         out.append((e, ShareRecord.from_bytes(e.body)))
     return out

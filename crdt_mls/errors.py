@@ -138,3 +138,7 @@ class TruncatedError(DecryptionError):
 
 class RevokedError(DecryptionError):
     """A Cryptree capability was revoked (its subtree was re-keyed)."""
+
+
+class StateKeyError(DecryptionError):
+    """Sealed replica or CLI state at rest did not open: wrong state key, or the stored value was tampered with."""

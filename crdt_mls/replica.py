@@ -53,6 +53,7 @@ from crdt_mls.errors import (
     InvalidArgument,
     InvalidState,
     RemoteInputError,
+    StateKeyError,
     StorageError,
     WelcomeError,
 )
@@ -77,6 +78,7 @@ from crdt_mls.stores.base import Store
 from crdt_mls.stores.memory import MemoryStore
 
 __all__ = [
+    "STATE_KEY_SIZE",
     "EpochChanged",
     "Event",
     "Joined",
@@ -89,6 +91,9 @@ __all__ = [
     "OperationUnreadable",
     "OperationWaiting",
     "Removed",
+    "is_sealed",
+    "open_meta",
+    "seal_meta",
     "Replica",
 ]
 
@@ -446,6 +451,70 @@ def _node_record(ref: NodeRef, epochs: tuple[bytes, ...], changes: tuple[Change,
 # ----------------------------------------------------------------------------- the replica
 
 
+# --------------------------------------------------------------------- state at rest (issue 6)
+
+_SEAL_MAGIC = b"CMLSsv"  #: prefix of a sealed meta value
+_SEAL_VERSION = 1
+_SEAL_NONCE = 12
+STATE_KEY_SIZE = 32
+
+
+def _check_state_key(state_key: bytes | None) -> bytes | None:
+    if state_key is None:
+        return None
+    if not isinstance(state_key, (bytes, bytearray)) or len(state_key) != STATE_KEY_SIZE:
+        raise InvalidArgument(f"a state key must be {STATE_KEY_SIZE} bytes")
+    return bytes(state_key)
+
+
+def seal_meta(state_key: bytes, meta_key: str, value: bytes) -> bytes:
+    """Seal one meta value at rest (issue 6): ``"CMLSsv" || u8 version || nonce[12] ||
+    ChaCha20-Poly1305(value)`` with a random nonce and the meta key name as associated data,
+    so a value moved to another key does not open."""
+    key = _check_state_key(state_key)
+    assert key is not None
+    nonce = os.urandom(_SEAL_NONCE)
+    header = _SEAL_MAGIC + bytes([_SEAL_VERSION])
+    return header + nonce + ChaCha20Poly1305(key).encrypt(nonce, bytes(value), header + meta_key.encode("utf-8"))
+
+
+def is_sealed(value: bytes) -> bool:
+    """Whether a stored meta value was written by `seal_meta`."""
+    return value.startswith(_SEAL_MAGIC)
+
+
+def open_meta(state_key: bytes, meta_key: str, sealed: bytes) -> bytes:
+    """Open a value sealed by `seal_meta` under ``meta_key``; `StateKeyError` if the key is
+    wrong, the value was tampered with or moved, or it is not sealed at all."""
+    key = _check_state_key(state_key)
+    assert key is not None
+    header = _SEAL_MAGIC + bytes([_SEAL_VERSION])
+    if not sealed.startswith(_SEAL_MAGIC):
+        raise StateKeyError(f"the stored value {meta_key!r} is not sealed (saved without a state key)")
+    if not sealed.startswith(header) or len(sealed) < len(header) + _SEAL_NONCE + 16:
+        raise StateKeyError(f"the sealed value {meta_key!r} has an unknown version or is truncated")
+    nonce = sealed[len(header) : len(header) + _SEAL_NONCE]
+    try:
+        return ChaCha20Poly1305(key).decrypt(
+            nonce, sealed[len(header) + _SEAL_NONCE :], header + meta_key.encode("utf-8")
+        )
+    except InvalidTag:
+        raise StateKeyError(
+            f"the sealed value {meta_key!r} does not open: wrong state key (password) or tampered"
+        ) from None
+
+
+def _unseal(state_key: bytes | None, meta_key: str, value: bytes | None) -> bytes | None:
+    """The plain meta value: opened with ``state_key``, or refused if sealed and no key is given."""
+    if value is None:
+        return None
+    if state_key is not None:
+        return open_meta(state_key, meta_key, value)
+    if is_sealed(value):
+        raise StateKeyError(f"the stored value {meta_key!r} is sealed: a state key is needed to load it")
+    return value
+
+
 class Replica:
     """One member's replica of one group (design doc section 1).
 
@@ -465,6 +534,7 @@ class Replica:
         max_epochs: int = DEFAULT_MAX_EPOCHS,
         rng: Rng = os.urandom,
         _signature_priv: bytes | None = None,
+        state_key: bytes | None = None,
     ) -> None:
         if not name:
             raise InvalidArgument("a member needs a non-empty name")
@@ -476,6 +546,7 @@ class Replica:
         self.namespace = namespace
         self.max_epochs = max_epochs
         self._rng = rng
+        self._state_key = _check_state_key(state_key)
         if _signature_priv is None:
             kp = make_key_package(cipher_suite, name.encode("utf-8"), rng=rng)
             _signature_priv = kp.signature_priv
@@ -520,11 +591,24 @@ class Replica:
         cipher_suite: int = 1,
         namespace: str = "replica",
         rng: Rng = os.urandom,
+        signature_priv: bytes | None = None,
+        state_key: bytes | None = None,
     ) -> Replica:
         """Create a new group with this member alone in it (RFC 9420 section 11); the
-        genesis node is the first outgoing block."""
+        genesis node is the first outgoing block.
+
+        ``signature_priv``: the member's signature key (e.g. a password identity's Ed25519
+        seed, crdt_mls.content.identity), fresh if None.  ``state_key`` (32 bytes): seal every
+        meta value this replica writes (issue 6, `seal_meta`); `load` then needs the same key.
+        """
         r = cls(
-            name, store if store is not None else MemoryStore(), cipher_suite=cipher_suite, namespace=namespace, rng=rng
+            name,
+            store if store is not None else MemoryStore(),
+            cipher_suite=cipher_suite,
+            namespace=namespace,
+            rng=rng,
+            _signature_priv=signature_priv,
+            state_key=state_key,
         )
         r.start_group()
         return r
@@ -562,23 +646,37 @@ class Replica:
         cipher_suite: int = 1,
         namespace: str = "replica",
         rng: Rng = os.urandom,
+        signature_priv: bytes | None = None,
+        state_key: bytes | None = None,
     ) -> Replica:
         """A member not in any group yet: publish `key_package()` out of band, then
-        `receive` the commit that adds it (its Welcome)."""
+        `receive` the commit that adds it (its Welcome).  ``signature_priv`` and
+        ``state_key`` as in `create`."""
         r = cls(
-            name, store if store is not None else MemoryStore(), cipher_suite=cipher_suite, namespace=namespace, rng=rng
+            name,
+            store if store is not None else MemoryStore(),
+            cipher_suite=cipher_suite,
+            namespace=namespace,
+            rng=rng,
+            _signature_priv=signature_priv,
+            state_key=state_key,
         )
         r._save([])
         return r
 
     @classmethod
-    def load(cls, store: Store, *, namespace: str = "replica", rng: Rng = os.urandom) -> Replica:
-        """Restore the replica saved in ``store`` under ``namespace``."""
-        data = store.get_meta(f"{namespace}/state")
+    def load(
+        cls, store: Store, *, namespace: str = "replica", rng: Rng = os.urandom, state_key: bytes | None = None
+    ) -> Replica:
+        """Restore the replica saved in ``store`` under ``namespace``; a replica saved with a
+        ``state_key`` needs the same key (`StateKeyError` otherwise, the store untouched)."""
+        key = _check_state_key(state_key)
+        state_name = f"{namespace}/state"
+        data = _unseal(key, state_name, store.get_meta(state_name))
         if data is None:
             raise InvalidState(f"no replica saved under {namespace!r} in this store")
         try:
-            return cls._decode(data, store, namespace, rng)
+            return cls._decode(data, store, namespace, rng, key)
         except (DecodeError, ValueError) as e:
             raise StorageError(f"the saved replica state is corrupt: {e}") from None
 
@@ -1238,6 +1336,8 @@ class Replica:
                 meta[self._epoch_key(e)] = None
         for i in range(self._dag_saved, len(self._dag_entries)):
             meta[self._dag_key(i)] = self._dag_entries[i]
+        if self._state_key is not None:
+            meta = {k: None if v is None else seal_meta(self._state_key, k, v) for k, v in meta.items()}
         self.store.write_batch(blocks, meta)
         self._saved = dict(self._states)
         self._dag_saved = len(self._dag_entries)
@@ -1274,7 +1374,7 @@ class Replica:
         w.opaque(author)
 
     @classmethod
-    def _decode(cls, data: bytes, store: Store, namespace: str, rng: Rng) -> Replica:
+    def _decode(cls, data: bytes, store: Store, namespace: str, rng: Rng, state_key: bytes | None = None) -> Replica:
         r = Reader(data)
         if r.u8() != _STATE_VERSION:
             raise DecodeError("unsupported replica state version")
@@ -1283,13 +1383,20 @@ class Replica:
         max_epochs = r.u32()
         sig = r.opaque()
         rep = cls(
-            name, store, cipher_suite=suite, namespace=namespace, max_epochs=max_epochs, rng=rng, _signature_priv=sig
+            name,
+            store,
+            cipher_suite=suite,
+            namespace=namespace,
+            max_epochs=max_epochs,
+            rng=rng,
+            _signature_priv=sig,
+            state_key=state_key,
         )
         rep._pending_kps = r.vector(lambda rr: _decode_kp(rr.opaque()))
         rep._tag = r.opaque()
         rep._epoch_order = r.vector(lambda rr: rr.opaque())
         for e in rep._epoch_order:
-            raw = store.get_meta(rep._epoch_key(e))
+            raw = _unseal(state_key, rep._epoch_key(e), store.get_meta(rep._epoch_key(e)))
             if raw is None:
                 raise DecodeError("an epoch state named by the replica state is missing")
             rep._states[e] = Group.from_bytes(raw)
@@ -1306,7 +1413,7 @@ class Replica:
         n_entries = r.u64()
         r.finish()
         for i in range(n_entries):
-            entry = store.get_meta(rep._dag_key(i))
+            entry = _unseal(state_key, rep._dag_key(i), store.get_meta(rep._dag_key(i)))
             if entry is None:
                 raise DecodeError("an entry of the merge log is missing")
             rep._dag_entries.append(entry)

@@ -87,7 +87,12 @@ class Member:
         ]
 
     def env(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        return dict(
+            os.environ,
+            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            CRDT_MLS_PASSWORD=f"{self.name} password",  # each member its own password
+            CRDT_MLS_INSECURE_TEST_SCRYPT="1",  # test-only cheap scrypt parameters
+        )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(

@@ -17,6 +17,15 @@ from crdt_mls.errors import InvalidArgument
 from crdt_mls.stores import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _password_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CLI call (in process and in subprocesses) unlocks with this password and
+    cheap, test-only scrypt parameters."""
+    monkeypatch.setenv("CRDT_MLS_PASSWORD", PASSWORD)
+    monkeypatch.setenv("CRDT_MLS_INSECURE_TEST_SCRYPT", "1")
 
 
 def run(capsys: pytest.CaptureFixture[str], data: Path, *args: str) -> tuple[int, str, str]:
@@ -207,3 +216,98 @@ def test_fork_and_merge_in_process(tmp_path: Path, capsys: pytest.CaptureFixture
     ok(capsys, B, "send", "merged and talking")
     assert "bobby: merged and talking" in ok(capsys, A, "sync", "--peer", str(B))
     assert "merge needed" not in ok(capsys, B, "epochs")
+
+
+# ----------------------------------------------------------------------------- password identity (issue 6)
+
+
+def test_password_identity_and_nothing_secret_on_disk(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from crdt_mls.cli import unlock_identity
+    from crdt_mls.replica import Replica
+
+    A, B = tmp_path / "A", tmp_path / "B"
+    ok(capsys, A, "create", "alice")
+    ok(capsys, B, "init", "bobby")
+    ok(capsys, B, "key-package", "-o", str(tmp_path / "b.kp"))
+    ok(capsys, A, "invite", str(tmp_path / "b.kp"))
+    ok(capsys, B, "join", "--peer", str(A))
+    ok(capsys, B, "send", "quixotic marmalade")
+    assert "bobby: quixotic marmalade" in ok(capsys, A, "sync", "--peer", str(B))
+    ok(capsys, A, "send", "zephyr lighthouse")
+    assert "alice: zephyr lighthouse" in ok(capsys, B, "sync", "--peer", str(A))
+    assert "zephyr lighthouse" in ok(capsys, A, "read", "--all")
+    for d, name in ((A, "alice"), (B, "bobby")):
+        st = SqliteStore(d / "store.sqlite")
+        try:
+            record = st.get_meta("cli/identity")
+            assert record is not None
+            ident, state_key = unlock_identity(record, PASSWORD, insecure_for_tests=True)
+            assert ident.username == name
+            # the replica signs with the password identity's Ed25519 key
+            assert Replica.load(st, state_key=state_key).signature_key == ident.signing_public
+        finally:
+            st.close()
+        raw = b"".join(p.read_bytes() for p in d.iterdir() if p.name.startswith("store.sqlite"))
+        for secret in (ident.signing_seed, ident.box_secret, state_key):
+            assert secret not in raw
+        for word in (PASSWORD, "quixotic", "marmalade", "zephyr", "lighthouse"):
+            for enc in (word.encode("utf-8"), word.encode("utf-16-le")):
+                assert enc not in raw, (d, word)
+
+
+def dump(data: Path) -> list[tuple[object, ...]]:
+    """Every row of every table of a data directory's SQLite store."""
+    import sqlite3
+
+    con = sqlite3.connect(data / "store.sqlite")
+    try:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return [(t, *row) for t in tables for row in con.execute(f"SELECT * FROM {t} ORDER BY 1")]
+    finally:
+        con.close()
+
+
+def test_wrong_password_is_one_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    A = tmp_path / "A"
+    ok(capsys, A, "create", "alice")
+    ok(capsys, A, "send", "before the wrong password")
+    before = dump(A)
+    monkeypatch.setenv("CRDT_MLS_PASSWORD", "not the password")
+    for args in (("send", "x"), ("read",), ("members",), ("key-package",), ("update",)):
+        code, out, err = run(capsys, A, *args)
+        assert code == 1 and out == "" and err == "error: wrong password: it does not unlock this identity\n", args
+    assert dump(A) == before
+    monkeypatch.setenv("CRDT_MLS_PASSWORD", PASSWORD)
+    assert "alice: before the wrong password" in ok(capsys, A, "read", "--all")
+
+
+def test_password_prompt_and_weak_params_need_the_test_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import getpass
+
+    A = tmp_path / "A"
+    monkeypatch.delenv("CRDT_MLS_PASSWORD")
+    prompts: list[str] = []
+    answers = iter(["typed secret", "typed secret", "typed secret", "other", "mistyped"])
+
+    def fake_getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
+    ok(capsys, A, "init", "erin")  # asked twice
+    assert prompts == ["new password for erin: ", "repeat the password: "]
+    assert ok(capsys, A, "key-package").strip()  # unlocked with the prompt
+    assert prompts[-1] == "password for erin: "
+    code, _, err = run(capsys, tmp_path / "B", "init", "fay")  # two different answers
+    assert code == 1 and "the two passwords differ" in err
+    code, _, err = run(capsys, tmp_path / "B", "key-package")
+    assert code == 1 and "no replica saved" in err
+    # a store made with test scrypt parameters is refused without the test-only flag
+    monkeypatch.setenv("CRDT_MLS_PASSWORD", "typed secret")
+    monkeypatch.delenv("CRDT_MLS_INSECURE_TEST_SCRYPT")
+    code, _, err = run(capsys, A, "key-package")
+    assert code == 1 and "below the minimum" in err
