@@ -465,7 +465,9 @@ def _cmd_init(s: Session, a: argparse.Namespace) -> None:
 def _cmd_create(s: Session, a: argparse.Namespace) -> None:
     if s.has_replica():
         r = s.replica()
-        if a.name and a.name != r.name:
+        from crdt_mls.content.identity import normalize_username
+
+        if a.name and normalize_username(a.name) != r.name:
             raise InvalidState(f"{s.data_dir} already holds the identity {r.name}")
         events = r.start_group()
     else:

@@ -271,7 +271,8 @@ def test_wrong_password_is_one_line_and_changes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     A = tmp_path / "A"
-    ok(capsys, A, "create", "alice")
+    ok(capsys, A, "init", "Alice")  # names are normalized
+    assert "group created by alice" in ok(capsys, A, "create", "ALICE")
     ok(capsys, A, "send", "before the wrong password")
     before = dump(A)
     monkeypatch.setenv("CRDT_MLS_PASSWORD", "not the password")
