@@ -43,11 +43,17 @@ from crdt_mls.mls import treemath
 from tests.properties.netsim import NetSim
 from tests.scenarios.harness import World
 
+# The CI profile is derandomized (a fixed seed, no example database): CI runs the same 2,000
+# examples every time, so a rare failure found by the nightly profile is reported there, not as
+# a flaky CI run.  Known open finding (nightly): with SENIORITY, a member whose own commits were
+# all voided cannot issue the merge (no head state holds its merged leaf key).
 settings.register_profile(
     "merge-ci",
     max_examples=2000,
     stateful_step_count=10,
     deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 settings.register_profile(
