@@ -240,12 +240,22 @@ class GroupDag:
         quiet group needs one merge per round).  The order is by SHA-256(sorted head CIDs ||
         signature key); the facade waits ``rank x delay`` before merging and skips if a merge
         arrived meanwhile."""
+        order = self.merge_order(heads)
+        return order.index(key) if key in order else None
+
+    def merge_order(self, heads: Iterable[bytes] | None = None) -> list[bytes]:
+        """The members who can issue the merge of ``heads`` (default: everything delivered), in
+        turn order (design sketch 6.5, liveness): members of S(heads) that are members of at
+        least one epoch head (a merge needs the committer's state in one parent epoch,
+        docs/merge.md 6.2), ordered by SHA-256(sorted epoch head CIDs || signature key)."""
         st = self.state(heads)
-        if key not in st.membership:
-            return None
-        salt = b"".join(sorted(st.heads))
-        order = sorted(st.membership.keys(), key=lambda k: hashlib.sha256(salt + k).digest())
-        return order.index(key)
+        epochs = self._maximal(c for h in st.heads for c in self._nodes[h].frontier)
+        in_a_head: set[bytes] = set()
+        for e in epochs:
+            in_a_head |= self.state({e}).membership.keys()
+        salt = b"".join(sorted(epochs))
+        eligible = st.membership.keys() & in_a_head
+        return sorted(eligible, key=lambda k: hashlib.sha256(salt + k).digest())
 
     def members(self, heads: Iterable[bytes] | None = None) -> Membership:
         return self.state(heads).membership

@@ -244,6 +244,11 @@ class World:
         self._emit(name, rec)
         return cid
 
+    def own_states(self, name: str) -> list[Group]:
+        """Every state ``name`` still holds in which it is a member (its merged leaf key may be in
+        one from before its voided commits, `merged_private_keys`)."""
+        return [g for (n, _e), g in self.states.items() if n == name and g.active]
+
     def parent_epochs(self, name: str, heads: tuple[bytes, ...]) -> list[ParentEpoch]:
         out = []
         for h in heads:
@@ -268,7 +273,7 @@ class World:
         st = (view or self.dag).state(seen_nodes)
         seen = tuple(seen_nodes)
         parents = self.parent_epochs(name, hs)
-        msg, g = create_merge_commit(parents, st.membership, rng=self.r)
+        msg, g = create_merge_commit(parents, st.membership, rng=self.r, own_states=self.own_states(name))
         cid = cid_of("merge", msg)
         self._keep(name, cid, g)
         self.trees[cid] = g.tree
@@ -286,10 +291,9 @@ class World:
         for other in members - {name}:
             ps = self.parent_epochs(other, hs)
             if all(p.group is not None for p in ps):
-                ng = process_merge_commit(ps, st.membership, msg)
+                ng = process_merge_commit(ps, st.membership, msg, own_states=self.own_states(other))
             else:
-                own = [gg for (n, _e), gg in self.states.items() if n == other and gg.active]
-                ng = join_merge(msg, own)
+                ng = join_merge(msg, self.own_states(other))
             self._keep(other, cid, ng)
         return cid
 
