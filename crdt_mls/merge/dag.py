@@ -329,6 +329,15 @@ class GroupDag:
             if e not in self._nodes:
                 raise UnknownParentError("the root names an unknown epoch")
         clock[rec.author] = rec.seq
+        for m in membership.members:
+            # provenance (docs/merge.md 4.2): the root itself or a commit of its causal past
+            if m.added_in == rec.cid:
+                continue
+            n = self._nodes.get(m.added_in)
+            if n is None or not (n.rec.is_commit or m.added_in in self._opaque):
+                raise ProtocolError("the root's provenance names a commit this replica does not know")
+            if clock.get(n.rec.author, -1) < n.rec.seq:
+                raise ProtocolError("the root's provenance names a commit outside the root's causal past")
         self._accept(rec, height, clock, frozenset({rec.cid}))
         if not self.genesis:
             self.genesis = rec.cid
