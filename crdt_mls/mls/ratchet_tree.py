@@ -213,11 +213,13 @@ class RatchetTree:
             if i % 2 == 1 and not isinstance(v, ParentNode):
                 raise InvalidArgument(f"node {i} must be a parent node")
         self.suite = suite
-        self._nodes = PVec(nodes)
+        values = list(nodes)
+        self._nodes = PVec(values)
         self._hashes = PVec.blank(width)
         self._res = PVec.blank(width)
         self._keys = None
-        self._free_hint = 0
+        leaves = values[0::2]
+        self._free_hint = leaves.index(None) if None in leaves else len(leaves)
         self._leaf_summary = None
         self._owns_summary = False
         self._shared = False
@@ -795,6 +797,10 @@ class RatchetTree:
                 summary.change(leaf, -1)
         supported = {t for t, c in summary.support.items() if c == summary.members} if summary.members else set()
         return set(summary.cred_types), supported
+
+    def signature_key_count(self, key: bytes) -> int:
+        """Number of leaves whose signature key is ``key`` (O(1) after the leaf summary is built)."""
+        return self._summary().sig_keys.get(key, 0)
 
     def has_encryption_key(self, key: bytes) -> bool:
         """Whether any node holds ``key`` (O(1) after the index is built)."""
