@@ -330,7 +330,7 @@ class GroupDag:
                 raise UnknownParentError("the root names an unknown epoch")
         clock[rec.author] = rec.seq
         for m in membership.members:
-            # provenance (docs/merge.md 4.2): the root itself or a commit of its causal past
+            # provenance (docs/merge.md 3.5): the root itself or a commit of its causal past
             if m.added_in == rec.cid:
                 continue
             n = self._nodes.get(m.added_in)
@@ -424,7 +424,7 @@ class GroupDag:
         return frozenset(c for c in cs if not any(self.in_past(c, d) for d in cs if d != c))
 
     def _merge(self, heads: frozenset[bytes]) -> MergeState:
-        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md 4.2)."""
+        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md section 4)."""
         chs = self._maximal(c for h in heads for c in self._nodes[h].frontier)
         # walk the epoch DAG down from the heads by decreasing height; when a single commit is
         # left to visit, every path from the heads passes through it: it is the latest cut, and

@@ -1,4 +1,4 @@
-"""Member provenance for members who join later (docs/merge.md section 4.2).
+"""Member provenance for members who join later (docs/merge.md section 3.5).
 
 `MutualRemoval.SENIORITY` ranks the two members of a mutual removal by the causal position of
 the commit that added each (docs/merge.md 3.5).  A member who joins from a Welcome (RFC 9420

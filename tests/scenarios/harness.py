@@ -55,7 +55,7 @@ class World:
     knowledge: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
     dag: GroupDag = field(init=False)
     genesis: bytes = field(init=False)
-    #: epoch id -> the provenance its committer sealed for members joining there (docs/merge.md 4.2)
+    #: epoch id -> the provenance its committer sealed for members joining there (docs/merge.md 3.5)
     provenance: dict[bytes, bytes] = field(default_factory=dict)
     _prov_rng: random.Random = field(init=False)
 
@@ -314,7 +314,7 @@ class World:
     def view(self, name: str, *, provenance: bool = True) -> GroupDag:
         """``name``'s own DAG: what it can read is a record, the rest opaque, the epochs it joined
         by Welcome or merge Welcome are pinned roots (docs/merge.md section 4.1) whose members'
-        provenance comes from the committer's sealed provenance (4.2; ``provenance=False``: the
+        provenance comes from the committer's sealed provenance (3.5; ``provenance=False``: the
         root for everyone, as `membership_from_tree`)."""
         from crdt_mls.merge.records import membership_from_tree
 

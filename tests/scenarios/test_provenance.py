@@ -1,4 +1,4 @@
-"""Seniority for members who join later (docs/merge.md 4.2, `crdt_mls.merge.provenance`).
+"""Seniority for members who join later (docs/merge.md 3.5, `crdt_mls.merge.provenance`).
 
 With `MutualRemoval.SENIORITY` the senior of a mutual removal is the one added earlier.  A
 joiner cannot read who was added when before its join; the committer of the epoch it joins
