@@ -60,6 +60,7 @@ __all__ = [
     "group_context_bytes",
     "membership_tag",
     "protect_private",
+    "private_message_bytes",
     "protect_public",
     "public_message_bytes",
     "ratchet_type_for",
@@ -100,6 +101,25 @@ def group_context_bytes(context: GroupContext) -> bytes:
 
 def encode_content(content: FramedContent) -> bytes:
     """The encoding of a FramedContent (RFC 9420 section 6), to pass as ``content_bytes``."""
+    body = content.content
+    sender = content.sender
+    if isinstance(body, bytes) and sender.sender_type == SenderType.MEMBER and sender.index is not None:
+        # application data of a member (every message): assembled directly, same bytes
+        gid, aad = content.group_id, content.authenticated_data
+        return b"".join(
+            (
+                encode_varint(len(gid)),
+                gid,
+                content.epoch.to_bytes(8, "big"),
+                b"\x01",
+                sender.index.to_bytes(4, "big"),
+                encode_varint(len(aad)),
+                aad,
+                b"\x01",
+                encode_varint(len(body)),
+                body,
+            )
+        )
     return codec.encode(content)
 
 
@@ -341,6 +361,29 @@ def _content_aad(group_id: bytes, epoch: int, content_type: int, authenticated_d
 def _sender_data(leaf_index: int, generation: int, reuse_guard: bytes) -> bytes:
     """SenderData (RFC 9420 section 6.3.2)."""
     return leaf_index.to_bytes(4, "big") + generation.to_bytes(4, "big") + reuse_guard
+
+
+def private_message_bytes(message: PrivateMessage) -> bytes:
+    """The MLSMessage encoding of a PrivateMessage (RFC 9420 section 6.3), assembled directly
+    (the same bytes as ``MLSMessage(message).to_bytes()``)."""
+    gid, aad = message.group_id, message.authenticated_data
+    esd, ct = message.encrypted_sender_data, message.ciphertext
+    return b"".join(
+        (
+            _MLS10,
+            _WIRE[WireFormat.MLS_PRIVATE_MESSAGE],
+            encode_varint(len(gid)),
+            gid,
+            message.epoch.to_bytes(8, "big"),
+            message.content_type.to_bytes(1, "big"),
+            encode_varint(len(aad)),
+            aad,
+            encode_varint(len(esd)),
+            esd,
+            encode_varint(len(ct)),
+            ct,
+        )
+    )
 
 
 def _read_sender_data(data: bytes) -> SenderData:

@@ -340,10 +340,20 @@ class SecretTree:
         rtype = RatchetType(ratchet_type)
         if not 0 <= leaf < self._n_leaves:
             raise InvalidArgument(f"leaf index {leaf} is outside the tree of {self._n_leaves} leaves")
-        gen = self.next_generation(leaf, rtype)
+        # `key_for(leaf, rtype, next_generation)` without the two-phase bookkeeping: the next
+        # generation skips nothing, so the retained keys stay as they are
+        both, root = self._derive(leaf)
+        ratchet = both[rtype]
+        gen = ratchet.next_generation
         if gen > _MAX_GENERATION:
             raise InvalidState(f"the {rtype.label} ratchet of leaf {leaf} is exhausted")
-        return self.key_for(leaf, rtype, gen)
+        key, nonce = self._key_nonce(ratchet.secret, gen)
+        next_secret = self._next_secret(ratchet.secret, gen) if gen < _MAX_GENERATION else b""
+        updated = _Ratchet(gen + 1, next_secret, ratchet.skipped)
+        self._root = root
+        self._ratchets[leaf] = (updated, both[1]) if rtype == RatchetType.HANDSHAKE else (both[0], updated)
+        self._stamp = object()
+        return RatchetKey(gen, key, nonce)
 
     def next_generation(self, leaf: int, ratchet_type: RatchetType) -> int:
         """The generation the next `next_key` call for ``leaf`` would return."""

@@ -686,3 +686,18 @@ def test_state_saved_before_the_persistent_tree_still_loads() -> None:
     assert g3.epoch == 3
     msg, _ = g3.protect_application(b"still here")
     assert isinstance(msg, bytes)
+
+
+def test_with_secret_tree_is_replace() -> None:
+    """The per-message state copy equals `dataclasses.replace` field by field."""
+    h = Harness(seed="evolve")
+    h.add("m0", 1)
+    g = h.members["m0"]
+    st = g.secret_tree.copy()
+    fast = g._with_secret_tree(st)
+    slow = replace(g, secret_tree=st)
+    from dataclasses import fields
+
+    for f in fields(Group):
+        assert getattr(fast, f.name) is getattr(slow, f.name)
+    assert fast == slow and fast.to_bytes() == slow.to_bytes()
