@@ -122,6 +122,7 @@ from crdt_mls.mls.welcome import (
     open_group_secrets,
     sign_group_info,
     verify_group_info,
+    verify_key_package_signatures,
 )
 from crdt_mls.mls.welcome import make_key_package as _make_key_package
 
@@ -1051,6 +1052,8 @@ class Group:
         refs = self._pending_for_commit(by_value) if include_pending else []
         entries = [ProposalEntry(c.proposal, c.sender, c.ref) for c in refs]
         entries.extend(ProposalEntry(p, me) for p in by_value)
+        # the KeyPackage signatures of many Adds are checked in one parallel batch first
+        verify_key_package_signatures([e.proposal.key_package for e in entries if isinstance(e.proposal, Add)])
         validate_proposal_list(suite, self.tree, gc, entries, me, now=now)
         if resumption_psk is not None:
             # the reinit/branch PSK of a new group's first commit (RFC 9420 sections 11.2, 11.3);
