@@ -28,13 +28,18 @@ from crdt_mls.mls.codec import Writer
 from crdt_mls.mls.framing import (
     SignatureKey,
     authenticate,
+    encode_content,
+    group_context_bytes,
     membership_tag,
     protect_private,
     protect_public,
+    public_message_bytes,
     ratchet_type_for,
     sender_data_key_nonce,
+    sign_framed_content,
     unprotect_private,
     unprotect_public,
+    verify_framed_content,
 )
 from crdt_mls.mls.messages import (
     AuthenticatedContent,
@@ -53,6 +58,8 @@ from crdt_mls.mls.messages import (
     SenderData,
     SenderDataAAD,
     WireFormat,
+    authenticated_content_tbm,
+    framed_content_tbs,
 )
 from crdt_mls.mls.secret_tree import SecretTree
 from crdt_mls.mls.suites import get_cipher_suite
@@ -114,6 +121,38 @@ def test_public_round_trip(content: Content) -> None:
 
     assert unprotect_public(SUITE, msg, CTX, MEMB, lookup) == ac
     assert seen == [Sender.member(LEAF)]
+
+
+@pytest.mark.parametrize(
+    "sender", [Sender.member(LEAF), Sender.external(0), Sender.new_member_commit()], ids=["member", "external", "nmc"]
+)
+def test_pre_encoded_content_gives_the_same_bytes(sender: Sender) -> None:
+    """The encode-once paths (content_bytes) produce exactly the reference encodings."""
+    content: Content = Commit() if sender.sender_type != Sender.external(0).sender_type else Remove(1)
+    ac = signed(content, PUB, sender)
+    cb = encode_content(ac.content)
+    assert cb == codec.encode(ac.content)
+    sig = sign_framed_content(SUITE, SIG_PRIV, PUB, ac.content, CTX, content_bytes=cb)
+    assert sig == SUITE.sign_with_label(SIG_PRIV, "FramedContentTBS", framed_content_tbs(PUB, ac.content, CTX))
+    verify_framed_content(SUITE, SIG_PUB, ac, CTX, content_bytes=cb)
+    with pytest.raises(SignatureError):  # the bytes given are what is verified
+        verify_framed_content(SUITE, SIG_PUB, ac, CTX, content_bytes=cb + b"x")
+    if sender == Sender.member(LEAF):
+        tag = membership_tag(SUITE, MEMB, ac, CTX, content_bytes=cb)
+        assert tag == SUITE.mac(MEMB, authenticated_content_tbm(ac, CTX))
+    pub = protect_public(SUITE, ac, CTX, MEMB if sender == Sender.member(LEAF) else None, content_bytes=cb)
+    assert public_message_bytes(pub, cb) == public_message_bytes(pub) == MLSMessage(pub).to_bytes()
+    assert unprotect_public(SUITE, pub, CTX, pub.membership_tag and MEMB, SIG_PUB, content_bytes=cb) == ac
+
+
+def test_group_context_bytes_memo_follows_the_object() -> None:
+    a = dataclasses.replace(CTX)
+    b = dataclasses.replace(CTX, epoch=8)
+    assert group_context_bytes(a) == codec.encode(a)
+    assert group_context_bytes(b) == codec.encode(b) != group_context_bytes(a)
+    for i in range(200):  # the memo is bounded and never returns another object's encoding
+        c = dataclasses.replace(CTX, epoch=i)
+        assert group_context_bytes(c) == codec.encode(c)
 
 
 def test_public_rejections() -> None:

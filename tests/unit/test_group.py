@@ -644,3 +644,21 @@ def test_add_with_duplicate_encryption_key_is_refused() -> None:
         h.members["m0"].commit(add=[MLSMessage(bad).to_bytes()])
     p, _ = h.members["m0"].propose_add(MLSMessage(bad).to_bytes())
     _unchanged(h.members["m1"], lambda: h.members["m1"].process(p), ProposalError)
+
+
+def test_add_of_a_current_member_is_refused_unless_the_commit_removes_it() -> None:
+    """RFC 9420 section 12.2: an Add of a client already in the group is invalid, unless the
+    same commit removes that member (checked from the leaf summary, not a member scan)."""
+    h = Harness(seed="readd")
+    h.add("m0", 3)
+    m2 = h.members["m2"]
+    # a new KeyPackage of the client at leaf 2 (same signature key, fresh encryption key)
+    kp = make_key_package(1, b"m2", signature_priv=m2.signature_priv, rng=h.rng)
+    with pytest.raises(ProposalError, match="already member 2"):
+        h.members["m0"].commit(add=[kp.public_message()])
+    # removing the old appearance in the same commit makes it valid
+    commit, welcome, g0 = h.members["m0"].commit(add=[kp.public_message()], remove=[m2.own_leaf])
+    assert welcome is not None
+    got, event = h.members["m1"].process(commit)
+    assert isinstance(event, CommitApplied) and event.removed == (2,) and event.added == (2,)
+    assert got.epoch_authenticator == g0.epoch_authenticator
