@@ -552,7 +552,10 @@ class Group:
             raise WelcomeError("a group joined with a reinit/branch PSK must be at epoch 1")
         tree = _tree_from(suite, ratchet_tree, gi.extensions)
         _verify_joined_tree(suite, tree, gi)
-        my_leaf = tree.find_leaf(key_package.key_package.leaf_node)
+        mine = key_package.key_package.leaf_node
+        my_leaf = next(
+            (i for i, leaf in tree.members() if leaf.encryption_key == mine.encryption_key and leaf == mine), None
+        )
         if my_leaf is None:
             raise WelcomeError("our KeyPackage's leaf is not in the ratchet tree")
         own_caps = key_package.key_package.leaf_node.capabilities

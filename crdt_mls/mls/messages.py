@@ -14,8 +14,9 @@ hashable.  Byte-exact re-encoding follows from strict decoding (minimal varints 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from enum import IntEnum
 from itertools import starmap
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
@@ -809,9 +810,26 @@ def _p_extensions(data: bytes, cap: int) -> tuple[Extension, ...]:
     return tuple(out)
 
 
+#: slot setters of LeafNode in field order (with ``_raw`` last), to build parsed leaves
+#: without the frozen dataclass ``__init__`` (which sets every field through object.__setattr__)
+_LEAF_SETTERS: tuple[Callable[[object, object], None], ...] = ()
+#: Lifetimes already decoded, by their 16 bytes (immutable values; bounded like _CAPS_CACHE)
+_LIFETIMES: dict[bytes, Lifetime] = {}
+
+
+def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
+    global _LEAF_SETTERS
+    if not _LEAF_SETTERS:
+        names = [f.name for f in dataclass_fields(LeafNode)]
+        assert names[-1] == "_raw"
+        _LEAF_SETTERS = tuple(getattr(LeafNode, n).__set__ for n in names)
+    return _LEAF_SETTERS
+
+
 def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Capabilities]) -> tuple[LeafNode, int]:
-    # Short vectors (length < 64, one header byte) are read inline; everything else goes
-    # through `_p_opaque`, which performs the full set of checks.
+    # Short vectors (length < 64, one header byte) are read inline, as are two-byte headers
+    # of the signature; everything else goes through `_p_opaque`, which performs the full
+    # set of checks (the inline paths check truncation, the limit and minimality the same way).
     leaf_start = pos
     if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
         encryption_key = buf[pos + 1 : pos + 1 + n]
@@ -828,7 +846,12 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
     ctype = (buf[pos] << 8) | buf[pos + 1]
     if ctype == 0:
         raise DecodeError("invalid credential_type value 0")
-    ccontent, pos = _p_opaque(buf, pos + 2, end, cap)
+    pos += 2
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        ccontent = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        ccontent, pos = _p_opaque(buf, pos, end, cap)
     if ctype == CredentialType.X509:
         _p_check_opaque_list(ccontent, cap)
     credential = Credential(ctype, ccontent)
@@ -855,7 +878,13 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
     if src_value == 1:
         if pos + 16 > end:
             raise _trunc(pos)
-        lifetime = Lifetime(int.from_bytes(buf[pos : pos + 8], "big"), int.from_bytes(buf[pos + 8 : pos + 16], "big"))
+        raw_lt = buf[pos : pos + 16]
+        lifetime = _LIFETIMES.get(raw_lt)
+        if lifetime is None:
+            lifetime = Lifetime(int.from_bytes(raw_lt[:8], "big"), int.from_bytes(raw_lt[8:], "big"))
+            if len(_LIFETIMES) > 256:
+                _LIFETIMES.clear()
+            _LIFETIMES[raw_lt] = lifetime
         pos += 16
         src = LeafNodeSource.KEY_PACKAGE
     elif src_value == 2:
@@ -871,12 +900,31 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
     else:
         ext_data, pos = _p_opaque(buf, pos, end, cap)
         extensions = _p_extensions(ext_data, cap)
-    signature, pos = _p_opaque(buf, pos, end, cap)
-    leaf = LeafNode(
-        encryption_key, signature_key, credential, capabilities, src, lifetime, parent_hash, extensions, signature
-    )
-    object.__setattr__(leaf, "_raw", buf[leaf_start:pos])
+    # signature: a two-byte header for 64..16383 bytes (Ed25519: 64)
+    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
+        stop = pos + 2 + n
+        if stop > end:
+            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
+        signature = buf[pos + 2 : stop]
+        pos = stop
+    else:
+        signature, pos = _p_opaque(buf, pos, end, cap)
+    leaf = _new_object(LeafNode)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _LEAF_SETTERS or _leaf_setters()
+    s0(leaf, encryption_key)
+    s1(leaf, signature_key)
+    s2(leaf, credential)
+    s3(leaf, capabilities)
+    s4(leaf, src)
+    s5(leaf, lifetime)
+    s6(leaf, parent_hash)
+    s7(leaf, extensions)
+    s8(leaf, signature)
+    s9(leaf, buf[leaf_start:pos])
     return leaf, pos
+
+
+_new_object = object.__new__
 
 
 def _p_check_opaque_list(data: bytes, cap: int) -> None:
@@ -1078,7 +1126,12 @@ class KeyPackage:
             raise _trunc(start)
         version = (buf[start] << 8) | buf[start + 1]
         suite = (buf[start + 2] << 8) | buf[start + 3]
-        init_key, pos = _p_opaque(buf, start + 4, end, cap)
+        pos = start + 4
+        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+            init_key = buf[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+        else:
+            init_key, pos = _p_opaque(buf, pos, end, cap)
         leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
         if pos < end and buf[pos] == 0:
             extensions: tuple[Extension, ...] = ()

@@ -121,17 +121,19 @@ class _Ed25519:
 _PARALLEL_VERIFIES = 16
 
 
-def _ed25519_verify_range(jobs: Sequence[tuple[bytes, bytes, bytes]], lo: int, hi: int) -> list[bool]:
-    """Ed25519 verification (RFC 8032) of ``jobs[lo:hi]`` = (public key, message, signature)."""
+def _ed25519_verify_range(jobs: Sequence[tuple[bytes, str, bytes, bytes]], lo: int, hi: int) -> list[bool]:
+    """VerifyWithLabel with Ed25519 (RFC 9420 section 5.1.2, RFC 8032) of ``jobs[lo:hi]`` =
+    (public key, label, content, signature); libsodium takes signature || message."""
     sign_open = _nacl.crypto_sign_open
+    join = b"".join
     out: list[bool] = []
     for i in range(lo, hi):
-        pk, msg, sig = jobs[i]
+        pk, label, content, sig = jobs[i]
         if len(pk) != 32 or len(sig) != 64:
             out.append(False)
             continue
         try:
-            sign_open(bytes(sig) + msg, bytes(pk))
+            sign_open(join((sig, _label(label), encode_varint(len(content)), content)), bytes(pk))
         except Exception:  # nacl BadSignatureError / ValueError for an invalid point
             out.append(False)
         else:
@@ -412,15 +414,14 @@ class CipherSuite:
         Ed25519 batches run on the worker threads of `crdt_mls.mls.parallel` (libsodium
         releases the GIL); other schemes run in the calling thread.
         """
-        messages = [(pk, _label(label) + _vec(content), sig) for pk, label, content, sig in jobs]
         if isinstance(self._sig, _Ed25519):
             return parallel.map_ranges(
-                lambda lo, hi: _ed25519_verify_range(messages, lo, hi), len(messages), min_items=_PARALLEL_VERIFIES
+                lambda lo, hi: _ed25519_verify_range(jobs, lo, hi), len(jobs), min_items=_PARALLEL_VERIFIES
             )
         out: list[bool] = []
-        for pk, msg, sig in messages:
+        for pk, label, content, sig in jobs:
             try:
-                self._sig.verify(pk, msg, sig)
+                self._sig.verify(pk, _label(label) + _vec(content), sig)
             except (SignatureError, DecodeError):
                 out.append(False)
             else:
