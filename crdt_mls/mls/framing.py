@@ -40,14 +40,12 @@ from crdt_mls.mls.messages import (
     FramedContent,
     FramedContentAuthData,
     GroupContext,
-    PrivateContentAAD,
     PrivateMessage,
     PrivateMessageContent,
     ProposalType,
     PublicMessage,
     Sender,
     SenderData,
-    SenderDataAAD,
     SenderType,
     WireFormat,
 )
@@ -62,6 +60,7 @@ __all__ = [
     "group_context_bytes",
     "membership_tag",
     "protect_private",
+    "private_message_bytes",
     "protect_public",
     "public_message_bytes",
     "ratchet_type_for",
@@ -102,6 +101,25 @@ def group_context_bytes(context: GroupContext) -> bytes:
 
 def encode_content(content: FramedContent) -> bytes:
     """The encoding of a FramedContent (RFC 9420 section 6), to pass as ``content_bytes``."""
+    body = content.content
+    sender = content.sender
+    if isinstance(body, bytes) and sender.sender_type == SenderType.MEMBER and sender.index is not None:
+        # application data of a member (every message): assembled directly, same bytes
+        gid, aad = content.group_id, content.authenticated_data
+        return b"".join(
+            (
+                encode_varint(len(gid)),
+                gid,
+                content.epoch.to_bytes(8, "big"),
+                b"\x01",
+                sender.index.to_bytes(4, "big"),
+                encode_varint(len(aad)),
+                aad,
+                b"\x01",
+                encode_varint(len(body)),
+                body,
+            )
+        )
     return codec.encode(content)
 
 
@@ -322,8 +340,56 @@ def ratchet_type_for(content_type: ContentType) -> RatchetType:
 
 def _guarded(nonce: bytes, reuse_guard: bytes) -> bytes:
     """XOR the reuse guard into the first four bytes of the nonce (RFC 9420 section 6.3.1)."""
-    head = bytes(a ^ b for a, b in zip(nonce[:4], reuse_guard, strict=True))
+    head = (int.from_bytes(nonce[:4], "big") ^ int.from_bytes(reuse_guard, "big")).to_bytes(4, "big")
     return head + nonce[4:]
+
+
+# The three small fixed structs of a PrivateMessage, encoded directly (same bytes as their
+# `crdt_mls.mls.messages` classes; a PrivateMessage is protected and opened per message).
+
+
+def _sender_data_aad(group_id: bytes, epoch: int, content_type: int) -> bytes:
+    """SenderDataAAD (RFC 9420 section 6.3.2)."""
+    return encode_varint(len(group_id)) + group_id + epoch.to_bytes(8, "big") + content_type.to_bytes(1, "big")
+
+
+def _content_aad(group_id: bytes, epoch: int, content_type: int, authenticated_data: bytes) -> bytes:
+    """PrivateContentAAD (RFC 9420 section 6.3.1)."""
+    return _sender_data_aad(group_id, epoch, content_type) + encode_varint(len(authenticated_data)) + authenticated_data
+
+
+def _sender_data(leaf_index: int, generation: int, reuse_guard: bytes) -> bytes:
+    """SenderData (RFC 9420 section 6.3.2)."""
+    return leaf_index.to_bytes(4, "big") + generation.to_bytes(4, "big") + reuse_guard
+
+
+def private_message_bytes(message: PrivateMessage) -> bytes:
+    """The MLSMessage encoding of a PrivateMessage (RFC 9420 section 6.3), assembled directly
+    (the same bytes as ``MLSMessage(message).to_bytes()``)."""
+    gid, aad = message.group_id, message.authenticated_data
+    esd, ct = message.encrypted_sender_data, message.ciphertext
+    return b"".join(
+        (
+            _MLS10,
+            _WIRE[WireFormat.MLS_PRIVATE_MESSAGE],
+            encode_varint(len(gid)),
+            gid,
+            message.epoch.to_bytes(8, "big"),
+            message.content_type.to_bytes(1, "big"),
+            encode_varint(len(aad)),
+            aad,
+            encode_varint(len(esd)),
+            esd,
+            encode_varint(len(ct)),
+            ct,
+        )
+    )
+
+
+def _read_sender_data(data: bytes) -> SenderData:
+    if len(data) != 12:
+        raise DecodeError(f"SenderData has {len(data)} bytes, expected 12")
+    return SenderData(int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big"), data[8:])
 
 
 def protect_private(
@@ -348,21 +414,25 @@ def protect_private(
     if padding < 0:
         raise InvalidArgument("padding must be non-negative")
     content_type = content.content_type
-    w = Writer()
-    PrivateMessageContent(content.content, auth_content.auth, padding).encode(w)
-    plaintext = w.getvalue()
+    body = content.content
+    if isinstance(body, bytes):  # application data: opaque<V>, signature<V>, padding
+        auth_content.auth.check(content_type)
+        sig = auth_content.auth.signature
+        plaintext = encode_varint(len(body)) + body + encode_varint(len(sig)) + sig + bytes(padding)
+    else:
+        w = Writer()
+        PrivateMessageContent(body, auth_content.auth, padding).encode(w)
+        plaintext = w.getvalue()
     reuse_guard = rng(4)
     if len(reuse_guard) != 4:
         raise InvalidArgument("rng returned the wrong number of bytes")
     leaf = content.sender.index
     rkey = secret_tree.next_key(leaf, ratchet_type_for(content_type))
-    aad = codec.encode(PrivateContentAAD(content.group_id, content.epoch, content_type, content.authenticated_data))
+    aad = _content_aad(content.group_id, content.epoch, content_type, content.authenticated_data)
     ciphertext = suite.aead_seal(rkey.key, _guarded(rkey.nonce, reuse_guard), aad, plaintext)
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, ciphertext)
-    sd_aad = codec.encode(SenderDataAAD(content.group_id, content.epoch, content_type))
-    encrypted_sender_data = suite.aead_seal(
-        sd_key, sd_nonce, sd_aad, codec.encode(SenderData(leaf, rkey.generation, reuse_guard))
-    )
+    sd_aad = _sender_data_aad(content.group_id, content.epoch, content_type)
+    encrypted_sender_data = suite.aead_seal(sd_key, sd_nonce, sd_aad, _sender_data(leaf, rkey.generation, reuse_guard))
     return PrivateMessage(
         content.group_id, content.epoch, content_type, content.authenticated_data, encrypted_sender_data, ciphertext
     )
@@ -388,14 +458,14 @@ def unprotect_private(
     _check_group(message.group_id, message.epoch, context)
     content_type = message.content_type
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
-    sd_aad = codec.encode(SenderDataAAD(message.group_id, message.epoch, content_type))
-    sender_data = codec.decode(SenderData, suite.aead_open(sd_key, sd_nonce, sd_aad, message.encrypted_sender_data))
+    sd_aad = _sender_data_aad(message.group_id, message.epoch, content_type)
+    sender_data = _read_sender_data(suite.aead_open(sd_key, sd_nonce, sd_aad, message.encrypted_sender_data))
     sender = Sender.member(sender_data.leaf_index)
     # Resolve the sender's key first: the lookup rejects blank leaves (RFC 9420 section 6.3.2)
     # before any ratchet work is done for them.
     signature_pub = _resolve_key(signature_key, sender)
     pending = secret_tree.prepare_key(sender_data.leaf_index, ratchet_type_for(content_type), sender_data.generation)
-    aad = codec.encode(PrivateContentAAD(message.group_id, message.epoch, content_type, message.authenticated_data))
+    aad = _content_aad(message.group_id, message.epoch, content_type, message.authenticated_data)
     plaintext = suite.aead_open(pending.key, _guarded(pending.nonce, sender_data.reuse_guard), aad, message.ciphertext)
     r = Reader(plaintext)
     pmc = PrivateMessageContent.decode(r, content_type)

@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from crdt_mls.errors import (
     DecodeError,
@@ -43,6 +43,7 @@ from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.framing import (
     authenticate,
     encode_content,
+    private_message_bytes,
     protect_private,
     protect_public,
     public_message_bytes,
@@ -443,6 +444,15 @@ class Group:
         pairs = resolve_psks(self.suite, psks, dict(self.external_psks), self._resumption_psk)
         return compute_psk_secret(self.suite, pairs)
 
+    def _with_secret_tree(self, secret_tree: SecretTree) -> Group:
+        """``replace(self, secret_tree=secret_tree)`` without `dataclasses.replace`'s per-call
+        field processing (this runs for every application message)."""
+        new = object.__new__(Group)
+        for name in _GROUP_FIELDS:
+            _setattr(new, name, getattr(self, name))
+        _setattr(new, "secret_tree", secret_tree)
+        return new
+
     def _require_active(self) -> None:
         if not self.active:
             raise InvalidState("this member was removed from the group")
@@ -765,7 +775,7 @@ class Group:
         if isinstance(content.content, bytes):
             assert content.sender.index is not None
             event = ApplicationMessage(content.sender.index, content.content, content.authenticated_data)
-            return replace(self, secret_tree=secret_tree), event
+            return self._with_secret_tree(secret_tree), event
         if isinstance(content.content, Commit):
             return self._process_commit(ac, now, content_bytes)
         return self._process_proposal(ac, secret_tree)
@@ -946,7 +956,7 @@ class Group:
         if private:
             st = self.secret_tree.copy()
             pm = protect_private(suite, ac, st, self.epoch_secrets.sender_data_secret, padding=padding, rng=rng)
-            return MLSMessage(pm).to_bytes(), ac, st
+            return private_message_bytes(pm), ac, st
         pub = protect_public(suite, ac, gc, self.epoch_secrets.membership_key)
         return MLSMessage(pub).to_bytes(), ac, self.secret_tree
 
@@ -956,7 +966,7 @@ class Group:
         """Encrypt application data as a PrivateMessage (RFC 9420 section 6.3) -> (bytes, new state)."""
         self._require_active()
         raw, _, st = self._frame(bytes(data), True, authenticated_data, padding, rng)
-        return raw, replace(self, secret_tree=st)
+        return raw, self._with_secret_tree(st)
 
     def propose(
         self,
@@ -1109,7 +1119,7 @@ class Group:
         if private:
             st = st.copy()
             pm = protect_private(suite, ac, st, self.epoch_secrets.sender_data_secret, rng=rng)
-            msg_bytes = MLSMessage(pm).to_bytes()
+            msg_bytes = private_message_bytes(pm)
         else:
             pub = protect_public(suite, ac, gc, self.epoch_secrets.membership_key, content_bytes=content_bytes)
             msg_bytes = public_message_bytes(pub, content_bytes)
@@ -1362,3 +1372,6 @@ class Group:
 
 #: The group state value (the brief's name): `Group` is itself the frozen state.
 GroupState = Group
+
+_GROUP_FIELDS = tuple(f.name for f in fields(Group))
+_setattr = object.__setattr__

@@ -31,6 +31,7 @@ from crdt_mls.mls.framing import (
     encode_content,
     group_context_bytes,
     membership_tag,
+    private_message_bytes,
     protect_private,
     protect_public,
     public_message_bytes,
@@ -373,3 +374,53 @@ def test_private_round_trip_property(payload: bytes, padding: int, aad: bytes) -
     msg = wire(protect_private(SUITE, ac, tree(), SDS, padding=padding))
     assert isinstance(msg, PrivateMessage)
     assert unprotect_private(SUITE, msg, CTX, tree(), SDS, SIG_PUB) == ac
+
+
+@given(
+    group_id=st.binary(max_size=300),
+    epoch=st.integers(0, 2**64 - 1),
+    aad=st.binary(max_size=70),
+    leaf=st.integers(0, 2**32 - 1),
+    generation=st.integers(0, 2**32 - 1),
+    guard=st.binary(min_size=4, max_size=4),
+)
+@settings(max_examples=50)
+def test_direct_encodings_of_the_small_private_message_structs(
+    group_id: bytes, epoch: int, aad: bytes, leaf: int, generation: int, guard: bytes
+) -> None:
+    """The per-message fast encoders equal the codec encodings of the RFC structs (6.3.1, 6.3.2)."""
+    from crdt_mls.mls import framing
+
+    for ct in ContentType:
+        assert framing._sender_data_aad(group_id, epoch, ct) == codec.encode(SenderDataAAD(group_id, epoch, ct))
+        assert framing._content_aad(group_id, epoch, ct, aad) == codec.encode(
+            PrivateContentAAD(group_id, epoch, ct, aad)
+        )
+    sd = framing._sender_data(leaf, generation, guard)
+    assert sd == codec.encode(SenderData(leaf, generation, guard))
+    assert framing._read_sender_data(sd) == SenderData(leaf, generation, guard)
+    with pytest.raises(DecodeError):
+        framing._read_sender_data(sd + b"\x00")
+    with pytest.raises(DecodeError):
+        framing._read_sender_data(sd[:-1])
+
+
+@given(
+    group_id=st.binary(max_size=300),
+    epoch=st.integers(0, 2**64 - 1),
+    aad=st.binary(max_size=70),
+    leaf=st.integers(0, 2**32 - 1),
+    data=st.binary(max_size=20_000),
+    esd=st.binary(max_size=40),
+)
+@settings(max_examples=50)
+def test_direct_encodings_of_application_content_and_private_messages(
+    group_id: bytes, epoch: int, aad: bytes, leaf: int, data: bytes, esd: bytes
+) -> None:
+    """`encode_content` (application data fast path) and `private_message_bytes` equal the
+    codec encodings (RFC 9420 sections 6, 6.3)."""
+    fc = FramedContent(group_id, epoch, Sender.member(leaf), aad, data)
+    assert encode_content(fc) == codec.encode(fc)
+    for ct in ContentType:
+        pm = PrivateMessage(group_id, epoch, ct, aad, esd, data)
+        assert private_message_bytes(pm) == MLSMessage(pm).to_bytes()
