@@ -196,6 +196,10 @@ class CausalBuffer(Generic[N]):
         self._tx = self._tx_waiting = None
         return out
 
+    def journal(self) -> list[bytes]:
+        """The CIDs delivered in the open transaction so far, in order (``[]`` without one)."""
+        return list(self._tx or ())
+
     def rollback(self) -> None:
         """Undo everything since :meth:`begin` (no-op without a transaction)."""
         if self._tx is None or self._tx_waiting is None:

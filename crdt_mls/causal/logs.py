@@ -440,6 +440,10 @@ class CausalReceiver(Generic[N]):
         self.buffer.rollback()
         self.logs.rollback()
 
+    def journal(self) -> list[bytes]:
+        """The CIDs that passed the buffer in the open transaction so far (``[]`` without one)."""
+        return self.buffer.journal()
+
     def gaps(self) -> list[Gap]:
         return self.logs.gaps(self.buffer.waiting_nodes())
 
