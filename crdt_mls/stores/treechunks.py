@@ -125,18 +125,29 @@ def _decode_chunk(data: bytes) -> tuple[list[Node | None], list[bytes]]:
     return nodes, children
 
 
+#: the last few diffs computed: a commit asks for the same pair of trees several times (its
+#: record, its events, its chunks); bounded, compared by identity
+_DIFFS: list[tuple[RatchetTree, RatchetTree, list[int] | None]] = []
+_DIFFS_KEPT = 4
+
+
 def changed_nodes(old: RatchetTree, new: RatchetTree) -> list[int] | None:
     """Indices of nodes whose values differ (by identity) between two trees of equal width,
     ``None`` if the widths differ.  Uses ``RatchetTree.diff`` when the tree offers it."""
     if old.width != new.width:
         return None
+    for a, b, known in _DIFFS:
+        if a is old and b is new:
+            return known
     diff = getattr(new, "diff", None)
     if diff is not None:
-        return sorted(diff(old))
-    a, b = old.nodes(), new.nodes()
-    if a is b:
-        return []
-    return list(compress(range(len(b)), map(operator.is_not, a, b)))
+        out = sorted(diff(old))
+    else:
+        na, nb = old.nodes(), new.nodes()
+        out = [] if na is nb else list(compress(range(len(nb)), map(operator.is_not, na, nb)))
+    _DIFFS.insert(0, (old, new, out))
+    del _DIFFS[_DIFFS_KEPT:]
+    return out
 
 
 def chunk_tree(
