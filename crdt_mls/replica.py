@@ -1444,7 +1444,7 @@ class Replica:
         # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
         membership = self._dag.state(self._links(node_parents)).membership
         parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
-        message, group = create_merge_commit(parents, membership, rng=self._rng)
+        message, group = create_merge_commit(parents, membership, rng=self._rng, own_states=self._own_states())
         payload = _merge_payload(heads, message)
         blocks: list[tuple[bytes, bytes]] = []
         if len(payload) > self.inline_limit:
@@ -1467,6 +1467,11 @@ class Replica:
             self._restore(old)
             raise
         return self._merge_events(before, group, ref.cid, heads, self.name)
+
+    def _own_states(self) -> list[Group]:
+        """Every kept state in which this replica is a member: a merged leaf may be one from before
+        this member's voided commits (`merged_private_keys`, docs/merge.md 10)."""
+        return [g for g in self._states.values() if g.active]
 
     def _merge_events(self, before: Group, after: Group, cid: bytes, heads: Sequence[bytes], by: str) -> list[Event]:
         events: list[Event] = [
@@ -1509,7 +1514,7 @@ class Replica:
                     # the committer's signed base tree hash; the epoch is then pinned
                     membership = self._pinned_parents_membership(heads)
                     pinned = True
-                group = process_merge_commit(parents, membership, message)
+                group = process_merge_commit(parents, membership, message, own_states=self._own_states())
             else:
                 others = [g for g in self._states.values() if g.active]
                 group = join_merge(message, others or mine)
