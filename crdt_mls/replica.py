@@ -52,13 +52,14 @@ from crdt_mls.errors import (
     DecryptionError,
     InvalidArgument,
     InvalidState,
+    MissingBaseError,
     RemoteInputError,
     StateKeyError,
     StorageError,
     WelcomeError,
 )
 from crdt_mls.merge.dag import GroupDag
-from crdt_mls.merge.mlsmerge import ParentEpoch, create_merge_commit, join_merge, process_merge_commit
+from crdt_mls.merge.mlsmerge import BaseEpoch, ParentEpoch, create_merge_commit, join_merge, process_merge_commit
 from crdt_mls.merge.records import (
     EVICT_AAD_PREFIX,
     commit_record,
@@ -1040,9 +1041,11 @@ class Replica:
             raise InvalidState("a concurrent epoch is unknown to this replica")
         node_parents = self._parents()
         # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
-        membership = self._dag.state(self._links(node_parents)).membership
+        st = self._dag.state(self._links(node_parents))
         parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
-        message, group = create_merge_commit(parents, membership, rng=self._rng)
+        # the merge's base (the latest cut, docs/merge.md 5); without its tree: no base
+        base = self._base_epoch(st.base) if st.base is not None else None
+        message, group = create_merge_commit(parents, st.membership, base=base, rng=self._rng)
         payload = _merge_payload(heads, message)
         ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, node_parents)
         old = self._snapshot()
@@ -1059,6 +1062,17 @@ class Replica:
             self._restore(old)
             raise
         return self._merge_events(before, group, ref.cid, heads, self.name)
+
+    def _base_epoch(self, epoch: bytes) -> BaseEpoch | None:
+        """The public tree and membership of a merge's base epoch, if this replica keeps it."""
+        g = self._states.get(epoch)
+        if g is None:
+            return None
+        try:
+            membership = self._dag.state({epoch}).membership
+        except CrdtMlsError:
+            return None
+        return BaseEpoch(epoch, g.tree, membership)
 
     def _merge_events(self, before: Group, after: Group, cid: bytes, heads: Sequence[bytes], by: str) -> list[Event]:
         events: list[Event] = [
@@ -1092,7 +1106,12 @@ class Replica:
                     # the committer's signed base tree hash; the epoch is then pinned
                     membership = self._pinned_parents_membership(heads)
                     pinned = True
-                group = process_merge_commit(parents, membership, message)
+                try:
+                    group = process_merge_commit(parents, membership, message, base=self._base_epoch)
+                except MissingBaseError:
+                    # the merge names a base this replica never held (it joined after it): the
+                    # committer sent it a merge Welcome (docs/merge.md 6.5)
+                    group = join_merge(message, [g for g in self._states.values() if g.active] or mine)
             else:
                 others = [g for g in self._states.values() if g.active]
                 group = join_merge(message, others or mine)
