@@ -270,7 +270,13 @@ def _tree_diff(a: RatchetTree, b: RatchetTree) -> list[int]:
     na, nb = a.nodes(), b.nodes()
     if na is nb:
         return []
-    return [x for x, (u, v) in enumerate(itertools.zip_longest(na, nb)) if u is not v and u != v]
+    out = []
+    step = 256  # compare chunks at C speed, scan only the chunks that differ
+    for lo in range(0, max(len(na), len(nb)), step):
+        ca, cb = na[lo : lo + step], nb[lo : lo + step]
+        if ca != cb:
+            out.extend(lo + j for j, (u, v) in enumerate(itertools.zip_longest(ca, cb)) if u is not v and u != v)
+    return out
 
 
 def _node_parent_hash(v: LeafNode | ParentNode | None) -> bytes | None:
@@ -397,7 +403,8 @@ def _merge_tree(
     for i, lf in sorted(leaves.items()):
         if i < tree.n_leaves:
             tree.set_leaf(i, lf)
-    tree._truncate()
+    if any(v is None for v in leaves.values()):
+        tree._truncate()  # RFC 9420 7.7: the width holds the rightmost member
     width, n = tree.width, tree.n_leaves
 
     diffs = [_tree_diff(ref, t) for t in trees]
