@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from crdt_mls.errors import (
     DecodeError,
@@ -42,8 +42,11 @@ from crdt_mls.mls import codec, treemath
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.framing import (
     authenticate,
+    encode_content,
+    private_message_bytes,
     protect_private,
     protect_public,
+    public_message_bytes,
     sign_framed_content,
     unprotect_private,
     unprotect_public,
@@ -440,6 +443,15 @@ class Group:
         pairs = resolve_psks(self.suite, psks, dict(self.external_psks), self._resumption_psk)
         return compute_psk_secret(self.suite, pairs)
 
+    def _with_secret_tree(self, secret_tree: SecretTree) -> Group:
+        """``replace(self, secret_tree=secret_tree)`` without `dataclasses.replace`'s per-call
+        field processing (this runs for every application message)."""
+        new = object.__new__(Group)
+        for name in _GROUP_FIELDS:
+            _setattr(new, name, getattr(self, name))
+        _setattr(new, "secret_tree", secret_tree)
+        return new
+
     def _require_active(self) -> None:
         if not self.active:
             raise InvalidState("this member was removed from the group")
@@ -734,13 +746,16 @@ class Group:
         suite = self.suite
         gc = self.group_context
         secret_tree = self.secret_tree
+        content_bytes: bytes | None = None
         if isinstance(body, PublicMessage):
             if body.content.group_id != gc.group_id:
                 raise WrongGroupError("message is for another group")
             if body.content.epoch != gc.epoch:
                 raise WrongEpochError(f"message is for epoch {body.content.epoch}, the group is at epoch {gc.epoch}")
             key = self._public_signature_key(body.content)
-            ac = unprotect_public(suite, body, gc, self.epoch_secrets.membership_key, key)
+            # encoded once for the membership tag, the signature and the transcript hash
+            content_bytes = encode_content(body.content)
+            ac = unprotect_public(suite, body, gc, self.epoch_secrets.membership_key, key, content_bytes=content_bytes)
             if ac.content.content_type == ContentType.APPLICATION:
                 raise ProtocolError("application data must be sent as a PrivateMessage")
         elif isinstance(body, PrivateMessage):
@@ -756,9 +771,9 @@ class Group:
         if isinstance(content.content, bytes):
             assert content.sender.index is not None
             event = ApplicationMessage(content.sender.index, content.content, content.authenticated_data)
-            return replace(self, secret_tree=secret_tree), event
+            return self._with_secret_tree(secret_tree), event
         if isinstance(content.content, Commit):
-            return self._process_commit(ac, now)
+            return self._process_commit(ac, now, content_bytes)
         return self._process_proposal(ac, secret_tree)
 
     def unprotect(self, message: bytes | MLSMessage) -> tuple[bytes, Group]:
@@ -794,8 +809,12 @@ class Group:
         group = replace(self, proposals=(*self.proposals, cached), secret_tree=secret_tree)
         return group, ProposalReceived(ref, proposal, sender)
 
-    def _process_commit(self, ac: AuthenticatedContent, now: int | None) -> tuple[Group, Event]:
-        """Process a commit of another member or an external joiner (RFC 9420 section 12.4.2)."""
+    def _process_commit(
+        self, ac: AuthenticatedContent, now: int | None, content_bytes: bytes | None = None
+    ) -> tuple[Group, Event]:
+        """Process a commit of another member or an external joiner (RFC 9420 section 12.4.2).
+
+        ``content_bytes`` is the encoding of ``ac.content`` if the caller has it."""
         suite = self.suite
         gc = self.group_context
         content = ac.content
@@ -873,7 +892,7 @@ class Group:
             init_secret = external_init_receive(suite, ext_priv, applied.external_init.kem_output)
         else:
             init_secret = self.epoch_secrets.init_secret
-        confirmed = confirmed_transcript_hash(suite, self.interim_transcript_hash, ac)
+        confirmed = confirmed_transcript_hash(suite, self.interim_transcript_hash, ac, content_bytes)
         new_gc = GroupContext(
             gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1, tree.tree_hash(), confirmed, applied.extensions
         )
@@ -933,7 +952,7 @@ class Group:
         if private:
             st = self.secret_tree.copy()
             pm = protect_private(suite, ac, st, self.epoch_secrets.sender_data_secret, padding=padding, rng=rng)
-            return MLSMessage(pm).to_bytes(), ac, st
+            return private_message_bytes(pm), ac, st
         pub = protect_public(suite, ac, gc, self.epoch_secrets.membership_key)
         return MLSMessage(pub).to_bytes(), ac, self.secret_tree
 
@@ -943,7 +962,7 @@ class Group:
         """Encrypt application data as a PrivateMessage (RFC 9420 section 6.3) -> (bytes, new state)."""
         self._require_active()
         raw, _, st = self._frame(bytes(data), True, authenticated_data, padding, rng)
-        return raw, replace(self, secret_tree=st)
+        return raw, self._with_secret_tree(st)
 
     def propose(
         self,
@@ -1078,8 +1097,12 @@ class Group:
         por.extend(by_value)
         content = FramedContent(gc.group_id, gc.epoch, me, authenticated_data, Commit(tuple(por), update_path))
         wf = WireFormat.MLS_PRIVATE_MESSAGE if private else WireFormat.MLS_PUBLIC_MESSAGE
-        signature = sign_framed_content(suite, self.signature_priv, wf, content, gc)
-        confirmed = suite.hash(self.interim_transcript_hash + confirmed_transcript_hash_input(wf, content, signature))
+        # the (large) commit content is encoded once: signature, transcript, membership tag, message
+        content_bytes = encode_content(content)
+        signature = sign_framed_content(suite, self.signature_priv, wf, content, gc, content_bytes=content_bytes)
+        confirmed = suite.hash(
+            self.interim_transcript_hash + confirmed_transcript_hash_input(wf, content_bytes, signature)
+        )
         new_gc = GroupContext(
             gc.version, gc.cipher_suite, gc.group_id, gc.epoch + 1, tree.tree_hash(), confirmed, applied.extensions
         )
@@ -1089,11 +1112,11 @@ class Group:
         st = self.secret_tree
         if private:
             st = st.copy()
-            msg: PublicMessage | PrivateMessage = protect_private(
-                suite, ac, st, self.epoch_secrets.sender_data_secret, rng=rng
-            )
+            pm = protect_private(suite, ac, st, self.epoch_secrets.sender_data_secret, rng=rng)
+            msg_bytes = private_message_bytes(pm)
         else:
-            msg = protect_public(suite, ac, gc, self.epoch_secrets.membership_key)
+            pub = protect_public(suite, ac, gc, self.epoch_secrets.membership_key, content_bytes=content_bytes)
+            msg_bytes = public_message_bytes(pub, content_bytes)
         group = self._next_epoch(new_gc, tree, keys, es, confirmed, tag, applied)
 
         welcome: bytes | None = None
@@ -1103,7 +1126,7 @@ class Group:
             gi = group._signed_group_info(ratchet_tree_in_welcome, external_pub=True)
             w = build_welcome(suite, gi, es.joiner_secret, psk_secret, applied.psks, recipients, rng)
             welcome = MLSMessage(w).to_bytes()
-        return MLSMessage(msg).to_bytes(), welcome, group
+        return msg_bytes, welcome, group
 
     def _new_linked_group(
         self,
@@ -1343,3 +1366,6 @@ class Group:
 
 #: The group state value (the brief's name): `Group` is itself the frozen state.
 GroupState = Group
+
+_GROUP_FIELDS = tuple(f.name for f in fields(Group))
+_setattr = object.__setattr__

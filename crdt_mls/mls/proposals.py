@@ -298,10 +298,16 @@ def validate_proposal_list(
                 if i not in removed and p.proposal_type not in leaf.capabilities.proposals:
                     raise ProposalError(f"member {i} does not support proposal type {p.proposal_type}")
 
-    # Add of a client already in the group, unless that member is removed by this commit
+    # Add of a client already in the group, unless that member is removed by this commit:
+    # O(adds + removes) from the tree's leaf summary, no scan of the members
     if new_sig_keys and list_checks:
-        for i, leaf in tree.members():
-            if i not in removed and leaf.signature_key in new_sig_keys:
+        for key in new_sig_keys:
+            holders = tree.signature_key_count(key)
+            if not holders:
+                continue
+            leaving = sum(1 for r in removed if (lf := tree.leaf(r)) is not None and lf.signature_key == key)
+            if holders > leaving:
+                i = next(i for i, leaf in tree.members() if i not in removed and leaf.signature_key == key)
                 raise ProposalError(f"Add of a client that is already member {i}")
 
 

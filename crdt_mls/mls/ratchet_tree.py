@@ -6,8 +6,12 @@ structs of `crdt_mls.mls.messages`).
 
 Performance: every node's tree hash and resolution is cached and a change to node ``x``
 invalidates only ``x`` and its ancestors, so re-hashing the tree after a path update costs
-O(log n) hash computations.  `copy()` copies three reference arrays and the encryption-key
-index (no node objects).
+O(log n) hash computations.  The node array, both caches, the encryption-key index and the
+leaf summary are persistent copy-on-write structures (`crdt_mls.mls.persistent`): `copy()`
+shares them and a change copies one chunk of 256 references (or one bucket) per structure,
+so deriving a tree and changing a direct path costs O(log n) work, never an O(n) copy.
+`diff` lists the nodes two trees derived from each other hold differently, skipping shared
+chunks.
 
 The tree is a mutable working object: callers that process remote input take a `copy()`,
 mutate it and swap it in only on success (see `crdt_mls.mls.treekem`).
@@ -37,6 +41,7 @@ from crdt_mls.mls.messages import (
     encode_ratchet_tree,
     read_ratchet_tree,
 )
+from crdt_mls.mls.persistent import PMap, PVec
 
 if TYPE_CHECKING:
     from crdt_mls.mls.suites import CipherSuite
@@ -128,13 +133,22 @@ def _bump(counts: dict[_K, int], key: _K, delta: int) -> None:
         del counts[key]
 
 
+def _pbump(counts: PMap[bytes, int], key: bytes, delta: int) -> None:
+    c = counts.get(key, 0) + delta
+    if c:
+        counts[key] = c
+    else:
+        del counts[key]
+
+
 @dataclass(slots=True)
 class _LeafSummary:
     """Signature keys and credential types of all leaves (for `validate_leaf_node`), kept up
     to date leaf by leaf (copy-on-write between tree copies) so that a commit does not
-    rescan every leaf."""
+    rescan every leaf.  ``sig_keys`` is persistent, the other two maps hold one entry per
+    credential type (a handful), so `clone` costs O(1) in the number of leaves."""
 
-    sig_keys: dict[bytes, int]
+    sig_keys: PMap[bytes, int]
     cred_types: dict[int, int]
     #: credential type -> number of leaves listing it in their capabilities
     support: dict[int, int]
@@ -145,7 +159,7 @@ class _LeafSummary:
 
     def change(self, leaf: LeafNode, delta: int) -> None:
         """Count ``leaf`` in (``delta=1``) or out (``delta=-1``)."""
-        _bump(self.sig_keys, leaf.signature_key, delta)
+        _pbump(self.sig_keys, leaf.signature_key, delta)
         _bump(self.cred_types, leaf.credential.credential_type, delta)
         for t in set(leaf.capabilities.credentials):
             _bump(self.support, t, delta)
@@ -172,18 +186,18 @@ class RatchetTree:
     )
 
     suite: CipherSuite
-    _nodes: list[NodeValue | None]
-    _hashes: list[bytes | None]
-    _res: list[tuple[int, ...] | None]
+    _nodes: PVec[NodeValue | None]
+    _hashes: PVec[bytes | None]
+    _res: PVec[tuple[int, ...] | None]
     #: encryption key -> number of nodes holding it; built on first use, then maintained
-    _keys: dict[bytes, int] | None
+    _keys: PMap[bytes, int] | None
     #: no blank leaf has an index below this
     _free_hint: int
     #: facts about all leaves for O(1) leaf validation; rebuilt after any leaf changes
     _leaf_summary: _LeafSummary | None
     #: whether ``_leaf_summary`` is this tree's own (not shared with a copy)
     _owns_summary: bool
-    #: whether the node list and caches may be shared with a copy (copied before any change)
+    #: whether ``_keys`` may be shared with a copy (copied before any change)
     _shared: bool
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
@@ -199,11 +213,13 @@ class RatchetTree:
             if i % 2 == 1 and not isinstance(v, ParentNode):
                 raise InvalidArgument(f"node {i} must be a parent node")
         self.suite = suite
-        self._nodes = list(nodes)
-        self._hashes = [None] * width
-        self._res = [None] * width
+        values = list(nodes)
+        self._nodes = PVec(values)
+        self._hashes = PVec.blank(width)
+        self._res = PVec.blank(width)
         self._keys = None
-        self._free_hint = 0
+        leaves = values[0::2]
+        self._free_hint = leaves.index(None) if None in leaves else len(leaves)
         self._leaf_summary = None
         self._owns_summary = False
         self._shared = False
@@ -255,23 +271,22 @@ class RatchetTree:
 
     def to_wire(self) -> list[Node | None]:
         """The `ratchet_tree` extension node list, trailing blanks stripped."""
-        end = len(self._nodes)
-        while end > 0 and self._nodes[end - 1] is None:
-            end -= 1
-        return self._nodes[:end]
+        end = self._nodes.rfind(lambda _i, v: v is not None, len(self._nodes) - 1) + 1
+        return list(self._nodes.iter_from(0))[:end]
 
     def encode(self) -> bytes:
         """Encode as ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
         return encode_ratchet_tree(self.to_wire())
 
     def copy(self) -> RatchetTree:
-        """A copy that shares the (immutable) node values and the caches."""
+        """A copy that shares the (immutable) node values, the node array and the caches
+        (copy-on-write chunks): O(width / 256) reference copies."""
         t = RatchetTree.__new__(RatchetTree)
         t.suite = self.suite
-        # copy-on-write: both trees share the arrays until one of them changes a node
-        t._nodes = self._nodes
-        t._hashes = self._hashes
-        t._res = self._res
+        t._nodes = self._nodes.copy()
+        t._hashes = self._hashes.copy()
+        t._res = self._res.copy()
+        # the key index is copied (O(1)) on the first change of either tree
         t._keys = self._keys
         t._shared = self._shared = True
         t._free_hint = self._free_hint
@@ -295,11 +310,11 @@ class RatchetTree:
 
     def node(self, x: int) -> NodeValue | None:
         self._check_node(x)
-        return self._nodes[x]
+        return self._nodes.get(x)
 
     def leaf(self, leaf_index: int) -> LeafNode | None:
         self._check_leaf(leaf_index)
-        v = self._nodes[2 * leaf_index]
+        v = self._nodes.get(2 * leaf_index)
         assert v is None or isinstance(v, LeafNode)
         return v
 
@@ -307,21 +322,32 @@ class RatchetTree:
         self._check_node(x)
         if x % 2 == 0:
             raise InvalidArgument(f"node {x} is a leaf, not a parent")
-        v = self._nodes[x]
+        v = self._nodes.get(x)
         assert v is None or isinstance(v, ParentNode)
         return v
 
     def nodes(self) -> Sequence[NodeValue | None]:
-        """The full node array (read-only view by convention)."""
+        """The full node array as a read-only `Sequence` (a live view: later changes of this
+        tree show in it)."""
         return self._nodes
 
     def members(self) -> Iterator[tuple[int, LeafNode]]:
         """``(leaf_index, LeafNode)`` of every non-blank leaf."""
-        for i in range(0, len(self._nodes), 2):
-            v = self._nodes[i]
+        for i, v in enumerate(self._nodes.iter_from(0, 2)):
             if v is not None:
                 assert isinstance(v, LeafNode)
-                yield i // 2, v
+                yield i, v
+
+    def diff(self, other: RatchetTree) -> list[int]:
+        """Ascending indices of the nodes whose values differ between the two trees (a node
+        outside one tree's width counts as blank there).
+
+        Trees derived from one another by `copy` share the chunks of 256 nodes that neither
+        changed; those are skipped by reference, so the cost is O(width / 256) reference
+        comparisons plus O(256) per changed chunk, not O(width) node comparisons.  Values
+        are compared with ``==`` (equal nodes built independently count as equal).
+        """
+        return self._nodes.diff(other._nodes)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RatchetTree):
@@ -347,19 +373,16 @@ class RatchetTree:
     # free-leaf hint in step; callers then `_invalidate` the changed node's path.
 
     def _own(self) -> None:
-        """Take private copies of the shared arrays before changing them (O(width), once)."""
+        """Take a private (copy-on-write, O(1)) copy of a shared key index before changing it."""
         if self._shared:
-            self._nodes = self._nodes.copy()
-            self._hashes = self._hashes.copy()
-            self._res = self._res.copy()
             self._keys = None if self._keys is None else self._keys.copy()
             self._shared = False
 
     def _put(self, x: int, value: NodeValue | None) -> None:
         self._own()
         nodes = self._nodes
-        old = nodes[x]
-        nodes[x] = value
+        old = nodes.get(x)
+        nodes.set(x, value)
         idx = self._keys
         if idx is not None:
             if old is not None:
@@ -386,14 +409,17 @@ class RatchetTree:
                 self._free_hint = x // 2
 
     def _invalidate(self, x: int) -> None:
-        """Drop cached hashes/resolutions of ``x`` and its ancestors: O(log n)."""
-        self._own()
+        """Drop cached hashes/resolutions of ``x`` and its ancestors: O(log n).
+
+        Always a copy-on-write `PVec.set` (even of an entry that is None already): a cache
+        chunk shared with another tree must only hold entries of subtrees both trees hold
+        identically, since cache fills write into shared chunks (`PVec.fill`)."""
         hashes, res = self._hashes, self._res
-        hashes[x] = None
-        res[x] = None
+        hashes.set(x, None)
+        res.set(x, None)
         for p in direct_path(x, self.n_leaves):
-            hashes[p] = None
-            res[p] = None
+            hashes.set(p, None)
+            res.set(p, None)
 
     def set_node(self, x: int, value: NodeValue | None) -> None:
         """Set node ``x`` (type-checked against its position) and invalidate caches."""
@@ -413,45 +439,43 @@ class RatchetTree:
     def blank_path(self, leaf_index: int) -> None:
         """Blank every parent on the direct path of a leaf (RFC 9420 section 7.4)."""
         self._check_leaf(leaf_index)
+        nodes = self._nodes
         for p in direct_path(2 * leaf_index, self.n_leaves):
-            if self._nodes[p] is not None:
+            if nodes.get(p) is not None:
                 self._put(p, None)
         self._invalidate(2 * leaf_index)
 
     def _extend(self) -> None:
         """Double the number of leaves (RFC 9420 section 7.7)."""
-        self._own()
-        n = len(self._nodes)
-        self._nodes.extend([None] * (n + 1))
-        self._hashes.extend([None] * (n + 1))
-        self._res.extend([None] * (n + 1))
+        width = 2 * len(self._nodes) + 1
+        self._nodes.resize(width)
+        self._hashes.resize(width)
+        self._res.resize(width)
         # the new root is the only node whose subtree changed; its cache entry is None already
 
     def _truncate(self) -> None:
         """Shrink to the smallest ``2^d`` leaves with ``2^d`` > rightmost non-blank leaf (section 7.7)."""
-        self._own()
         nodes = self._nodes
-        r = len(nodes) - 1
-        while r > 0 and nodes[r] is None:
-            r -= 2
+        r = max(0, nodes.rfind(lambda _i, v: v is not None, len(nodes) - 1, 2))
         leaves = 1
         while leaves < r // 2 + 1:
             leaves *= 2
         width = 2 * leaves - 1
         if width < len(nodes):
-            for x in range(width, len(nodes)):
-                if nodes[x] is not None:
-                    self._put(x, None)
-            del nodes[width:]
-            del self._hashes[width:]
-            del self._res[width:]
+            x = nodes.rfind(lambda i, v: v is not None or i < width, len(nodes) - 1)
+            while x >= width:
+                self._put(x, None)
+                x = nodes.rfind(lambda i, v: v is not None or i < width, x - 1)
+            nodes.resize(width)
+            self._hashes.resize(width)
+            self._res.resize(width)
             self._free_hint = min(self._free_hint, leaves)
 
     def free_leaf(self) -> int:
         """Index of the leftmost blank leaf, or ``n_leaves`` if the tree is full (amortised O(1))."""
         nodes = self._nodes
         for i in range(2 * self._free_hint, len(nodes), 2):
-            if nodes[i] is None:
+            if nodes.get(i) is None:
                 self._free_hint = i // 2
                 return i // 2
         self._free_hint = self.n_leaves
@@ -468,15 +492,15 @@ class RatchetTree:
         index = self.free_leaf()
         if index == self.n_leaves:
             self._extend()
-        self._own()
         x = 2 * index
+        nodes = self._nodes
         for p in direct_path(x, self.n_leaves):
-            v = self._nodes[p]
+            v = nodes.get(p)
             if v is not None:
                 assert isinstance(v, ParentNode)
                 unmerged = list(v.unmerged_leaves)
                 insort(unmerged, index)
-                self._nodes[p] = replace(v, unmerged_leaves=tuple(unmerged))  # same key: no _put needed
+                nodes.set(p, replace(v, unmerged_leaves=tuple(unmerged)))  # same key: no _put needed
         self._put(x, leaf)
         self._free_hint = index + 1
         self._invalidate(x)
@@ -502,10 +526,10 @@ class RatchetTree:
 
     def resolution(self, x: int) -> tuple[int, ...]:
         """Resolution of node ``x`` as node indices (RFC 9420 section 4.1.1)."""
-        cached = self._res[x]
+        cached = self._res.get(x)
         if cached is not None:
             return cached
-        v = self._nodes[x]
+        v = self._nodes.get(x)
         out: tuple[int, ...]
         if v is None and x % 2 == 0:
             out = _EMPTY
@@ -517,7 +541,7 @@ class RatchetTree:
         else:
             assert isinstance(v, ParentNode)
             out = (x, *(2 * u for u in v.unmerged_leaves))
-        self._res[x] = out
+        self._res.fill(x, out)
         return out
 
     def resolution_excluding(self, x: int, excluded_leaves: Iterable[int]) -> tuple[int, ...]:
@@ -553,18 +577,19 @@ class RatchetTree:
         return [self._th(i) for i in range(len(self._nodes))]
 
     def _th(self, x: int) -> bytes:
-        h = self._hashes[x]
+        hashes = self._hashes
+        h = hashes.get(x)
         if h is not None:
             return h
         if x % 2 == 1:
             # fill children first without deep recursion on cached subtrees
             left, right = _children(x)
-            lh = self._hashes[left] or self._th(left)
-            rh = self._hashes[right] or self._th(right)
-            h = self._parent_hash_input_hash(self._nodes[x], lh, rh)
+            lh = hashes.get(left) or self._th(left)
+            rh = hashes.get(right) or self._th(right)
+            h = self._parent_hash_input_hash(self._nodes.get(x), lh, rh)
         else:
-            h = self._leaf_hash(x // 2, self._nodes[x])
-        self._hashes[x] = h
+            h = self._leaf_hash(x // 2, self._nodes.get(x))
+        hashes.fill(x, h)
         return h
 
     def _leaf_hash(self, leaf_index: int, leaf: NodeValue | None) -> bytes:
@@ -739,21 +764,22 @@ class RatchetTree:
         self.verify_parent_hashes()
         self.verify_leaf_signatures(group_id)
 
-    def _key_index(self) -> dict[bytes, int]:
+    def _key_index(self) -> PMap[bytes, int]:
         idx = self._keys
         if idx is None:
-            idx = {}
+            counts: dict[bytes, int] = {}
             for v in self._nodes:
                 if v is not None:
                     k = v.encryption_key
-                    idx[k] = idx.get(k, 0) + 1
-            self._keys = idx
+                    counts[k] = counts.get(k, 0) + 1
+            idx = self._keys = PMap(counts.items())
+            self._shared = False
         return idx
 
     def _summary(self) -> _LeafSummary:
         summary = self._leaf_summary
         if summary is None:
-            summary = _LeafSummary({}, {}, {})
+            summary = _LeafSummary(PMap(), {}, {})
             for _i, leaf in self.members():
                 summary.change(leaf, 1)
             self._leaf_summary = summary
@@ -771,6 +797,10 @@ class RatchetTree:
                 summary.change(leaf, -1)
         supported = {t for t, c in summary.support.items() if c == summary.members} if summary.members else set()
         return set(summary.cred_types), supported
+
+    def signature_key_count(self, key: bytes) -> int:
+        """Number of leaves whose signature key is ``key`` (O(1) after the leaf summary is built)."""
+        return self._summary().sig_keys.get(key, 0)
 
     def has_encryption_key(self, key: bytes) -> bool:
         """Whether any node holds ``key`` (O(1) after the index is built)."""

@@ -6,9 +6,11 @@ consumed value is deleted (section 9.2): a parent secret once its children exist
 secret once its two ratchets exist, a ratchet secret once the next one is derived, a
 key/nonce once it was used.
 
-The state is a persistent binary tree (path copying): `SecretTree.copy` is O(1) and every
-key operation touches O(log n) nodes, so immutable group states can snapshot the tree per
-message even for very large groups.
+The node secrets live in a persistent binary tree (path copying) and the leaves' ratchets in
+a persistent map by leaf (`crdt_mls.mls.persistent.PMap`): `SecretTree.copy` is O(1), deriving
+a leaf's ratchets touches O(log n) nodes once per epoch, and each later key of that leaf
+touches one map bucket, so immutable group states can snapshot the tree per message even
+for very large groups.
 
 Out-of-order delivery: a receiver may ratchet forward at most ``max_forward`` generations
 past the next expected one (bounding the work a hostile ``generation = 0xffffffff`` can
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, ProtocolError, ReplayError
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.persistent import PMap
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
 
 __all__ = [
@@ -80,27 +83,20 @@ class _Ratchet:
 class _Node:
     """Immutable (by convention) node of the persistent secret tree.
 
-    ``secret`` is the not yet consumed tree-node secret; ``ratchets`` (leaves only) holds
-    the handshake and application ratchets once the leaf secret was consumed.  A plain
-    slotted class rather than a frozen dataclass: nodes are created on every key operation.
+    ``secret`` is the not yet consumed tree-node secret (a consumed leaf is a node without
+    secret; its ratchets are in `SecretTree._ratchets`).  A plain slotted class rather than a
+    frozen dataclass: nodes are created whenever a leaf's ratchets are derived.
     """
 
-    __slots__ = ("left", "ratchets", "right", "secret")
+    __slots__ = ("left", "right", "secret")
 
-    def __init__(
-        self,
-        secret: bytes | None = None,
-        left: _Node | None = None,
-        right: _Node | None = None,
-        ratchets: tuple[_Ratchet, _Ratchet] | None = None,
-    ) -> None:
+    def __init__(self, secret: bytes | None = None, left: _Node | None = None, right: _Node | None = None) -> None:
         self.secret = secret
         self.left = left
         self.right = right
-        self.ratchets = ratchets
 
     def __repr__(self) -> str:
-        return f"_Node(has_secret={self.secret is not None}, has_ratchets={self.ratchets is not None})"
+        return f"_Node(has_secret={self.secret is not None})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +108,34 @@ class PendingKey:
     generation: int
     key: bytes = field(repr=False)
     nonce: bytes = field(repr=False)
-    _base: _Node = field(repr=False, compare=False)
+    #: the state stamp the key was prepared from
+    _base: object = field(repr=False, compare=False)
+    #: the secret tree root after the derivation (the old root if nothing was derived)
     _root: _Node = field(repr=False, compare=False)
+    #: the leaf's two ratchets after the key is consumed
+    _ratchets: tuple[_Ratchet, _Ratchet] = field(repr=False, compare=False)
+
+
+_INFOS: dict[int, tuple[bytes, bytes, bytes]] = {}
+
+
+def _kdf_label_head(length: int, label: bytes) -> bytes:
+    """KDFLabel (RFC 9420 section 8) up to the 4-byte generation context: ``uint16 length``,
+    ``opaque label<V> = "MLS 1.0 " + label``, the context's length prefix."""
+    full = b"MLS 1.0 " + label
+    return length.to_bytes(2, "big") + codec.encode_varint(len(full)) + full + codec.encode_varint(4)
+
+
+def _tree_secret_infos(suite: CipherSuite) -> tuple[bytes, bytes, bytes]:
+    """The constant part of the KDFLabel of DeriveTreeSecret for "key", "nonce" and "secret"."""
+    infos = _INFOS.get(suite.suite_id)
+    if infos is None:
+        infos = _INFOS[suite.suite_id] = (
+            _kdf_label_head(suite.aead_key_length, b"key"),
+            _kdf_label_head(suite.aead_nonce_length, b"nonce"),
+            _kdf_label_head(suite.hash_length, b"secret"),
+        )
+    return infos
 
 
 def _depth(n_leaves: int) -> int:
@@ -124,7 +146,13 @@ def _depth(n_leaves: int) -> int:
 class SecretTree:
     """Per-epoch secret tree with lazily derived, forward-secure sender ratchets (RFC 9420 section 9)."""
 
-    __slots__ = ("_depth", "_n_leaves", "_root", "_suite", "max_forward", "max_retained")
+    __slots__ = ("_depth", "_n_leaves", "_ratchets", "_root", "_stamp", "_suite", "max_forward", "max_retained")
+
+    _root: _Node
+    #: leaf -> (handshake, application) ratchets of every leaf whose secret was consumed
+    _ratchets: PMap[int, tuple[_Ratchet, _Ratchet]]
+    #: replaced by every `commit`: a `PendingKey` applies only to the state it was prepared from
+    _stamp: object
 
     def __init__(
         self,
@@ -145,16 +173,14 @@ class SecretTree:
         self._n_leaves = n_leaves
         self._depth = _depth(n_leaves)
         self._root = _Node(secret=bytes(encryption_secret))
+        self._ratchets = PMap()
+        self._stamp = object()
         self.max_forward = max_forward
         self.max_retained = max_retained
 
     def _stats(self) -> tuple[int, int]:
-        nodes = ratchets = 0
-        for _, node in self._walk():
-            nodes += node.secret is not None
-            if node.ratchets is not None:
-                ratchets += 2
-        return nodes, ratchets
+        nodes = sum(1 for _, node in self._walk() if node.secret is not None)
+        return nodes, 2 * len(self._ratchets)
 
     def __repr__(self) -> str:
         nodes, ratchets = self._stats()
@@ -173,13 +199,19 @@ class SecretTree:
 
     # -- derivation -------------------------------------------------------------------------
     def _key_nonce(self, secret: bytes, generation: int) -> tuple[bytes, bytes]:
+        """``DeriveTreeSecret(secret, "key"/"nonce", generation, AEAD.Nk/Nn)`` (RFC 9420 section 9.1)."""
         suite = self._suite
-        key = suite.derive_tree_secret(secret, "key", generation, suite.aead_key_length)
-        nonce = suite.derive_tree_secret(secret, "nonce", generation, suite.aead_nonce_length)
-        return key, nonce
+        key_info, nonce_info, _ = _tree_secret_infos(suite)
+        gen = generation.to_bytes(4, "big")
+        return (
+            suite.kdf_expand(secret, key_info + gen, suite.aead_key_length),
+            suite.kdf_expand(secret, nonce_info + gen, suite.aead_nonce_length),
+        )
 
     def _next_secret(self, secret: bytes, generation: int) -> bytes:
-        return self._suite.derive_tree_secret(secret, "secret", generation, self._suite.hash_length)
+        """``DeriveTreeSecret(secret, "secret", generation, KDF.Nh)`` (RFC 9420 section 9.1)."""
+        suite = self._suite
+        return suite.kdf_expand(secret, _tree_secret_infos(suite)[2] + generation.to_bytes(4, "big"), suite.hash_length)
 
     def _check_leaf(self, leaf: int) -> None:
         if not 0 <= leaf < self._n_leaves:
@@ -189,27 +221,28 @@ class SecretTree:
         d = self._depth
         return [(leaf >> (d - 1 - i)) & 1 for i in range(d)]
 
-    def _leaf_state(self, leaf: int) -> tuple[list[_Node | None], tuple[_Ratchet, _Ratchet] | None]:
-        """Nodes on the root-to-leaf path (``None`` where no node exists) and the leaf's ratchets."""
+    def _path(self, leaf: int) -> list[_Node | None]:
+        """Nodes on the root-to-leaf path (``None`` where no node exists)."""
         path: list[_Node | None] = [self._root]
         node: _Node | None = self._root
         for bit in self._bits(leaf):
             node = None if node is None else (node.right if bit else node.left)
             path.append(node)
-        leaf_node = path[-1]
-        return path, None if leaf_node is None else leaf_node.ratchets
+        return path
 
-    def _derive(self, leaf: int, rtype: RatchetType) -> tuple[_Ratchet, tuple[_Ratchet, _Ratchet], list[_Node | None]]:
-        """The leaf's ratchet of type ``rtype``, both of its ratchets, and the template path
-        (root to leaf) from which `_rebuild` makes the new tree.
+    def _derive(self, leaf: int) -> tuple[tuple[_Ratchet, _Ratchet], _Node]:
+        """The leaf's two ratchets and the root of the tree after deriving them.
 
-        Missing ratchets are derived from the nearest ancestor still holding its secret:
-        that secret is consumed and every sibling on the way down gets its derived secret
-        (nothing is stored below a node that still holds its secret, RFC 9420 section 9.2).
+        Kept ratchets come from the ratchet map (the root is unchanged).  Missing ratchets are
+        derived from the nearest ancestor still holding its secret: that secret is consumed,
+        every sibling on the way down gets its derived secret and the leaf's node is left
+        without secret (nothing is stored below a node that still holds its secret, RFC 9420
+        section 9.2).
         """
-        path, ratchets = self._leaf_state(leaf)
+        ratchets = self._ratchets.get(leaf)
         if ratchets is not None:
-            return ratchets[rtype], ratchets, path
+            return ratchets, self._root
+        path = self._path(leaf)
         suite = self._suite
         nh = suite.hash_length
         bits = self._bits(leaf)
@@ -233,20 +266,17 @@ class SecretTree:
             _Ratchet(0, suite.expand_with_label(secret, "handshake", b"", nh)),
             _Ratchet(0, suite.expand_with_label(secret, "application", b"", nh)),
         )
-        return both[rtype], both, template
+        return both, self._rebuild(leaf, template)
 
-    def _rebuild(self, leaf: int, path: list[_Node | None], ratchets: tuple[_Ratchet, _Ratchet]) -> _Node:
-        """Path copying: a new root equal to ``path``'s nodes except the leaf, which holds ``ratchets``."""
+    def _rebuild(self, leaf: int, path: list[_Node | None]) -> _Node:
+        """Path copying: a new root equal to ``path``'s nodes except the leaf, which is consumed."""
         bits = self._bits(leaf)
-        node = _Node(None, None, None, ratchets)
+        node = _Node()
         for i in range(len(bits) - 1, -1, -1):
             parent = path[i]
             if parent is None:  # pragma: no cover - the path exists down to the derivation point
                 raise InvalidState("secret tree path is broken")
-            if bits[i]:
-                node = _Node(parent.secret, parent.left, node, parent.ratchets)
-            else:
-                node = _Node(parent.secret, node, parent.right, parent.ratchets)
+            node = _Node(parent.secret, parent.left, node) if bits[i] else _Node(parent.secret, node, parent.right)
         return node
 
     def prepare_key(self, leaf: int, ratchet_type: RatchetType, generation: int) -> PendingKey:
@@ -259,7 +289,8 @@ class SecretTree:
         self._check_leaf(leaf)
         if not 0 <= generation <= _MAX_GENERATION:
             raise ProtocolError(f"generation {generation} out of range")
-        ratchet, both, path = self._derive(leaf, rtype)
+        both, root = self._derive(leaf)
+        ratchet = both[rtype]
         if generation < ratchet.next_generation:
             kn = ratchet.skipped.get(generation)
             if kn is None:
@@ -288,14 +319,15 @@ class SecretTree:
                     del skipped[old]
             updated = _Ratchet(generation + 1, next_secret, skipped)
         new_both = (updated, both[1]) if rtype == RatchetType.HANDSHAKE else (both[0], updated)
-        root = self._rebuild(leaf, path, new_both)
-        return PendingKey(leaf, rtype, generation, key, nonce, self._root, root)
+        return PendingKey(leaf, rtype, generation, key, nonce, self._stamp, root, new_both)
 
     def commit(self, pending: PendingKey) -> None:
         """Apply the deletions of a key returned by `prepare_key` (after it decrypted successfully)."""
-        if pending._base is not self._root:
+        if pending._base is not self._stamp:
             raise InvalidState("the secret tree changed since this key was prepared")
         self._root = pending._root
+        self._ratchets[pending.leaf] = pending._ratchets
+        self._stamp = object()
 
     def key_for(self, leaf: int, ratchet_type: RatchetType, generation: int) -> RatchetKey:
         """`prepare_key` and `commit` in one step: the key is consumed (RFC 9420 section 9.2)."""
@@ -308,15 +340,25 @@ class SecretTree:
         rtype = RatchetType(ratchet_type)
         if not 0 <= leaf < self._n_leaves:
             raise InvalidArgument(f"leaf index {leaf} is outside the tree of {self._n_leaves} leaves")
-        gen = self.next_generation(leaf, rtype)
+        # `key_for(leaf, rtype, next_generation)` without the two-phase bookkeeping: the next
+        # generation skips nothing, so the retained keys stay as they are
+        both, root = self._derive(leaf)
+        ratchet = both[rtype]
+        gen = ratchet.next_generation
         if gen > _MAX_GENERATION:
             raise InvalidState(f"the {rtype.label} ratchet of leaf {leaf} is exhausted")
-        return self.key_for(leaf, rtype, gen)
+        key, nonce = self._key_nonce(ratchet.secret, gen)
+        next_secret = self._next_secret(ratchet.secret, gen) if gen < _MAX_GENERATION else b""
+        updated = _Ratchet(gen + 1, next_secret, ratchet.skipped)
+        self._root = root
+        self._ratchets[leaf] = (updated, both[1]) if rtype == RatchetType.HANDSHAKE else (both[0], updated)
+        self._stamp = object()
+        return RatchetKey(gen, key, nonce)
 
     def next_generation(self, leaf: int, ratchet_type: RatchetType) -> int:
         """The generation the next `next_key` call for ``leaf`` would return."""
         self._check_leaf(leaf)
-        _, ratchets = self._leaf_state(leaf)
+        ratchets = self._ratchets.get(leaf)
         return 0 if ratchets is None else ratchets[RatchetType(ratchet_type)].next_generation
 
     # -- snapshots --------------------------------------------------------------------------
@@ -327,6 +369,8 @@ class SecretTree:
         other._n_leaves = self._n_leaves
         other._depth = self._depth
         other._root = self._root
+        other._ratchets = self._ratchets.copy()
+        other._stamp = self._stamp
         other.max_forward = self.max_forward
         other.max_retained = self.max_retained
         return other
@@ -358,9 +402,9 @@ class SecretTree:
         for index, node in self._walk():
             if node.secret is not None:
                 nodes.append((index, node.secret))
-            if node.ratchets is not None:
-                for rtype, r in enumerate(node.ratchets):
-                    ratchets.append((index // 2, rtype, r))
+        for leaf, pair in sorted(self._ratchets.items(), key=lambda item: item[0]):
+            for rtype, r in enumerate(pair):
+                ratchets.append((leaf, rtype, r))
 
         def w_node(wr: Writer, item: tuple[int, bytes]) -> None:
             wr.u32(item[0])
@@ -442,6 +486,8 @@ class SecretTree:
                 dpt, pos = dpt - 1, pos >> 1
                 scratch.setdefault((dpt, pos), {})
 
+        kept: PMap[int, tuple[_Ratchet, _Ratchet]] = PMap()
+
         def build(dpt: int, pos: int) -> _Node | None:
             entry = scratch.get((dpt, pos))
             if entry is None:
@@ -450,14 +496,13 @@ class SecretTree:
             right = build(dpt + 1, 2 * pos + 1) if dpt < depth else None
             secret = entry.get("secret")
             pair = entry.get("ratchets")
-            rat: tuple[_Ratchet, _Ratchet] | None = None
             if pair is not None:
                 assert isinstance(pair, list)
                 if pair[0] is None or pair[1] is None:
                     raise DecodeError("secret tree snapshot leaf lacks one of its two ratchets")
-                rat = (pair[0], pair[1])
+                kept[pos] = (pair[0], pair[1])
             assert secret is None or isinstance(secret, bytes)
-            return _Node(secret, left, right, rat)
+            return _Node(secret, left, right)
 
         root = build(0, 0) or _Node()
         tree = cls.__new__(cls)
@@ -465,6 +510,8 @@ class SecretTree:
         tree._n_leaves = n_leaves
         tree._depth = depth
         tree._root = root
+        tree._ratchets = kept
+        tree._stamp = object()
         tree.max_forward = max_forward
         tree.max_retained = max_retained
         return tree

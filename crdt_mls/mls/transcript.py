@@ -41,13 +41,17 @@ def confirmed_transcript_hash_input(wire_format: int, content: Any, signature: b
     return w.getvalue()
 
 
-def confirmed_transcript_hash(suite: CipherSuite, interim_before: bytes, authenticated_content: Any) -> bytes:
+def confirmed_transcript_hash(
+    suite: CipherSuite, interim_before: bytes, authenticated_content: Any, content_bytes: bytes | None = None
+) -> bytes:
     """``Hash(interim_transcript_hash_[n-1] || ConfirmedTranscriptHashInput_[n])`` (RFC 9420 section 8.2).
 
-    ``authenticated_content`` is an AuthenticatedContent carrying a Commit.
+    ``authenticated_content`` is an AuthenticatedContent carrying a Commit; ``content_bytes``
+    the encoding of its FramedContent if the caller has it.
     """
     ac = authenticated_content
-    data = confirmed_transcript_hash_input(ac.wire_format, ac.content, ac.auth.signature)
+    content = ac.content if content_bytes is None else content_bytes
+    data = confirmed_transcript_hash_input(ac.wire_format, content, ac.auth.signature)
     return suite.hash(interim_before + data)
 
 

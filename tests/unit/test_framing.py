@@ -28,13 +28,19 @@ from crdt_mls.mls.codec import Writer
 from crdt_mls.mls.framing import (
     SignatureKey,
     authenticate,
+    encode_content,
+    group_context_bytes,
     membership_tag,
+    private_message_bytes,
     protect_private,
     protect_public,
+    public_message_bytes,
     ratchet_type_for,
     sender_data_key_nonce,
+    sign_framed_content,
     unprotect_private,
     unprotect_public,
+    verify_framed_content,
 )
 from crdt_mls.mls.messages import (
     AuthenticatedContent,
@@ -53,6 +59,8 @@ from crdt_mls.mls.messages import (
     SenderData,
     SenderDataAAD,
     WireFormat,
+    authenticated_content_tbm,
+    framed_content_tbs,
 )
 from crdt_mls.mls.secret_tree import SecretTree
 from crdt_mls.mls.suites import get_cipher_suite
@@ -114,6 +122,38 @@ def test_public_round_trip(content: Content) -> None:
 
     assert unprotect_public(SUITE, msg, CTX, MEMB, lookup) == ac
     assert seen == [Sender.member(LEAF)]
+
+
+@pytest.mark.parametrize(
+    "sender", [Sender.member(LEAF), Sender.external(0), Sender.new_member_commit()], ids=["member", "external", "nmc"]
+)
+def test_pre_encoded_content_gives_the_same_bytes(sender: Sender) -> None:
+    """The encode-once paths (content_bytes) produce exactly the reference encodings."""
+    content: Content = Commit() if sender.sender_type != Sender.external(0).sender_type else Remove(1)
+    ac = signed(content, PUB, sender)
+    cb = encode_content(ac.content)
+    assert cb == codec.encode(ac.content)
+    sig = sign_framed_content(SUITE, SIG_PRIV, PUB, ac.content, CTX, content_bytes=cb)
+    assert sig == SUITE.sign_with_label(SIG_PRIV, "FramedContentTBS", framed_content_tbs(PUB, ac.content, CTX))
+    verify_framed_content(SUITE, SIG_PUB, ac, CTX, content_bytes=cb)
+    with pytest.raises(SignatureError):  # the bytes given are what is verified
+        verify_framed_content(SUITE, SIG_PUB, ac, CTX, content_bytes=cb + b"x")
+    if sender == Sender.member(LEAF):
+        tag = membership_tag(SUITE, MEMB, ac, CTX, content_bytes=cb)
+        assert tag == SUITE.mac(MEMB, authenticated_content_tbm(ac, CTX))
+    pub = protect_public(SUITE, ac, CTX, MEMB if sender == Sender.member(LEAF) else None, content_bytes=cb)
+    assert public_message_bytes(pub, cb) == public_message_bytes(pub) == MLSMessage(pub).to_bytes()
+    assert unprotect_public(SUITE, pub, CTX, pub.membership_tag and MEMB, SIG_PUB, content_bytes=cb) == ac
+
+
+def test_group_context_bytes_memo_follows_the_object() -> None:
+    a = dataclasses.replace(CTX)
+    b = dataclasses.replace(CTX, epoch=8)
+    assert group_context_bytes(a) == codec.encode(a)
+    assert group_context_bytes(b) == codec.encode(b) != group_context_bytes(a)
+    for i in range(200):  # the memo is bounded and never returns another object's encoding
+        c = dataclasses.replace(CTX, epoch=i)
+        assert group_context_bytes(c) == codec.encode(c)
 
 
 def test_public_rejections() -> None:
@@ -334,3 +374,53 @@ def test_private_round_trip_property(payload: bytes, padding: int, aad: bytes) -
     msg = wire(protect_private(SUITE, ac, tree(), SDS, padding=padding))
     assert isinstance(msg, PrivateMessage)
     assert unprotect_private(SUITE, msg, CTX, tree(), SDS, SIG_PUB) == ac
+
+
+@given(
+    group_id=st.binary(max_size=300),
+    epoch=st.integers(0, 2**64 - 1),
+    aad=st.binary(max_size=70),
+    leaf=st.integers(0, 2**32 - 1),
+    generation=st.integers(0, 2**32 - 1),
+    guard=st.binary(min_size=4, max_size=4),
+)
+@settings(max_examples=50)
+def test_direct_encodings_of_the_small_private_message_structs(
+    group_id: bytes, epoch: int, aad: bytes, leaf: int, generation: int, guard: bytes
+) -> None:
+    """The per-message fast encoders equal the codec encodings of the RFC structs (6.3.1, 6.3.2)."""
+    from crdt_mls.mls import framing
+
+    for ct in ContentType:
+        assert framing._sender_data_aad(group_id, epoch, ct) == codec.encode(SenderDataAAD(group_id, epoch, ct))
+        assert framing._content_aad(group_id, epoch, ct, aad) == codec.encode(
+            PrivateContentAAD(group_id, epoch, ct, aad)
+        )
+    sd = framing._sender_data(leaf, generation, guard)
+    assert sd == codec.encode(SenderData(leaf, generation, guard))
+    assert framing._read_sender_data(sd) == SenderData(leaf, generation, guard)
+    with pytest.raises(DecodeError):
+        framing._read_sender_data(sd + b"\x00")
+    with pytest.raises(DecodeError):
+        framing._read_sender_data(sd[:-1])
+
+
+@given(
+    group_id=st.binary(max_size=300),
+    epoch=st.integers(0, 2**64 - 1),
+    aad=st.binary(max_size=70),
+    leaf=st.integers(0, 2**32 - 1),
+    data=st.binary(max_size=20_000),
+    esd=st.binary(max_size=40),
+)
+@settings(max_examples=50)
+def test_direct_encodings_of_application_content_and_private_messages(
+    group_id: bytes, epoch: int, aad: bytes, leaf: int, data: bytes, esd: bytes
+) -> None:
+    """`encode_content` (application data fast path) and `private_message_bytes` equal the
+    codec encodings (RFC 9420 sections 6, 6.3)."""
+    fc = FramedContent(group_id, epoch, Sender.member(leaf), aad, data)
+    assert encode_content(fc) == codec.encode(fc)
+    for ct in ContentType:
+        pm = PrivateMessage(group_id, epoch, ct, aad, esd, data)
+        assert private_message_bytes(pm) == MLSMessage(pm).to_bytes()
