@@ -23,7 +23,6 @@ Welcome (an RFC 9420 ``Welcome`` addressed to their leaf keys).
 from __future__ import annotations
 
 import bisect
-import itertools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -189,19 +188,13 @@ class MergeReport:
 
     def in_parents(self, tree: RatchetTree, trees: Sequence[RatchetTree], leaf: int) -> list[bool]:
         """For the member at ``leaf`` of the merged ``tree``: is its signature key in each parent
-        tree?  O(log changes) for an unchanged leaf, O(changed leaves) otherwise."""
+        tree?  O(log changes): a leaf that changed nowhere holds the same member everywhere."""
         lf = tree.leaf(leaf)
         assert lf is not None
         i = bisect.bisect_left(self.changed_leaves, leaf)
         if i == len(self.changed_leaves) or self.changed_leaves[i] != leaf:
             return [True] * len(trees)
-        key = lf.signature_key
-        # a member of a parent is at a changed leaf of that parent unless it sits at the same
-        # unchanged leaf in the merged tree (one leaf per signature key)
-        return [
-            any((pl := _leaf_at(t, j)) is not None and pl.signature_key == key for j in self.changed_leaves)
-            for t in trees
-        ]
+        return [t.signature_key_count(lf.signature_key) > 0 for t in trees]
 
 
 def _value(v: LeafNode | ParentNode | None) -> _Value:
@@ -262,21 +255,9 @@ def _close_upward(start: Iterable[int], width: int, into: set[int]) -> None:
 
 
 def _tree_diff(a: RatchetTree, b: RatchetTree) -> list[int]:
-    """Node indices whose values differ (a node outside one tree counts as blank there)."""
-    diff = getattr(a, "diff", None)
-    if diff is not None:  # persistent trees: O(differing chunks)
-        out: list[int] = diff(b)
-        return out
-    na, nb = a.nodes(), b.nodes()
-    if na is nb:
-        return []
-    out = []
-    step = 256  # compare chunks at C speed, scan only the chunks that differ
-    for lo in range(0, max(len(na), len(nb)), step):
-        ca, cb = na[lo : lo + step], nb[lo : lo + step]
-        if ca != cb:
-            out.extend(lo + j for j, (u, v) in enumerate(itertools.zip_longest(ca, cb)) if u is not v and u != v)
-    return out
+    """Node indices whose values differ (a node outside one tree counts as blank there):
+    O(differing chunks) for trees that share structure (`RatchetTree.diff`)."""
+    return a.diff(b)
 
 
 def _node_parent_hash(v: LeafNode | ParentNode | None) -> bytes | None:
@@ -482,7 +463,13 @@ def _merge_tree(
     touched: set[int] = set()
     _close_upward((*final, *(2 * i for i in changed_leaves if i < n)), width, touched)
     for x in sorted((y for y in touched if y % 2 == 1), key=treemath.level):
-        if tree.node(x) is not None and not _parent_hash_valid(tree, x):
+        if tree.node(x) is None:
+            continue
+        # a subtree identical to a parent's (same tree hash) is as parent-hash valid as there
+        th = tree.tree_hash(x)
+        if any(x < t.width and t.tree_hash(x) == th for t in trees):
+            continue
+        if not _parent_hash_valid(tree, x):
             tree.set_node(x, None)
             report.parent_hash.add(x)
     return tree, report
