@@ -63,6 +63,16 @@ class Reader:
         self._pos += n
         return out
 
+    def view(self) -> tuple[bytes, int, int]:
+        """``(buffer, position, end)`` for a specialised parser, which reports back with `seek`."""
+        return self._buf, self._pos, self._end
+
+    def seek(self, pos: int) -> None:
+        """Move to ``pos`` (between the current position and the end), after a specialised parse."""
+        if not self._pos <= pos <= self._end:
+            raise DecodeError(f"cannot move to offset {pos} of a reader at {self._pos}..{self._end}")
+        self._pos = pos
+
     def slice_since(self, start: int) -> bytes:
         """The raw bytes consumed from ``start`` to the current position."""
         return self._buf[start : self._pos]

@@ -125,6 +125,7 @@ from crdt_mls.mls.welcome import (
     open_group_secrets,
     sign_group_info,
     verify_group_info,
+    verify_key_package_signatures,
 )
 from crdt_mls.mls.welcome import make_key_package as _make_key_package
 
@@ -561,7 +562,10 @@ class Group:
             raise WelcomeError("a group joined with a reinit/branch PSK must be at epoch 1")
         tree = _tree_from(suite, ratchet_tree, gi.extensions)
         _verify_joined_tree(suite, tree, gi)
-        my_leaf = tree.find_leaf(key_package.key_package.leaf_node)
+        mine = key_package.key_package.leaf_node
+        my_leaf = next(
+            (i for i, leaf in tree.members() if leaf.encryption_key == mine.encryption_key and leaf == mine), None
+        )
         if my_leaf is None:
             raise WelcomeError("our KeyPackage's leaf is not in the ratchet tree")
         own_caps = key_package.key_package.leaf_node.capabilities
@@ -1070,6 +1074,8 @@ class Group:
         refs = self._pending_for_commit(by_value) if include_pending else []
         entries = [ProposalEntry(c.proposal, c.sender, c.ref) for c in refs]
         entries.extend(ProposalEntry(p, me) for p in by_value)
+        # the KeyPackage signatures of many Adds are checked in one parallel batch first
+        verify_key_package_signatures([e.proposal.key_package for e in entries if isinstance(e.proposal, Add)])
         validate_proposal_list(suite, self.tree, gc, entries, me, now=now)
         if resumption_psk is not None:
             # the reinit/branch PSK of a new group's first commit (RFC 9420 sections 11.2, 11.3);

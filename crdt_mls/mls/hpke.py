@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument
+from crdt_mls.mls import parallel
 
 try:  # the C function behind hmac.digest, without its per-call dispatch
     from _hashlib import hmac_digest as _hmac_digest
@@ -506,6 +507,26 @@ class Hpke:
         key, nonce = self._key_schedule(shared, info)
         return enc, self.aead.seal(key, nonce, aad, plaintext)
 
+    def seal_many(
+        self, jobs: Sequence[tuple[bytes, bytes]], info: bytes, aad: bytes, rng: Rng = os.urandom
+    ) -> list[tuple[bytes, bytes]]:
+        """SealBase of many ``(pk_r, plaintext)`` pairs under one ``info`` and ``aad``
+        -> [(enc, ciphertext)], exactly as ``[self.seal(pk, info, aad, pt, rng) for pk, pt in jobs]``.
+
+        For the X25519 KEM the ephemeral keys are drawn from ``rng`` first (one 32-byte
+        draw per job, in job order: the same draws the serial loop makes) and the seals then
+        run on the worker threads of `crdt_mls.mls.parallel` (libsodium releases the GIL).
+        The first malformed public key (in job order) raises the same `DecodeError` as `seal`.
+        """
+        if not isinstance(self.kem.group, _X25519) or len(jobs) < _PARALLEL_SEALS:
+            return [self.seal(pk, info, aad, pt, rng) for pk, pt in jobs]
+        seeds = [rng(32) for _ in jobs]
+        for sk in seeds:
+            if len(sk) != 32:
+                raise InvalidArgument("rng returned the wrong number of bytes")
+        sealer = _X25519Sealer(self, info, aad)
+        return parallel.map_ranges(lambda lo, hi: sealer.run(jobs, seeds, lo, hi), len(jobs), min_items=_PARALLEL_SEALS)
+
     def open(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         """OpenBase (RFC 9180 section 6.1); `DecryptionError` on any failure caused by the input."""
         shared = self.kem.decap(enc, sk_r)
@@ -514,6 +535,82 @@ class Hpke:
             return self.aead.open(key, nonce, aad, ciphertext)
         except DecryptionError:
             raise DecryptionError("HPKE ciphertext did not decrypt") from None
+
+
+#: Batches of at least this many seals use the worker threads (below it the hand-off costs more).
+_PARALLEL_SEALS = 32
+
+
+class _X25519Sealer:
+    """SealBase with DHKEM(X25519) inlined (RFC 9180 sections 4.1, 5.1, 6.1), for `Hpke.seal_many`.
+
+    Computes, per job, with pre-drawn ephemeral ``skE``: ``enc = pk(skE)``,
+    ``dh = DH(skE, pkR)``, ``shared_secret = ExtractAndExpand(dh, enc || pkR)``, then the
+    KeySchedule of mode_base with the precomputed ``key_schedule_context`` and AEAD.Seal.
+    Same operations and bytes as `Hpke.seal`; only the labels are concatenated once.
+    """
+
+    __slots__ = (
+        "_aad",
+        "_aead",
+        "_eae",
+        "_kdf_hash",
+        "_kem_hash",
+        "_key",
+        "_nk",
+        "_nn",
+        "_nonce",
+        "_nsecret",
+        "_secret",
+        "_ss",
+        "_zero",
+    )
+
+    def __init__(self, hpke: Hpke, info: bytes, aad: bytes) -> None:
+        kem, kdf, aead = hpke.kem, hpke.kdf, hpke.aead
+        context = b"\x00" + hpke._psk_id_hash + hpke._info_hash(info)
+        sid = hpke.suite_id
+        self._kem_hash = kem.kdf.hash_name
+        self._kdf_hash = kdf.hash_name
+        self._zero = _ZERO[kem.kdf.nh]
+        # LabeledExtract("", "eae_prk", dh) and LabeledExpand(eae_prk, "shared_secret", kem_context, Nsecret)
+        self._eae = _HPKE_V1 + kem.suite_id + b"eae_prk"
+        self._ss = kem.nsecret.to_bytes(2, "big") + _HPKE_V1 + kem.suite_id + b"shared_secret"
+        # LabeledExtract(shared_secret, "secret", "") and the key / base_nonce LabeledExpands
+        self._secret = _HPKE_V1 + sid + b"secret"
+        self._nk, self._nn, self._nsecret = aead.nk, aead.nn, kem.nsecret
+        self._key = aead.nk.to_bytes(2, "big") + _HPKE_V1 + sid + b"key" + context + b"\x01"
+        self._nonce = aead.nn.to_bytes(2, "big") + _HPKE_V1 + sid + b"base_nonce" + context + b"\x01"
+        if kem.nsecret > kem.kdf.nh or aead.nk > kdf.nh or aead.nn > kdf.nh:  # pragma: no cover - all suites
+            raise InvalidArgument("inlined HPKE needs single-block expands")
+        self._aead = aead._cls
+        self._aad = bytes(aad)
+
+    def run(
+        self, jobs: Sequence[tuple[bytes, bytes]], seeds: Sequence[bytes], lo: int, hi: int
+    ) -> list[tuple[bytes, bytes]]:
+        base, mult, mac = _nacl.crypto_scalarmult_base, _nacl.crypto_scalarmult, _hmac_digest
+        kem_hash, kdf_hash, zero = self._kem_hash, self._kdf_hash, self._zero
+        eae, ss_info, secret_label, key_info, nonce_info = self._eae, self._ss, self._secret, self._key, self._nonce
+        nk, nn, nsecret, aead, aad = self._nk, self._nn, self._nsecret, self._aead, self._aad
+        out: list[tuple[bytes, bytes]] = []
+        for i in range(lo, hi):
+            pk_r, plaintext = jobs[i]
+            if len(pk_r) != 32:
+                raise DecodeError(f"malformed HPKE public key ({len(pk_r)} bytes)")
+            sk = seeds[i]
+            enc = base(sk)
+            try:
+                dh = mult(sk, pk_r)
+            except Exception:  # libsodium rejects an all-zero (low-order) result
+                raise DecodeError("HPKE public key is a low-order point") from None
+            prk = mac(zero, eae + dh, kem_hash)
+            shared = mac(prk, ss_info + enc + pk_r + b"\x01", kem_hash)[:nsecret]
+            secret = mac(shared, secret_label, kdf_hash)
+            key = mac(secret, key_info, kdf_hash)[:nk]
+            nonce = mac(secret, nonce_info, kdf_hash)[:nn]
+            out.append((enc, aead(key).encrypt(nonce, plaintext, aad)))
+        return out
 
 
 __all__ = [

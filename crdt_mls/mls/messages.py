@@ -14,13 +14,15 @@ hashable.  Byte-exact re-encoding follows from strict decoding (minimal varints 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from enum import IntEnum
+from itertools import starmap
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
 from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, OversizeError
-from crdt_mls.mls.codec import DEFAULT_MAX_VECTOR, Reader, Writer, decode_with
+from crdt_mls.mls.codec import DEFAULT_MAX_VECTOR, Reader, Writer, decode_with, encode_varint
 
 __all__ = [
     "MLS10",
@@ -325,6 +327,15 @@ def find_extension(extensions: Iterable[Extension], extension_type: int) -> Exte
     return None
 
 
+def _vec_len(n: int) -> int:
+    """Bytes taken by an ``opaque x<V>`` of ``n`` bytes: varint header plus body (RFC 9420 section 2.1.2)."""
+    return n + (1 if n < 0x40 else 2 if n < 0x4000 else 4)
+
+
+#: Capabilities already decoded, by their encoding (immutable values; bounded, cleared when full).
+_CAPS_CACHE: dict[bytes, Capabilities] = {}
+
+
 def _to_bytes(v: _Encodable) -> bytes:
     w = Writer()
     v.encode(w)
@@ -542,7 +553,8 @@ class LeafNode:
         w.fixed(self.to_bytes())
 
     def to_bytes(self) -> bytes:
-        """The LeafNode encoding (cached)."""
+        """The LeafNode encoding (cached: the received bytes of a decoded leaf, which strict
+        decoding makes identical to a fresh encoding)."""
         raw = self._raw
         if raw is None:
             w = Writer()
@@ -554,6 +566,17 @@ class LeafNode:
 
     @classmethod
     def decode(cls, r: Reader) -> LeafNode:
+        buf, pos, end = r.view()
+        leaf, pos = _p_leaf(buf, pos, end, r.max_vector, _CAPS_CACHE)
+        r.seek(pos)
+        if len(_CAPS_CACHE) > 256:
+            _CAPS_CACHE.clear()
+        return leaf
+
+    @classmethod
+    def decode_slow(cls, r: Reader) -> LeafNode:
+        """Reference decoder from the generic field decoders (`decode` is a specialised
+        parser with the same checks; the fuzz tests compare the two)."""
         start = r.position
         encryption_key = r.opaque()
         signature_key = r.opaque()
@@ -574,17 +597,22 @@ class LeafNode:
         object.__setattr__(leaf, "_raw", r.slice_since(start))
         return leaf
 
+    def content_bytes(self) -> bytes:
+        """The encoding without the signature: the fields LeafNodeTBS starts with (RFC 9420
+        section 7.2), a slice of the cached encoding."""
+        raw = self.to_bytes()
+        return raw[: len(raw) - _vec_len(len(self.signature))]
+
     def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """LeafNodeTBS (RFC 9420 section 7.2); group_id and leaf_index are needed unless the
         source is key_package, and ignored if it is."""
-        w = Writer()
-        self._encode_content(w)
-        if self.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
-            if group_id is None or leaf_index is None:
-                raise InvalidArgument("LeafNodeTBS of an update/commit leaf needs group_id and leaf_index")
-            w.opaque(group_id)
-            w.u32(leaf_index)
-        return w.getvalue()
+        if self.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+            return self.content_bytes()
+        if group_id is None or leaf_index is None:
+            raise InvalidArgument("LeafNodeTBS of an update/commit leaf needs group_id and leaf_index")
+        if not 0 <= leaf_index < 1 << 32:
+            raise InvalidArgument(f"{leaf_index} does not fit in an unsigned 4-byte integer")
+        return self.content_bytes() + encode_varint(len(group_id)) + group_id + leaf_index.to_bytes(4, "big")
 
     def without_signature(self) -> LeafNode:
         """A copy with an empty signature (to be re-signed)."""
@@ -646,12 +674,44 @@ def _w_opt_node(w: Writer, node: Node | None) -> None:
         encode_node(w, node)
 
 
-def _r_opt_node(r: Reader) -> Node | None:
-    return r.optional(decode_node)
+def _decode_node_slow(r: Reader) -> Node:
+    t = r.u8()
+    if t == NodeType.LEAF:
+        return LeafNode.decode_slow(r)
+    if t == NodeType.PARENT:
+        return ParentNode.decode(r)
+    raise DecodeError(f"invalid node_type value {t}")
+
+
+def _r_opt_node_slow(r: Reader) -> Node | None:
+    return r.optional(_decode_node_slow)
 
 
 def write_ratchet_tree(w: Writer, nodes: Sequence[Node | None]) -> None:
-    """Write ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3)."""
+    """Write ``optional<Node> ratchet_tree<V>`` (RFC 9420 section 12.4.3.3).
+
+    Leaves contribute their cached encoding; the body is joined once."""
+    parts: list[bytes] = []
+    append = parts.append
+    for node in nodes:
+        if node is None:
+            append(b"\x00")
+        elif isinstance(node, LeafNode):
+            append(b"\x01\x01")
+            append(node.to_bytes())
+        elif isinstance(node, ParentNode):
+            pw = Writer()
+            pw.u8(1)
+            pw.u8(NodeType.PARENT)
+            node.encode(pw)
+            append(pw.getvalue())
+        else:
+            raise InvalidArgument(f"not a tree node: {type(node).__name__}")
+    w.opaque(b"".join(parts))
+
+
+def write_ratchet_tree_slow(w: Writer, nodes: Sequence[Node | None]) -> None:
+    """Reference encoder from the generic struct encoders (used to test `write_ratchet_tree`)."""
     w.vector(nodes, _w_opt_node)
 
 
@@ -669,7 +729,7 @@ def read_ratchet_tree(r: Reader) -> list[Node | None]:
 
 def read_ratchet_tree_slow(r: Reader) -> list[Node | None]:
     """Reference decoder built from the generic struct decoders (used to test `_parse_tree`)."""
-    return r.vector(_r_opt_node)
+    return r.vector(_r_opt_node_slow)
 
 
 def encode_ratchet_tree(nodes: Sequence[Node | None]) -> bytes:
@@ -750,9 +810,26 @@ def _p_extensions(data: bytes, cap: int) -> tuple[Extension, ...]:
     return tuple(out)
 
 
+#: slot setters of LeafNode in field order (with ``_raw`` last), to build parsed leaves
+#: without the frozen dataclass ``__init__`` (which sets every field through object.__setattr__)
+_LEAF_SETTERS: tuple[Callable[[object, object], None], ...] = ()
+#: Lifetimes already decoded, by their 16 bytes (immutable values; bounded like _CAPS_CACHE)
+_LIFETIMES: dict[bytes, Lifetime] = {}
+
+
+def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
+    global _LEAF_SETTERS
+    if not _LEAF_SETTERS:
+        names = [f.name for f in dataclass_fields(LeafNode)]
+        assert names[-1] == "_raw"
+        _LEAF_SETTERS = tuple(getattr(LeafNode, n).__set__ for n in names)
+    return _LEAF_SETTERS
+
+
 def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Capabilities]) -> tuple[LeafNode, int]:
-    # Short vectors (length < 64, one header byte) are read inline; everything else goes
-    # through `_p_opaque`, which performs the full set of checks.
+    # Short vectors (length < 64, one header byte) are read inline, as are two-byte headers
+    # of the signature; everything else goes through `_p_opaque`, which performs the full
+    # set of checks (the inline paths check truncation, the limit and minimality the same way).
     leaf_start = pos
     if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
         encryption_key = buf[pos + 1 : pos + 1 + n]
@@ -769,16 +846,24 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
     ctype = (buf[pos] << 8) | buf[pos + 1]
     if ctype == 0:
         raise DecodeError("invalid credential_type value 0")
-    ccontent, pos = _p_opaque(buf, pos + 2, end, cap)
+    pos += 2
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        ccontent = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        ccontent, pos = _p_opaque(buf, pos, end, cap)
     if ctype == CredentialType.X509:
         _p_check_opaque_list(ccontent, cap)
     credential = Credential(ctype, ccontent)
     start = pos
-    for _ in range(5):  # the five vectors of Capabilities
+    for _ in range(5):  # the five uint16 vectors of Capabilities, checked in order as the generic decoder does
         if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
             pos += 1 + n
         else:
-            _, pos = _p_opaque(buf, pos, end, cap)
+            body, pos = _p_opaque(buf, pos, end, cap)
+            n = len(body)
+        if n & 1:
+            raise DecodeError(f"truncated input: a uint16 vector of {n} bytes at offset {pos - n}")
     raw_caps = buf[start:pos]
     capabilities = caps_cache.get(raw_caps)
     if capabilities is None:
@@ -793,7 +878,13 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
     if src_value == 1:
         if pos + 16 > end:
             raise _trunc(pos)
-        lifetime = Lifetime(int.from_bytes(buf[pos : pos + 8], "big"), int.from_bytes(buf[pos + 8 : pos + 16], "big"))
+        raw_lt = buf[pos : pos + 16]
+        lifetime = _LIFETIMES.get(raw_lt)
+        if lifetime is None:
+            lifetime = Lifetime(int.from_bytes(raw_lt[:8], "big"), int.from_bytes(raw_lt[8:], "big"))
+            if len(_LIFETIMES) > 256:
+                _LIFETIMES.clear()
+            _LIFETIMES[raw_lt] = lifetime
         pos += 16
         src = LeafNodeSource.KEY_PACKAGE
     elif src_value == 2:
@@ -809,12 +900,31 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
     else:
         ext_data, pos = _p_opaque(buf, pos, end, cap)
         extensions = _p_extensions(ext_data, cap)
-    signature, pos = _p_opaque(buf, pos, end, cap)
-    leaf = LeafNode(
-        encryption_key, signature_key, credential, capabilities, src, lifetime, parent_hash, extensions, signature
-    )
-    object.__setattr__(leaf, "_raw", buf[leaf_start:pos])
+    # signature: a two-byte header for 64..16383 bytes (Ed25519: 64)
+    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
+        stop = pos + 2 + n
+        if stop > end:
+            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
+        signature = buf[pos + 2 : stop]
+        pos = stop
+    else:
+        signature, pos = _p_opaque(buf, pos, end, cap)
+    leaf = _new_object(LeafNode)
+    s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _LEAF_SETTERS or _leaf_setters()
+    s0(leaf, encryption_key)
+    s1(leaf, signature_key)
+    s2(leaf, credential)
+    s3(leaf, capabilities)
+    s4(leaf, src)
+    s5(leaf, lifetime)
+    s6(leaf, parent_hash)
+    s7(leaf, extensions)
+    s8(leaf, signature)
+    s9(leaf, buf[leaf_start:pos])
     return leaf, pos
+
+
+_new_object = object.__new__
 
 
 def _p_check_opaque_list(data: bytes, cap: int) -> None:
@@ -873,6 +983,63 @@ class HPKECiphertext:
     def decode(cls, r: Reader) -> HPKECiphertext:
         return cls(r.opaque(), r.opaque())
 
+    @classmethod
+    def many(cls, pairs: Iterable[tuple[bytes, bytes]]) -> tuple[HPKECiphertext, ...]:
+        """``(kem_output, ciphertext)`` pairs as HPKECiphertext values."""
+        return tuple(starmap(cls, pairs))
+
+
+def _encode_ciphertexts(cts: Sequence[HPKECiphertext]) -> bytes:
+    """The body of ``HPKECiphertext x<V>`` (RFC 9420 section 7.6), without per-field calls."""
+    small = _SMALL_VARINTS
+    parts: list[bytes] = []
+    append = parts.append
+    for ct in cts:
+        k = ct.kem_output
+        c = ct.ciphertext
+        lk = len(k)
+        lc = len(c)
+        append(small[lk] if lk < 0x40 else encode_varint(lk))
+        append(k)
+        append(small[lc] if lc < 0x40 else encode_varint(lc))
+        append(c)
+    return b"".join(parts)
+
+
+def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECiphertext, ...]:
+    """Parse the items of ``HPKECiphertext x<V>`` in ``buf[pos:end]`` (same checks as the
+    generic decoder: each field an ``opaque<V>`` with a minimal varint within the limit)."""
+    out: list[tuple[bytes, bytes]] = []
+    append = out.append
+    while pos < end:
+        # inline fast path for one-byte length headers (fields shorter than 64 bytes)
+        n = buf[pos]
+        if n < 0x40 and n <= cap and pos + 1 + n <= end:
+            kem_output = buf[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+        else:
+            kem_output, pos = _p_opaque(buf, pos, end, cap)
+        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+            ciphertext = buf[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+        else:
+            ciphertext, pos = _p_opaque(buf, pos, end, cap)
+        append((kem_output, ciphertext))
+    return HPKECiphertext.many(out)
+
+
+def _read_ciphertexts(r: Reader) -> tuple[HPKECiphertext, ...]:
+    """Read ``HPKECiphertext x<V>`` (RFC 9420 section 7.6) with the specialised parser."""
+    buf, pos, end = r.view()
+    cap = r.max_vector
+    body, stop = _p_opaque(buf, pos, end, cap)
+    r.seek(stop)
+    return _parse_ciphertexts(body, 0, len(body), cap)
+
+
+#: One-byte varint headers (lengths below 64).
+_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x40))
+
 
 @dataclass(frozen=True, slots=True)
 class UpdatePathNode:
@@ -883,10 +1050,15 @@ class UpdatePathNode:
 
     def encode(self, w: Writer) -> None:
         w.opaque(self.encryption_key)
-        w.vector(self.encrypted_path_secret, _w_struct)
+        w.opaque(_encode_ciphertexts(self.encrypted_path_secret))
 
     @classmethod
     def decode(cls, r: Reader) -> UpdatePathNode:
+        return cls(r.opaque(), _read_ciphertexts(r))
+
+    @classmethod
+    def decode_slow(cls, r: Reader) -> UpdatePathNode:
+        """Reference decoder from the generic field decoders (for the fuzz tests)."""
         return cls(r.opaque(), tuple(r.vector(HPKECiphertext.decode)))
 
 
@@ -919,6 +1091,11 @@ class KeyPackage:
     leaf_node: LeafNode
     extensions: tuple[Extension, ...] = ()
     signature: bytes = b""
+    #: Cached encoding (the struct is immutable); filled by decoding or the first encode.
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False, hash=False)
+    #: Set by `crdt_mls.mls.welcome.verify_key_package_signatures` once both signatures of
+    #: this (immutable) value verified; they depend on nothing but the KeyPackage itself.
+    _signatures_ok: bool = field(default=False, init=False, repr=False, compare=False, hash=False)
 
     def _encode_content(self, w: Writer) -> None:
         w.u16(self.version)
@@ -928,18 +1105,60 @@ class KeyPackage:
         _w_extensions(w, self.extensions)
 
     def encode(self, w: Writer) -> None:
-        self._encode_content(w)
-        w.opaque(self.signature)
+        w.fixed(self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The KeyPackage encoding (cached; for a decoded KeyPackage, the received bytes)."""
+        raw = self._raw
+        if raw is None:
+            w = Writer()
+            self._encode_content(w)
+            w.opaque(self.signature)
+            raw = w.getvalue()
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @classmethod
     def decode(cls, r: Reader) -> KeyPackage:
-        return cls(r.u16(), r.u16(), r.opaque(), LeafNode.decode(r), _r_extensions(r), r.opaque())
+        buf, start, end = r.view()
+        cap = r.max_vector
+        if start + 4 > end:
+            raise _trunc(start)
+        version = (buf[start] << 8) | buf[start + 1]
+        suite = (buf[start + 2] << 8) | buf[start + 3]
+        pos = start + 4
+        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+            init_key = buf[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+        else:
+            init_key, pos = _p_opaque(buf, pos, end, cap)
+        leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
+        if pos < end and buf[pos] == 0:
+            extensions: tuple[Extension, ...] = ()
+            pos += 1
+        else:
+            ext_data, pos = _p_opaque(buf, pos, end, cap)
+            extensions = _p_extensions(ext_data, cap)
+        signature, pos = _p_opaque(buf, pos, end, cap)
+        r.seek(pos)
+        if len(_CAPS_CACHE) > 256:
+            _CAPS_CACHE.clear()
+        kp = cls(version, suite, init_key, leaf, extensions, signature)
+        object.__setattr__(kp, "_raw", buf[start:pos])
+        return kp
+
+    @classmethod
+    def decode_slow(cls, r: Reader) -> KeyPackage:
+        """Reference decoder from the generic field decoders (for the fuzz tests)."""
+        start = r.position
+        kp = cls(r.u16(), r.u16(), r.opaque(), LeafNode.decode_slow(r), _r_extensions(r), r.opaque())
+        object.__setattr__(kp, "_raw", r.slice_since(start))
+        return kp
 
     def tbs(self) -> bytes:
-        """KeyPackageTBS (RFC 9420 section 10)."""
-        w = Writer()
-        self._encode_content(w)
-        return w.getvalue()
+        """KeyPackageTBS (RFC 9420 section 10): the encoding without the signature."""
+        raw = self.to_bytes()
+        return raw[: len(raw) - _vec_len(len(self.signature))]
 
 
 # ----------------------------------------------------------------------- group context
@@ -1244,6 +1463,24 @@ def decode_proposal_or_ref(r: Reader) -> ProposalOrRef:
     raise DecodeError(f"invalid ProposalOrRefType value {t}")
 
 
+_ADD_BY_VALUE = b"\x01" + ProposalType.ADD.to_bytes(2, "big")
+
+
+def _encode_proposals(proposals: Sequence[ProposalOrRef]) -> bytes:
+    """The body of ``ProposalOrRef proposals<V>`` (RFC 9420 section 12.4); Adds by value
+    contribute their KeyPackage's cached encoding."""
+    parts: list[bytes] = []
+    for p in proposals:
+        if isinstance(p, Add):
+            parts.append(_ADD_BY_VALUE)
+            parts.append(p.key_package.to_bytes())
+        else:
+            w = Writer()
+            encode_proposal_or_ref(w, p)
+            parts.append(w.getvalue())
+    return b"".join(parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     """RFC 9420 section 12.4."""
@@ -1252,7 +1489,7 @@ class Commit:
     path: UpdatePath | None = None
 
     def encode(self, w: Writer) -> None:
-        w.vector(self.proposals, encode_proposal_or_ref)
+        w.opaque(_encode_proposals(self.proposals))
         w.optional(self.path, _w_struct)
 
     @classmethod
@@ -1344,27 +1581,44 @@ class FramedContent:
     sender: Sender
     authenticated_data: bytes
     content: Content
+    #: Cached encoding (the struct is immutable): the received bytes of a decoded value, else
+    #: filled by the first encode.  A commit's content is encoded for the signature, the
+    #: membership tag, the transcript hash and the message itself: once.
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     @property
     def content_type(self) -> ContentType:
         return content_type_of(self.content)
 
     def encode(self, w: Writer) -> None:
-        w.opaque(self.group_id)
-        w.u64(self.epoch)
-        self.sender.encode(w)
-        w.opaque(self.authenticated_data)
-        w.u8(self.content_type)
-        _w_content(w, self.content)
+        w.fixed(self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The FramedContent encoding (cached)."""
+        raw = self._raw
+        if raw is None:
+            w = Writer()
+            w.opaque(self.group_id)
+            w.u64(self.epoch)
+            self.sender.encode(w)
+            w.opaque(self.authenticated_data)
+            w.u8(self.content_type)
+            _w_content(w, self.content)
+            raw = w.getvalue()
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @classmethod
     def decode(cls, r: Reader) -> FramedContent:
+        start = r.position
         group_id = r.opaque()
         epoch = r.u64()
         sender = Sender.decode(r)
         aad = r.opaque()
         t = _enum(ContentType, r.u8(), "content_type")
-        return cls(group_id, epoch, sender, aad, _r_content(r, t))
+        fc = cls(group_id, epoch, sender, aad, _r_content(r, t))
+        object.__setattr__(fc, "_raw", r.slice_since(start))
+        return fc
 
 
 @dataclass(frozen=True, slots=True)
@@ -1698,6 +1952,40 @@ class EncryptedGroupSecrets:
         return cls(r.opaque(), HPKECiphertext.decode(r))
 
 
+def _encode_group_secrets_list(secrets: Sequence[EncryptedGroupSecrets]) -> bytes:
+    """The body of ``EncryptedGroupSecrets secrets<V>`` (RFC 9420 section 12.4.3.1)."""
+    small = _SMALL_VARINTS
+    parts: list[bytes] = []
+    append = parts.append
+    for e in secrets:
+        ref = e.new_member
+        ct = e.encrypted_group_secrets
+        for field_bytes in (ref, ct.kem_output, ct.ciphertext):
+            n = len(field_bytes)
+            append(small[n] if n < 0x40 else encode_varint(n))
+            append(field_bytes)
+    return b"".join(parts)
+
+
+def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
+    """Read ``EncryptedGroupSecrets secrets<V>`` with a specialised parser (the checks of
+    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit)."""
+    buf, pos, end = r.view()
+    cap = r.max_vector
+    body, stop = _p_opaque(buf, pos, end, cap)
+    r.seek(stop)
+    refs: list[bytes] = []
+    pairs: list[tuple[bytes, bytes]] = []
+    pos, end = 0, len(body)
+    while pos < end:
+        ref, pos = _p_opaque(body, pos, end, cap)
+        kem_output, pos = _p_opaque(body, pos, end, cap)
+        ciphertext, pos = _p_opaque(body, pos, end, cap)
+        refs.append(ref)
+        pairs.append((kem_output, ciphertext))
+    return tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(pairs), strict=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class Welcome:
     """RFC 9420 section 12.4.3.1."""
@@ -1708,11 +1996,16 @@ class Welcome:
 
     def encode(self, w: Writer) -> None:
         w.u16(self.cipher_suite)
-        w.vector(self.secrets, _w_struct)
+        w.opaque(_encode_group_secrets_list(self.secrets))
         w.opaque(self.encrypted_group_info)
 
     @classmethod
     def decode(cls, r: Reader) -> Welcome:
+        return cls(r.u16(), _read_group_secrets_list(r), r.opaque())
+
+    @classmethod
+    def decode_slow(cls, r: Reader) -> Welcome:
+        """Reference decoder from the generic field decoders (for the fuzz tests)."""
         return cls(r.u16(), tuple(r.vector(EncryptedGroupSecrets.decode)), r.opaque())
 
 

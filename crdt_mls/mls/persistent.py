@@ -9,8 +9,9 @@ O(log n) work in practice (and O(n / 256) pointer copies, 512 at 50,000 members)
 * `PVec`: a chunked copy-on-write vector.  `copy` copies the list of chunk references and
   gives up ownership of every chunk in both vectors; `set` copies a chunk the vector does not
   own before writing it.  Entries past the length are always ``None``.
-* `PMap`: a hash map split into 1,024 buckets held in a `PVec`; `copy` is a `PVec.copy`, a
-  write copies one bucket dict (and one chunk of bucket references).
+* `PMap`: a hash map split into 4,096 buckets held in a `PVec`; `copy` is a `PVec.copy`, a
+  write copies one bucket dict (and one chunk of bucket references).  The ratchet tree's
+  encryption-key index of a 50,000-member group (~115,000 keys) has ~28 keys per bucket.
 
 Neither is thread-safe for concurrent writers; concurrent readers are fine.  Values stored
 are shared between copies and must be immutable.
@@ -227,12 +228,13 @@ class PVec(Sequence[T]):
 
 
 class PMap(Generic[K, V]):
-    """A persistent hash map: 1,024 bucket dicts in a `PVec`, each copied on its first write
-    after a `copy` (keys are hashed with Python's randomized ``hash``)."""
+    """A persistent hash map: 4,096 bucket dicts in a `PVec`, each copied on its first write
+    after a `copy` (keys are hashed with Python's ``hash``, randomized for bytes, so that
+    remote input cannot pile keys into one bucket)."""
 
     __slots__ = ("_buckets", "_len", "_owned")
 
-    _BUCKET_BITS = 10
+    _BUCKET_BITS = 12
     _BUCKET_MASK = (1 << _BUCKET_BITS) - 1
 
     _buckets: PVec[dict[K, V] | None]

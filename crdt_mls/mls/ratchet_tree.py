@@ -662,7 +662,7 @@ class RatchetTree:
         return self.suite.hash(w.getvalue())
 
     def _node_parent_hash(self, x: int) -> bytes | None:
-        v = self._nodes[x]
+        v = self.node(x)
         if v is None:
             return None
         if isinstance(v, ParentNode):
@@ -671,35 +671,67 @@ class RatchetTree:
             return v.parent_hash
         return None
 
-    def _ph_valid_wrt(self, d: int, p: int, c: int, s: int, ph: bytes) -> bool:
-        """Whether node ``d``'s parent hash is valid w.r.t. ``p`` (RFC 9420 section 7.9.2)."""
-        if self._node_parent_hash(d) != ph:
-            return False
-        pv = self._nodes[p]
-        assert isinstance(pv, ParentNode)
+    def _resolution_upto(self, x: int, limit: int) -> list[int] | None:
+        """The resolution of ``x`` if it has at most ``limit`` nodes, else None (section 4.1.1).
+
+        A depth-first walk that stops as soon as the limit is passed, so a large blank
+        subtree costs O(limit + depth) instead of materialising its whole resolution.
+        """
+        nodes = self.nodes()
+        out: list[int] = []
+        distinct: set[int] = set()  # (a malformed unmerged list may repeat a leaf)
+        stack = [x]
+        while stack:
+            y = stack.pop()
+            v = nodes[y]
+            if v is not None:
+                found = [y, *(2 * u for u in v.unmerged_leaves)] if isinstance(v, ParentNode) else [y]
+                out.extend(found)
+                distinct.update(found)
+                if len(distinct) > limit:
+                    return None
+            elif y & 1:
+                k = _level(y) - 1
+                stack.append(y ^ (3 << k))  # right child, visited after the left one
+                stack.append(y ^ (1 << k))
+        return out
+
+    def _ph_valid_count(self, p: int, pv: ParentNode, c: int, s: int) -> int:
+        """How many nodes D below child ``c`` of ``p`` have a parent hash valid w.r.t. ``p``
+        (RFC 9420 section 7.9.2): D in resolution(c), D.parent_hash = ParentHash(p, s), and
+        resolution(c) minus D equal to p's unmerged leaves under c."""
         rng = treemath.subtree_leaves(c)
         unmerged_c = {2 * u for u in pv.unmerged_leaves if u in rng}
-        res_c = set(self.resolution(c))
-        res_c.discard(d)
-        return unmerged_c == res_c
+        # resolution(c) = unmerged_c + {D}: a larger resolution has no valid D
+        res_c = self._resolution_upto(c, len(unmerged_c) + 1)
+        if res_c is None:
+            return 0
+        ph: bytes | None = None
+        found = 0
+        res_set = set(res_c)
+        for d in res_c:
+            dph = self._node_parent_hash(d)
+            if dph is None:
+                continue
+            if ph is None:
+                ph = self.compute_parent_hash(p, s)
+            if dph == ph and res_set - {d} == unmerged_c:
+                found += 1
+        return found
 
     def parent_hash_valid(self, p: int) -> bool:
         """Whether exactly one descendant chains to parent ``p`` (top-down check, section 7.9.2)."""
-        if self._nodes[p] is None:
+        pv = self.node(p)
+        if pv is None:
             return True
+        assert isinstance(pv, ParentNode)
         left, right = _children(p)
-        found = 0
-        for c, s in ((left, right), (right, left)):
-            ph = self.compute_parent_hash(p, s)
-            for d in self.resolution(c):
-                if self._ph_valid_wrt(d, p, c, s, ph):
-                    found += 1
-        return found == 1
+        return self._ph_valid_count(p, pv, left, right) + self._ph_valid_count(p, pv, right, left) == 1
 
     def verify_parent_hashes(self) -> None:
         """Every non-blank parent node is parent-hash valid, else `TreeError` (section 7.9.2)."""
-        for p in range(1, len(self._nodes), 2):
-            if self._nodes[p] is not None and not self.parent_hash_valid(p):
+        for p, v in enumerate(self.nodes()):
+            if v is not None and p & 1 and not self.parent_hash_valid(p):
                 raise TreeError(f"parent node {p} is not parent-hash valid")
 
     # ------------------------------------------------------------------ validation
@@ -707,11 +739,13 @@ class RatchetTree:
     def verify_unmerged_leaves(self) -> None:
         """Checks on ``unmerged_leaves`` done when joining (RFC 9420 section 12.4.3.1)."""
         n = self.n_leaves
-        for p in range(1, len(self._nodes), 2):
-            v = self._nodes[p]
-            if v is None:
+        nodes = self.nodes()
+        for p, v in enumerate(nodes):
+            if v is None or not p & 1:
                 continue
             assert isinstance(v, ParentNode)
+            if not v.unmerged_leaves:
+                continue
             rng = treemath.subtree_leaves(p)
             prev = -1
             for u in v.unmerged_leaves:
@@ -720,12 +754,12 @@ class RatchetTree:
                 prev = u
                 if u not in rng or u >= n:
                     raise TreeError(f"unmerged leaf {u} of node {p} is not a descendant")
-                if self._nodes[2 * u] is None:
+                if nodes[2 * u] is None:
                     raise TreeError(f"unmerged leaf {u} of node {p} is blank")
                 for q in direct_path(2 * u, n):
                     if q == p:
                         break
-                    qv = self._nodes[q]
+                    qv = nodes[q]
                     if qv is not None:
                         assert isinstance(qv, ParentNode)
                         if u not in qv.unmerged_leaves:
@@ -733,23 +767,34 @@ class RatchetTree:
 
     def verify_key_uniqueness(self) -> None:
         """Encryption keys unique across all nodes, signature keys across leaves (section 7.3)."""
-        enc: set[bytes] = set()
-        sig: set[bytes] = set()
-        for x, v in enumerate(self._nodes):
-            if v is None:
-                continue
-            if v.encryption_key in enc:
+        present = [(x, v) for x, v in enumerate(self.nodes()) if v is not None]
+        enc = [v.encryption_key for _x, v in present]
+        sig = [v.signature_key for _x, v in present if isinstance(v, LeafNode)]
+        if len(set(enc)) == len(enc) and len(set(sig)) == len(sig):
+            return
+        seen_enc: set[bytes] = set()
+        seen_sig: set[bytes] = set()
+        for x, v in present:  # name the first duplicate, in node order
+            if v.encryption_key in seen_enc:
                 raise TreeError(f"encryption key of node {x} appears twice in the tree")
-            enc.add(v.encryption_key)
+            seen_enc.add(v.encryption_key)
             if isinstance(v, LeafNode):
-                if v.signature_key in sig:
+                if v.signature_key in seen_sig:
                     raise TreeError(f"signature key of leaf {x // 2} appears twice in the tree")
-                sig.add(v.signature_key)
+                seen_sig.add(v.signature_key)
 
     def verify_leaf_signatures(self, group_id: bytes) -> None:
-        """Every leaf's signature verifies with ``group_id`` and its index (section 7.3)."""
-        for i, leaf in self.members():
-            verify_leaf_signature(self.suite, leaf, group_id, i)
+        """Every leaf's signature verifies with ``group_id`` and its index (section 7.3).
+
+        The signatures are checked in one batch (on the worker threads of
+        `crdt_mls.mls.parallel`); the error names the lowest failing leaf, as a serial loop would.
+        """
+        members = list(self.members())
+        jobs = [(leaf.signature_key, "LeafNodeTBS", leaf.tbs(group_id, i), leaf.signature) for i, leaf in members]
+        ok = self.suite.verify_with_label_many(jobs)
+        if not all(ok):
+            bad = members[ok.index(False)][0]
+            raise SignatureError(f"LeafNode signature of leaf {bad} does not verify")
 
     def verify_integrity(self, group_id: bytes, tree_hash: bytes | None = None) -> None:
         """The tree checks a joiner runs (RFC 9420 section 12.4.3.1), except credential

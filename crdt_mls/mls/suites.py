@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crdt_mls.errors import DecodeError, InvalidArgument, SignatureError, UnsupportedError
 from crdt_mls.mls import hpke as _hpke
+from crdt_mls.mls import parallel
 from crdt_mls.mls.codec import encode_varint
 
 try:  # the C function behind hmac.digest, without its per-call dispatch
@@ -114,6 +115,30 @@ class _Ed25519:
 
     def generate(self, rng: Rng) -> bytes:
         return _rand(rng, 32)
+
+
+#: Batches of at least this many signature checks use the worker threads.
+_PARALLEL_VERIFIES = 16
+
+
+def _ed25519_verify_range(jobs: Sequence[tuple[bytes, str, bytes, bytes]], lo: int, hi: int) -> list[bool]:
+    """VerifyWithLabel with Ed25519 (RFC 9420 section 5.1.2, RFC 8032) of ``jobs[lo:hi]`` =
+    (public key, label, content, signature); libsodium takes signature || message."""
+    sign_open = _nacl.crypto_sign_open
+    join = b"".join
+    out: list[bool] = []
+    for i in range(lo, hi):
+        pk, label, content, sig = jobs[i]
+        if len(pk) != 32 or len(sig) != 64:
+            out.append(False)
+            continue
+        try:
+            sign_open(join((sig, _label(label), encode_varint(len(content)), content)), bytes(pk))
+        except Exception:  # nacl BadSignatureError / ValueError for an invalid point
+            out.append(False)
+        else:
+            out.append(True)
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -330,6 +355,18 @@ class CipherSuite:
         info = _label(label) + _vec(context)
         return self._hpke.seal(bytes(public_key), info, b"", plaintext, rng)
 
+    def encrypt_with_label_many(
+        self, jobs: Sequence[tuple[bytes, bytes]], label: str, context: bytes, rng: Rng = os.urandom
+    ) -> list[tuple[bytes, bytes]]:
+        """EncryptWithLabel (RFC 9420 section 5.1.3) of many ``(public_key, plaintext)`` pairs
+        under one label and context -> [(kem_output, ciphertext)], in job order.
+
+        The same values (for the same ``rng``) as calling `encrypt_with_label` for each job in
+        order; large batches run on the worker threads of `crdt_mls.mls.parallel`.
+        """
+        info = _label(label) + _vec(context)
+        return self._hpke.seal_many([(bytes(pk), pt) for pk, pt in jobs], info, b"", rng)
+
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:
@@ -369,6 +406,27 @@ class CipherSuite:
     def verify_with_label(self, public_key: bytes, label: str, content: bytes, signature: bytes) -> None:
         """VerifyWithLabel (RFC 9420 section 5.1.2); `SignatureError` if invalid."""
         self._sig.verify(public_key, _label(label) + _vec(content), signature)
+
+    def verify_with_label_many(self, jobs: Sequence[tuple[bytes, str, bytes, bytes]]) -> list[bool]:
+        """VerifyWithLabel (RFC 9420 section 5.1.2) of many ``(public_key, label, content,
+        signature)`` jobs -> whether each one verifies (a malformed key or signature is False).
+
+        Ed25519 batches run on the worker threads of `crdt_mls.mls.parallel` (libsodium
+        releases the GIL); other schemes run in the calling thread.
+        """
+        if isinstance(self._sig, _Ed25519):
+            return parallel.map_ranges(
+                lambda lo, hi: _ed25519_verify_range(jobs, lo, hi), len(jobs), min_items=_PARALLEL_VERIFIES
+            )
+        out: list[bool] = []
+        for pk, label, content, sig in jobs:
+            try:
+                self._sig.verify(pk, _label(label) + _vec(content), sig)
+            except (SignatureError, DecodeError):
+                out.append(False)
+            else:
+                out.append(True)
+        return out
 
     def generate_signature_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
         """A fresh signature key pair -> (private, public)."""

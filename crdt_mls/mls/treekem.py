@@ -265,15 +265,25 @@ def create_update_path(
 
     gc = replace(group_context, tree_hash=new.tree_hash())
     ctx = gc.to_bytes()
-    nodes: list[UpdatePathNode] = []
-    for (p, s), pub in zip(fdp, pubs, strict=True):
-        cts: list[HPKECiphertext] = []
-        for r in new.resolution_excluding(s, excluded):
+    # every (recipient key, path secret) of the whole path in one batch, in the order of the
+    # serial loop (node by node, resolution order), so rng is drawn in that order
+    jobs: list[tuple[bytes, bytes]] = []
+    counts: list[int] = []
+    for p, s in fdp:
+        res = new.resolution_excluding(s, excluded)
+        secret = path_secrets[p]
+        for r in res:
             v = new.node(r)
             assert v is not None
-            kem_output, ct = suite.encrypt_with_label(v.encryption_key, _PATH_LABEL, ctx, path_secrets[p], rng=rng)
-            cts.append(HPKECiphertext(kem_output, ct))
-        nodes.append(UpdatePathNode(pub, tuple(cts)))
+            jobs.append((v.encryption_key, secret))
+        counts.append(len(res))
+    sealed = suite.encrypt_with_label_many(jobs, _PATH_LABEL, ctx, rng=rng)
+    cts = HPKECiphertext.many(sealed)
+    nodes: list[UpdatePathNode] = []
+    start = 0
+    for pub, count in zip(pubs, counts, strict=True):
+        nodes.append(UpdatePathNode(pub, cts[start : start + count]))
+        start += count
 
     keys = TreePrivateKeys(leaf_index, node_keys)
     return CreatedUpdatePath(

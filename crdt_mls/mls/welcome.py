@@ -12,8 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import starmap
 
-from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument, ProposalError, SignatureError, WelcomeError
+from crdt_mls.errors import (
+    DecodeError,
+    DecryptionError,
+    InvalidArgument,
+    ProposalError,
+    SignatureError,
+    UnsupportedError,
+    WelcomeError,
+)
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.key_schedule import welcome_key_nonce
@@ -48,6 +57,7 @@ __all__ = [
     "sign_group_info",
     "verify_group_info",
     "verify_key_package",
+    "verify_key_package_signatures",
 ]
 
 Rng = Callable[[int], bytes]
@@ -58,7 +68,7 @@ ALL_SUITES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
 
 def key_package_ref(suite: CipherSuite, key_package: KeyPackage) -> bytes:
     """``MakeKeyPackageRef`` = RefHash("MLS 1.0 KeyPackage Reference", KeyPackage) (RFC 9420 section 5.2)."""
-    return suite.ref_hash("KeyPackage Reference", codec.encode(key_package))
+    return suite.ref_hash("KeyPackage Reference", key_package.to_bytes())
 
 
 def _left_pad(key: bytes, length: int) -> bytes:
@@ -150,18 +160,56 @@ def verify_key_package(key_package: KeyPackage, now: int | None = None) -> None:
         raise ProposalError("the LeafNode of a KeyPackage must have leaf_node_source key_package")
     if key_package.init_key == leaf.encryption_key:
         raise ProposalError("KeyPackage init_key equals the leaf encryption_key")
-    try:
-        suite.verify_with_label(leaf.signature_key, "KeyPackageTBS", key_package.tbs(), key_package.signature)
-    except (SignatureError, DecodeError):
-        raise SignatureError("KeyPackage signature does not verify") from None
-    try:
-        suite.verify_with_label(leaf.signature_key, "LeafNodeTBS", leaf.tbs(), leaf.signature)
-    except (SignatureError, DecodeError):
-        raise SignatureError("LeafNode signature of the KeyPackage does not verify") from None
+    if not key_package._signatures_ok:  # else verified already by verify_key_package_signatures
+        try:
+            suite.verify_with_label(leaf.signature_key, "KeyPackageTBS", key_package.tbs(), key_package.signature)
+        except (SignatureError, DecodeError):
+            raise SignatureError("KeyPackage signature does not verify") from None
+        try:
+            suite.verify_with_label(leaf.signature_key, "LeafNodeTBS", leaf.tbs(), leaf.signature)
+        except (SignatureError, DecodeError):
+            raise SignatureError("LeafNode signature of the KeyPackage does not verify") from None
     if now is not None and leaf.lifetime is not None:
         lt = leaf.lifetime
         if not lt.not_before <= now <= lt.not_after:
             raise ProposalError("KeyPackage lifetime does not cover the current time")
+
+
+def verify_key_package_signatures(key_packages: Sequence[KeyPackage]) -> int:
+    """Check the two signatures of many KeyPackages at once (RFC 9420 section 10.1:
+    KeyPackageTBS and the leaf's LeafNodeTBS), on the worker threads of
+    `crdt_mls.mls.parallel`; returns how many KeyPackages passed.
+
+    Raises nothing: each KeyPackage whose two signatures verify is marked, and
+    `verify_key_package` then skips its signature checks (they depend only on the immutable
+    KeyPackage); any other KeyPackage is checked again, with the usual errors, by
+    `verify_key_package`.  Call it before validating a batch of Add proposals.
+    """
+    by_suite: dict[int, list[KeyPackage]] = {}
+    for kp in key_packages:
+        if not kp._signatures_ok:
+            by_suite.setdefault(kp.cipher_suite, []).append(kp)
+    passed = len(key_packages) - sum(len(v) for v in by_suite.values())
+    for suite_id, kps in by_suite.items():
+        try:
+            suite = get_cipher_suite(suite_id)
+        except UnsupportedError:
+            continue
+        jobs: list[tuple[bytes, str, bytes, bytes]] = []
+        for kp in kps:
+            leaf = kp.leaf_node
+            try:
+                leaf_tbs = leaf.tbs()
+            except InvalidArgument:  # not a key_package leaf: verify_key_package reports it
+                leaf_tbs = b""
+            jobs.append((leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature))
+            jobs.append((leaf.signature_key, "LeafNodeTBS", leaf_tbs, leaf.signature))
+        ok = suite.verify_with_label_many(jobs)
+        for i, kp in enumerate(kps):
+            if ok[2 * i] and ok[2 * i + 1] and kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+                object.__setattr__(kp, "_signatures_ok", True)
+                passed += 1
+    return passed
 
 
 def make_key_package(
@@ -293,11 +341,16 @@ def build_welcome(
     """
     key, nonce = welcome_key_nonce(suite, _welcome_secret(suite, joiner_secret, psk_secret))
     encrypted_group_info = suite.aead_seal(key, nonce, b"", codec.encode(group_info))
-    secrets: list[EncryptedGroupSecrets] = []
+    # GroupSecrets differ only by path secret: encode each distinct one once
+    psk_ids = tuple(psks)
+    encoded: dict[bytes | None, bytes] = {}
+    jobs: list[tuple[bytes, bytes]] = []
     for kp, path_secret in recipients:
-        gs = GroupSecrets(joiner_secret, path_secret, tuple(psks))
-        kem_output, ct = suite.encrypt_with_label(
-            kp.init_key, "Welcome", encrypted_group_info, codec.encode(gs), rng=rng
-        )
-        secrets.append(EncryptedGroupSecrets(key_package_ref(suite, kp), HPKECiphertext(kem_output, ct)))
-    return Welcome(suite.suite_id, tuple(secrets), encrypted_group_info)
+        plaintext = encoded.get(path_secret)
+        if plaintext is None:
+            plaintext = encoded[path_secret] = codec.encode(GroupSecrets(joiner_secret, path_secret, psk_ids))
+        jobs.append((kp.init_key, plaintext))
+    sealed = suite.encrypt_with_label_many(jobs, "Welcome", encrypted_group_info, rng=rng)
+    refs = [key_package_ref(suite, kp) for kp, _ in recipients]
+    secrets = tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(sealed), strict=True)))
+    return Welcome(suite.suite_id, secrets, encrypted_group_info)

@@ -1,0 +1,240 @@
+"""The specialised parsers and encoders of `crdt_mls.mls.messages` against the generic ones.
+
+The parsers that keep the received bytes (LeafNode, KeyPackage) or skip per-field calls
+(UpdatePathNode ciphertexts, Welcome secrets) must accept exactly what the generic field
+decoders accept, produce equal values, and keep as cached encoding exactly the bytes a
+fresh encoding produces.  Mutated and random inputs are compared both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crdt_mls.errors import DecodeError, OversizeError
+from crdt_mls.mls import codec
+from crdt_mls.mls.codec import Reader, Writer, decode_with
+from crdt_mls.mls.messages import (
+    Add,
+    Commit,
+    EncryptedGroupSecrets,
+    HPKECiphertext,
+    KeyPackage,
+    LeafNode,
+    MLSMessage,
+    ProposalRef,
+    Remove,
+    UpdatePathNode,
+    Welcome,
+    decode_ratchet_tree,
+    encode_proposal_or_ref,
+    write_ratchet_tree,
+    write_ratchet_tree_slow,
+)
+from tests.unit.test_fuzz_decoders import fresh
+from tests.vectors.loader import h, load
+
+Decoder = Callable[[Reader], Any]
+
+#: name -> (specialised decoder, generic reference decoder)
+PAIRS: dict[str, tuple[Decoder, Decoder]] = {
+    "leaf_node": (LeafNode.decode, LeafNode.decode_slow),
+    "key_package": (KeyPackage.decode, KeyPackage.decode_slow),
+    "update_path_node": (UpdatePathNode.decode, UpdatePathNode.decode_slow),
+    "welcome": (Welcome.decode, Welcome.decode_slow),
+}
+
+
+def _corpus() -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for e in load("messages")[:60]:
+        out.append(("key_package", h(e["mls_key_package"])[4:]))  # MLSMessage header: version, wire_format
+        out.append(("welcome", h(e["mls_welcome"])[4:]))
+        for node in decode_ratchet_tree(h(e["ratchet_tree"])):
+            if isinstance(node, LeafNode):
+                out.append(("leaf_node", node.to_bytes()))
+        commit = codec.decode(Commit, h(e["commit"]))
+        assert commit.path is not None
+        out.append(("leaf_node", commit.path.leaf_node.to_bytes()))
+        out.extend(("update_path_node", codec.encode(n)) for n in commit.path.nodes)
+    # the vectors' path nodes carry few ciphertexts: add nodes and Welcomes with many, of
+    # lengths around the one-byte / two-byte varint boundary
+    for k, sizes in enumerate(((32, 48), (0, 1), (63, 64), (64, 63), (32, 200), (1, 0))):
+        cts = tuple(HPKECiphertext(bytes([k + i]) * sizes[0], bytes([i]) * sizes[1]) for i in range(1 + 2 * k))
+        out.append(("update_path_node", codec.encode(UpdatePathNode(b"\x07" * 32, cts))))
+        secrets = tuple(EncryptedGroupSecrets(bytes([i]) * (32 if k % 2 else 70), ct) for i, ct in enumerate(cts))
+        out.append(("welcome", codec.encode(Welcome(1, secrets, b"\x09" * (k * 30)))))
+    return out
+
+
+CORPUS = _corpus()
+
+
+def _outcome(dec: Decoder, data: bytes, max_vector: int = codec.DEFAULT_MAX_VECTOR) -> tuple[str, Any]:
+    try:
+        return "ok", decode_with(dec, data, max_vector)
+    except OversizeError:
+        return "oversize", None
+    except DecodeError:
+        return "error", None
+
+
+def _compare(name: str, data: bytes, max_vector: int = codec.DEFAULT_MAX_VECTOR) -> None:
+    fast, slow = PAIRS[name]
+    got, want = _outcome(fast, data, max_vector), _outcome(slow, data, max_vector)
+    assert got[0] == want[0], f"{name}: specialised decoder {got[0]}, generic decoder {want[0]}"
+    if got[0] == "ok":
+        assert got[1] == want[1]
+        assert codec.encode(got[1]) == data
+        assert codec.encode(fresh(got[1])) == data  # the cache holds what a fresh encoding gives
+
+
+def test_corpus_covers_every_parser() -> None:
+    assert {n for n, _ in CORPUS} == set(PAIRS)
+    for name, data in CORPUS:
+        _compare(name, data)
+
+
+def test_cached_encodings_are_the_fresh_encodings() -> None:
+    for name, data in CORPUS:
+        value = decode_with(PAIRS[name][0], data)
+        if isinstance(value, LeafNode | KeyPackage):
+            assert value._raw == data
+            rebuilt = fresh(value)
+            assert rebuilt._raw is None
+            assert rebuilt.to_bytes() == data
+            if isinstance(value, LeafNode):
+                assert rebuilt.tbs(b"group", 7) == value.tbs(b"group", 7)
+            else:
+                assert rebuilt.tbs() == value.tbs()
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
+    name, data = draw(st.sampled_from(CORPUS))
+    buf = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        pos = draw(st.integers(0, max(len(buf) - 1, 0)))
+        if op == "flip" and buf:
+            buf[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and buf:
+            buf[pos] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x03, 0x3F, 0x40, 0x7F, 0x80, 0xBF, 0xC0, 0xFF]))
+        elif op == "insert":
+            buf[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete" and buf:
+            del buf[pos : pos + draw(st.integers(1, 8))]
+        else:
+            del buf[pos:]
+    return name, bytes(buf)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_mutated_inputs_same_verdict_as_generic_decoder(case: tuple[str, bytes]) -> None:
+    _compare(*case)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(PAIRS)), st.binary(max_size=120))
+def test_random_inputs_same_verdict_as_generic_decoder(name: str, data: bytes) -> None:
+    _compare(name, data)
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_single_byte_overwrites_same_verdict(name: str) -> None:
+    samples = [d for n, d in CORPUS if n == name]
+    for data in (samples[0], samples[-1], samples[-2]):
+        for pos in range(min(len(data), 300)):
+            for value in (0x00, 0x01, 0x3F, 0x40, 0x80, 0xC0, 0xFF):
+                buf = bytearray(data)
+                buf[pos] = value
+                _compare(name, bytes(buf))
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_vector_limit_applies_to_specialised_parsers(name: str) -> None:
+    for _, data in (c for c in CORPUS if c[0] == name):
+        for limit in (0, 1, 16, 31, 32, 33, 64, 100):
+            _compare(name, data, max_vector=limit)
+        break
+
+
+def test_non_minimal_varint_rejected_by_every_parser() -> None:
+    kp = decode_with(KeyPackage.decode, next(d for n, d in CORPUS if n == "key_package"))
+    raw = kp.to_bytes()
+    # init_key length 32 as a two-byte varint (0x40 0x20) instead of 0x20
+    bad = raw[:4] + b"\x40" + raw[4:]
+    for dec in PAIRS["key_package"]:
+        with pytest.raises(DecodeError, match="minimal"):
+            decode_with(dec, bad)
+    node = next(
+        v
+        for n, d in CORPUS
+        if n == "update_path_node" and (v := decode_with(UpdatePathNode.decode, d)).encrypted_path_secret
+    )
+    ct = node.encrypted_path_secret[0]
+    body = b"\x40" + bytes([len(ct.kem_output)]) + ct.kem_output + bytes([len(ct.ciphertext)]) + ct.ciphertext
+    w = Writer()
+    w.opaque(node.encryption_key)
+    w.opaque(body)
+    for dec in PAIRS["update_path_node"]:
+        with pytest.raises(DecodeError, match="minimal"):
+            decode_with(dec, w.getvalue())
+
+
+def test_fast_encoders_match_generic_encoders() -> None:
+    for e in load("messages")[:40]:
+        nodes = decode_ratchet_tree(h(e["ratchet_tree"]))
+        fast, slow = Writer(), Writer()
+        write_ratchet_tree(fast, nodes)
+        write_ratchet_tree_slow(slow, nodes)
+        assert fast.getvalue() == slow.getvalue() == h(e["ratchet_tree"])
+        welcome = MLSMessage.from_bytes(h(e["mls_welcome"])).body
+        assert isinstance(welcome, Welcome)
+        generic = Writer()
+        generic.u16(welcome.cipher_suite)
+        generic.vector(welcome.secrets, lambda w, s: s.encode(w))
+        generic.opaque(welcome.encrypted_group_info)
+        assert codec.encode(welcome) == generic.getvalue()
+        commit = codec.decode(Commit, h(e["commit"]))
+        assert commit.path is not None
+        for n in commit.path.nodes:
+            g = Writer()
+            g.opaque(n.encryption_key)
+            g.vector(n.encrypted_path_secret, lambda w, c: c.encode(w))
+            assert codec.encode(n) == g.getvalue()
+
+
+def test_commit_proposal_encoding_with_adds_matches_generic() -> None:
+    kp = decode_with(KeyPackage.decode, next(d for n, d in CORPUS if n == "key_package"))
+    commit = Commit((Add(kp), ProposalRef(b"r" * 32), Remove(3), Add(fresh(kp))))
+    w = Writer()
+    w.vector(commit.proposals, encode_proposal_or_ref)
+    w.u8(0)  # no path
+    assert codec.encode(commit) == w.getvalue()
+    assert codec.decode(Commit, codec.encode(commit)) == commit
+
+
+def test_long_fields_use_multi_byte_varints() -> None:
+    cts = (HPKECiphertext(b"k" * 70, b"c" * 20000), HPKECiphertext(b"", b"x"))
+    node = UpdatePathNode(b"e" * 32, cts)
+    data = codec.encode(node)
+    assert decode_with(UpdatePathNode.decode, data) == decode_with(UpdatePathNode.decode_slow, data) == node
+    secrets = (EncryptedGroupSecrets(b"r" * 100, cts[0]), EncryptedGroupSecrets(b"", cts[1]))
+    welcome = Welcome(1, secrets, b"g" * 5)
+    data = codec.encode(welcome)
+    assert decode_with(Welcome.decode, data) == decode_with(Welcome.decode_slow, data) == welcome
+
+
+def test_tbs_of_rebuilt_leaf_equals_cached_tbs() -> None:
+    leaf = decode_with(LeafNode.decode, next(d for n, d in CORPUS if n == "leaf_node"))
+    changed = replace(leaf, signature=leaf.signature + b"x")
+    assert changed._raw is None
+    assert changed.tbs(b"g", 1) == leaf.tbs(b"g", 1)
+    assert changed.to_bytes() != leaf.to_bytes()

@@ -1,0 +1,268 @@
+"""The thread pool of the O(n) crypto batches (crdt_mls.mls.parallel) and its users.
+
+Results must not depend on the number of threads (same bytes for the same rng as the
+serial loop), errors must surface as the same typed exceptions, for the item the serial
+loop would report first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+
+from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, SignatureError
+from crdt_mls.mls import parallel
+from crdt_mls.mls.group import Group
+from crdt_mls.mls.messages import KeyPackage, LeafNode, MLSMessage, PublicMessage
+from crdt_mls.mls.ratchet_tree import RatchetTree
+from crdt_mls.mls.suites import get_cipher_suite
+from crdt_mls.mls.welcome import make_key_package, verify_key_package, verify_key_package_signatures
+
+WORKER_COUNTS = (1, 2, 3, 4)
+
+
+def det_rng(seed: str) -> Callable[[int], bytes]:
+    counter = [0]
+
+    def rng(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            counter[0] += 1
+            out += hashlib.sha256(f"{seed}/{counter[0]}".encode()).digest()
+        return out[:n]
+
+    return rng
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[int], None]]:
+    before = parallel.workers()
+    yield parallel.set_workers
+    parallel.set_workers(before)
+
+
+# ------------------------------------------------------------------ map_ranges
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 31, 32, 33, 100, 1000])
+def test_map_ranges_equals_serial(workers: Callable[[int], None], n: int) -> None:
+    def fn(lo: int, hi: int) -> list[int]:
+        return [i * i for i in range(lo, hi)]
+
+    for w in WORKER_COUNTS:
+        workers(w)
+        assert parallel.map_ranges(fn, n, min_items=2) == [i * i for i in range(n)]
+
+
+def test_map_ranges_uses_other_threads(workers: Callable[[int], None]) -> None:
+    workers(3)
+    seen: set[int] = set()
+    gate = threading.Barrier(3, timeout=10)
+
+    def fn(lo: int, hi: int) -> list[int]:
+        seen.add(threading.get_ident())
+        if lo == 0 or len(seen) < 3:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate.wait()  # three threads hold ranges at the same time
+        return list(range(lo, hi))
+
+    assert parallel.map_ranges(fn, 12, min_items=2) == list(range(12))
+    assert len(seen) == 3
+
+
+def test_small_batches_and_one_worker_stay_in_the_calling_thread(workers: Callable[[int], None]) -> None:
+    me = threading.get_ident()
+
+    def fn(lo: int, hi: int) -> list[int]:
+        assert threading.get_ident() == me
+        return list(range(lo, hi))
+
+    workers(4)
+    assert parallel.map_ranges(fn, 10, min_items=11) == list(range(10))
+    workers(1)
+    assert parallel.map_ranges(fn, 1000, min_items=2) == list(range(1000))
+
+
+def test_first_failing_range_wins(workers: Callable[[int], None]) -> None:
+    def fn(lo: int, hi: int) -> list[int]:
+        for i in range(lo, hi):
+            if i in (37, 80, 95):
+                raise SignatureError(f"item {i}")
+        return list(range(lo, hi))
+
+    for w in WORKER_COUNTS:
+        workers(w)
+        for _ in range(5):
+            with pytest.raises(SignatureError, match="item 37"):
+                parallel.map_ranges(fn, 100, min_items=2)
+
+
+def test_nested_batches_do_not_deadlock(workers: Callable[[int], None]) -> None:
+    workers(2)
+
+    def inner(lo: int, hi: int) -> list[int]:
+        return list(range(lo, hi))
+
+    def outer(lo: int, hi: int) -> list[int]:
+        return [sum(parallel.map_ranges(inner, i, min_items=2)) for i in range(lo, hi)]
+
+    assert parallel.map_ranges(outer, 50, min_items=2) == [i * (i - 1) // 2 for i in range(50)]
+
+
+def test_set_workers_validates() -> None:
+    before = parallel.workers()
+    try:
+        for bad in (0, -1):
+            with pytest.raises(InvalidArgument):
+                parallel.set_workers(bad)
+        parallel.set_workers(None)
+        assert parallel.workers() == parallel.default_workers()
+        assert 1 <= parallel.default_workers() <= parallel.MAX_DEFAULT_WORKERS
+    finally:
+        parallel.set_workers(before)
+
+
+# ------------------------------------------------------------------ HPKE batches
+
+
+@pytest.mark.parametrize("suite_id", [1, 2, 3])
+def test_encrypt_with_label_many_equals_serial(workers: Callable[[int], None], suite_id: int) -> None:
+    suite = get_cipher_suite(suite_id)
+    keys = [suite.generate_hpke_key_pair(det_rng(f"k{i}")) for i in range(70)]
+    jobs = [(pub, bytes([i]) * (i % 40)) for i, (_priv, pub) in enumerate(keys)]
+    rng = det_rng("serial")
+    serial = [suite.encrypt_with_label(pk, "UpdatePathNode", b"ctx", pt, rng) for pk, pt in jobs]
+    for w in WORKER_COUNTS:
+        workers(w)
+        assert suite.encrypt_with_label_many(jobs, "UpdatePathNode", b"ctx", det_rng("serial")) == serial
+    for (priv, _pub), (_pk, pt), (enc, ct) in zip(keys, jobs, serial, strict=True):
+        assert suite.decrypt_with_label(priv, "UpdatePathNode", b"ctx", enc, ct) == pt
+
+
+def test_seal_batch_errors_are_typed_and_name_the_first_bad_key(workers: Callable[[int], None]) -> None:
+    suite = get_cipher_suite(1)
+    good = [suite.generate_hpke_key_pair(det_rng(f"g{i}"))[1] for i in range(80)]
+    for w in WORKER_COUNTS:
+        workers(w)
+        short = [*good[:50], good[50][:31], *good[51:]]
+        with pytest.raises(DecodeError, match="31 bytes"):
+            suite.encrypt_with_label_many([(pk, b"x") for pk in short], "L", b"", det_rng("a"))
+        low_order = [*good[:60], bytes(32), good[61][:30], *good[62:]]  # the all-zero point first
+        with pytest.raises(DecodeError, match="low-order"):
+            suite.encrypt_with_label_many([(pk, b"x") for pk in low_order], "L", b"", det_rng("a"))
+
+
+# ------------------------------------------------------------------ signature batches
+
+
+def test_verify_with_label_many_equals_serial(workers: Callable[[int], None]) -> None:
+    for suite_id in (1, 2, 4):
+        suite = get_cipher_suite(suite_id)
+        sk, pk = suite.generate_signature_key_pair(det_rng(f"s{suite_id}"))
+        jobs = []
+        for i in range(40):
+            content = bytes([i]) * i
+            sig = suite.sign_with_label(sk, "LeafNodeTBS", content)
+            if i in (3, 17, 39):
+                sig = bytes([sig[0] ^ 1]) + sig[1:]
+            if i == 20:
+                jobs.append((pk[:-1], "LeafNodeTBS", content, sig))  # malformed key: False, not an exception
+                continue
+            jobs.append((pk, "LeafNodeTBS", content, sig))
+        want = [i not in (3, 17, 20, 39) for i in range(40)]
+        for w in WORKER_COUNTS:
+            workers(w)
+            assert suite.verify_with_label_many(jobs) == want
+
+
+def _big_tree_group(n: int) -> tuple[Group, bytes, bytes, list[object]]:
+    rng = det_rng(f"tree{n}")
+    creator = Group.create(1, b"m0", group_id=b"g", rng=rng)
+    kps = [make_key_package(1, b"m%d" % i, rng=rng) for i in range(1, n)]
+    _, welcome, g = creator.commit(add=[kp.public_message() for kp in kps], ratchet_tree_in_welcome=False, rng=rng)
+    assert welcome is not None
+    return g, welcome, g.tree.encode(), kps
+
+
+def test_failing_leaf_signature_in_a_batch_names_the_right_leaf(workers: Callable[[int], None]) -> None:
+    g, _welcome, tree_bytes, _kps = _big_tree_group(48)
+    tree = RatchetTree.decode(g.suite, tree_bytes)
+    for bad_leaf in (5, 33, 47):
+        nodes = list(tree.nodes())
+        leaf = nodes[2 * bad_leaf]
+        assert isinstance(leaf, LeafNode)
+        nodes[2 * bad_leaf] = replace(leaf, signature=bytes([leaf.signature[0] ^ 1]) + leaf.signature[1:])
+        broken = RatchetTree(g.suite, nodes)
+        for w in WORKER_COUNTS:
+            workers(w)
+            tree.verify_leaf_signatures(b"g")
+            with pytest.raises(SignatureError, match=f"leaf {bad_leaf} "):
+                broken.verify_leaf_signatures(b"g")
+
+
+def test_join_is_the_same_with_and_without_threads(workers: Callable[[int], None]) -> None:
+    _g, welcome, tree_bytes, kps = _big_tree_group(40)
+    states = []
+    for w in WORKER_COUNTS:
+        workers(w)
+        states.append(Group.join_from_welcome(welcome, kps[20], ratchet_tree=tree_bytes).to_bytes())  # type: ignore[arg-type]
+    assert len(set(states)) == 1
+
+
+# ------------------------------------------------------------------ KeyPackage batches
+
+
+def test_key_package_batch_marks_only_valid_key_packages() -> None:
+    rng = det_rng("kp")
+    kps = [make_key_package(1, b"x%d" % i, rng=rng).key_package for i in range(30)]
+    decoded = [MLSMessage.from_bytes(MLSMessage(kp).to_bytes()).body for kp in kps]
+    assert all(isinstance(k, KeyPackage) and not k._signatures_ok for k in decoded)
+    bad_sig = replace(kps[7], signature=bytes([kps[7].signature[0] ^ 1]) + kps[7].signature[1:])
+    leaf = kps[9].leaf_node
+    bad_leaf = replace(kps[9], leaf_node=replace(leaf, signature=bytes([leaf.signature[0] ^ 1]) + leaf.signature[1:]))
+    batch = [*decoded[:7], bad_sig, decoded[8], bad_leaf, *decoded[10:]]
+    assert verify_key_package_signatures(batch) == 28  # type: ignore[arg-type]
+    assert [k._signatures_ok for k in batch] == [i not in (7, 9) for i in range(30)]  # type: ignore[union-attr]
+    with pytest.raises(SignatureError, match="KeyPackage signature"):
+        verify_key_package(bad_sig)
+    with pytest.raises(SignatureError, match="signature"):  # the leaf is inside the KeyPackageTBS too
+        verify_key_package(bad_leaf)
+    # marking skips only the signatures: the other checks still run
+    same_keys = replace(decoded[3], init_key=decoded[3].leaf_node.encryption_key)  # type: ignore[union-attr]
+    object.__setattr__(same_keys, "_signatures_ok", True)
+    with pytest.raises(ProposalError, match="init_key"):
+        verify_key_package(same_keys)
+
+
+def test_commit_with_a_bad_key_package_in_a_large_batch_is_rejected(workers: Callable[[int], None]) -> None:
+    rng = det_rng("big")
+    kps = [make_key_package(1, b"y%d" % i, rng=rng).key_package for i in range(40)]
+    bad = replace(kps[25], signature=bytes([kps[25].signature[0] ^ 1]) + kps[25].signature[1:])
+    for w in WORKER_COUNTS:
+        workers(w)
+        g = Group.create(1, b"c", rng=rng)
+        with pytest.raises(SignatureError, match="KeyPackage signature"):
+            g.commit(add=[*kps[:25], bad, *kps[26:]], rng=rng)
+
+
+def test_commits_are_byte_identical_for_any_number_of_threads(workers: Callable[[int], None]) -> None:
+    outputs = []
+    for w in WORKER_COUNTS:
+        workers(w)
+        rng = det_rng("same")
+        creator = Group.create(1, b"m0", group_id=b"g", rng=rng)
+        kps = [make_key_package(1, b"m%d" % i, rng=rng) for i in range(1, 70)]
+        msg, welcome, g = creator.commit(add=[kp.public_message() for kp in kps], rng=rng)
+        sparse, _, g2 = g.commit(rng=rng)  # encrypts to ~69 leaves
+        body = MLSMessage.from_bytes(sparse).body
+        assert isinstance(body, PublicMessage)
+        outputs.append((msg, welcome, sparse, g2.to_bytes()))
+        joined = Group.join_from_welcome(welcome, kps[-1], ratchet_tree=None)  # type: ignore[arg-type]
+        after, _ = joined.process(sparse)
+        assert after.epoch_authenticator == g2.epoch_authenticator
+    assert all(o == outputs[0] for o in outputs)
