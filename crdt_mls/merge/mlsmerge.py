@@ -507,9 +507,16 @@ def _with_unmerged(
 def merged_private_keys(
     suite: CipherSuite, tree: RatchetTree, own_key: bytes, groups: Sequence[Group], *, own: int | None = None
 ) -> TreePrivateKeys:
-    """The local member's private keys in a merged tree, taken from its parent-epoch states:
-    its leaf key and the keys of kept nodes on its direct path, each checked against ``tree``.
-    ``own``: the member's leaf if known (from S(heads)), else the tree is searched."""
+    """The local member's private keys in a merged tree, taken from its earlier states
+    ``groups`` (its parent-epoch states first, then any other state it still holds): its leaf
+    key and the keys of kept nodes on its direct path, each matched by public key against
+    ``tree`` and checked.  ``own``: the member's leaf if known (from S(heads)), else the tree
+    is searched.
+
+    The merged leaf need not be in a parent state: when every commit the member made on the
+    merged branches is void (strong remove, a removal cycle resolved greedily, docs/merge.md
+    3.4) but the member stays, its merged leaf is the one it had before those commits, whose
+    private key only its state from before them holds (liveness, design sketch 6.5)."""
     if own is not None:
         lf = tree.leaf(own) if own < tree.n_leaves else None
         if lf is None or lf.signature_key != own_key:
@@ -528,7 +535,7 @@ def merged_private_keys(
             keys[2 * own] = k
             break
     if 2 * own not in keys:
-        raise InvalidArgument("no parent state holds the private key of the member's merged leaf")
+        raise InvalidArgument("no state of the member holds the private key of its merged leaf")
     for x in treemath.direct_path(2 * own, tree.n_leaves):
         v = tree.parent_node(x)
         if v is None or own in v.unmerged_leaves:
@@ -761,6 +768,7 @@ def create_merge_commit(
     *,
     base: BaseEpoch | None = None,
     rng: Rng = os.urandom,
+    own_states: Sequence[Group] = (),
 ) -> tuple[bytes, Group]:
     """Issue a merge commit over ``parents`` with the merged ``membership`` (S(heads)) and the
     merge's ``base`` (the latest cut, `MergeState.base`, named in the commit; ``None`` only when
@@ -768,7 +776,9 @@ def create_merge_commit(
 
     The committer is the local member of the parents that carry a ``group``; it must be a
     member of the merged group and of at least one parent epoch (whose init secrets it
-    includes).  Returns ``(MergeMessage bytes, the committer's Group in the merged epoch)``.
+    includes).  ``own_states``: the committer's other states (any epochs), searched after the
+    parent states for its merged leaf key (`merged_private_keys`).  Returns ``(MergeMessage
+    bytes, the committer's Group in the merged epoch)``.
     """
     prep = _prepare(parents, membership, base)
     suite = prep.suite
@@ -777,10 +787,12 @@ def create_merge_commit(
         raise InvalidArgument("the committer must be a member of at least one parent epoch")
     me = mine[0]
     own_key = me.leaf_node.signature_key
-    if any(g.leaf_node.signature_key != own_key for g in mine):
+    if any(g.leaf_node.signature_key != own_key for g in (*mine, *own_states)):
         raise InvalidArgument("parent states belong to different members")
     own_member = membership.get(own_key)
-    keys = merged_private_keys(suite, prep.base, own_key, mine, own=own_member.leaf if own_member else None)
+    keys = merged_private_keys(
+        suite, prep.base, own_key, [*mine, *own_states], own=own_member.leaf if own_member else None
+    )
     own = keys.leaf_index
     created = create_update_path(prep.base, own, prep.provisional, me.signature_priv, rng=rng)
     refs = tuple(MergeParentRef(p.epoch_id, p.group is not None) for p in prep.parents)
@@ -871,8 +883,11 @@ def process_merge_commit(
     message: bytes,
     *,
     base: BaseEpoch | BaseLookup | None = None,
+    own_states: Sequence[Group] = (),
 ) -> Group:
     """Process a merge commit as a member of every parent epoch (docs/merge.md section 6.4).
+    ``own_states``: the member's other states, searched after the parent states for its merged
+    leaf key (`merged_private_keys`).
 
     ``base`` gives the public tree of the base epoch the commit names: a `BaseEpoch`, or a
     lookup ``epoch_id -> BaseEpoch | None`` (the replica's kept trees).  A commit that names a
@@ -917,8 +932,12 @@ def process_merge_commit(
     own_key = me.leaf_node.signature_key
     if own_key == committer.signature_key:
         raise ProtocolError("merge commit claims to come from this member")
+    if any(g.leaf_node.signature_key != own_key for g in own_states):
+        raise InvalidArgument("own_states belong to another member")
     own_member = membership.get(own_key)
-    keys = merged_private_keys(suite, prep.base, own_key, groups, own=own_member.leaf if own_member else None)
+    keys = merged_private_keys(
+        suite, prep.base, own_key, [*groups, *own_states], own=own_member.leaf if own_member else None
+    )
     result = process_update_path(prep.base, content.committer, content.path, prep.provisional, keys)
     assert result.private_keys is not None and result.commit_secret is not None
     confirmed = _confirmed(suite, prep.phash, content, commit.signature)

@@ -9,9 +9,11 @@ O(log n) work in practice (and O(n / 256) pointer copies, 512 at 50,000 members)
 * `PVec`: a chunked copy-on-write vector.  `copy` copies the list of chunk references and
   gives up ownership of every chunk in both vectors; `set` copies a chunk the vector does not
   own before writing it.  Entries past the length are always ``None``.
-* `PMap`: a hash map split into 4,096 buckets held in a `PVec`; `copy` is a `PVec.copy`, a
-  write copies one bucket dict (and one chunk of bucket references).  The ratchet tree's
-  encryption-key index of a 50,000-member group (~115,000 keys) has ~28 keys per bucket.
+* `PMap`: a hash map split into ``2^bucket_bits`` buckets held in a `PVec`; `copy` is a
+  `PVec.copy`, a write copies one bucket dict (and one chunk of bucket references).  The
+  ratchet tree uses 65,536 buckets: its encryption-key index holds ~2 keys per bucket at
+  50,000 members and ~32 at the 2^20-leaf limit (copying big buckets of keys scattered over a
+  large heap is cache-miss bound: ~70 us for 500 keys at a million members).
 
 Neither is thread-safe for concurrent writers; concurrent readers are fine.  Values stored
 are shared between copies and must be immutable.
@@ -110,6 +112,13 @@ class PVec(Sequence[T]):
 
     def __iter__(self) -> Iterator[T]:
         return islice(chain.from_iterable(self._chunks), self._len)
+
+    def iter_written(self) -> Iterator[T]:
+        """Entries of every chunk ever written (skips never-written chunks whole; the entries
+        skipped are all ``None``)."""
+        for chunk in self._chunks:
+            if chunk is not _BLANK:
+                yield from chunk
 
     def iter_from(self, start: int, step: int = 1) -> Iterator[T]:
         """Entries ``start, start + step, ...`` below the length."""
@@ -228,21 +237,23 @@ class PVec(Sequence[T]):
 
 
 class PMap(Generic[K, V]):
-    """A persistent hash map: 4,096 bucket dicts in a `PVec`, each copied on its first write
-    after a `copy` (keys are hashed with Python's ``hash``, randomized for bytes, so that
-    remote input cannot pile keys into one bucket)."""
+    """A persistent hash map: ``2^bucket_bits`` bucket dicts in a `PVec`, each copied on its
+    first write after a `copy` (keys are hashed with Python's ``hash``, randomized for bytes,
+    so that remote input cannot pile keys into one bucket).  Buckets are created on their
+    first write; iteration skips never-written chunks of buckets."""
 
-    __slots__ = ("_buckets", "_len", "_owned")
-
-    _BUCKET_BITS = 12
-    _BUCKET_MASK = (1 << _BUCKET_BITS) - 1
+    __slots__ = ("_buckets", "_len", "_mask", "_owned")
 
     _buckets: PVec[dict[K, V] | None]
     _len: int
+    _mask: int
     _owned: set[int]
 
-    def __init__(self, items: Iterable[tuple[K, V]] = ()) -> None:
-        self._buckets = PVec.blank(1 << self._BUCKET_BITS)
+    def __init__(self, items: Iterable[tuple[K, V]] = (), *, bucket_bits: int = 12) -> None:
+        if not 0 <= bucket_bits <= 24:
+            raise ValueError("bucket_bits must be in 0..24")
+        self._buckets = PVec.blank(1 << bucket_bits)
+        self._mask = (1 << bucket_bits) - 1
         self._len = 0
         self._owned = set()
         for k, v in items:
@@ -258,23 +269,23 @@ class PMap(Generic[K, V]):
     def get(self, key: K, default: V) -> V: ...
 
     def get(self, key: K, default: V | None = None) -> V | None:
-        b = self._buckets.get(hash(key) & self._BUCKET_MASK)
+        b = self._buckets.get(hash(key) & self._mask)
         if b is None:
             return default
         return b.get(key, default)
 
     def __getitem__(self, key: K) -> V:
-        b = self._buckets.get(hash(key) & self._BUCKET_MASK)
+        b = self._buckets.get(hash(key) & self._mask)
         if b is None:
             raise KeyError(key)
         return b[key]
 
     def __contains__(self, key: object) -> bool:
-        b = self._buckets.get(hash(key) & self._BUCKET_MASK)
+        b = self._buckets.get(hash(key) & self._mask)
         return b is not None and key in b
 
     def __iter__(self) -> Iterator[K]:
-        for b in self._buckets:
+        for b in self._buckets.iter_written():
             if b:
                 yield from b
 
@@ -282,7 +293,7 @@ class PMap(Generic[K, V]):
         return iter(self)
 
     def items(self) -> Iterator[tuple[K, V]]:
-        for b in self._buckets:
+        for b in self._buckets.iter_written():
             if b:
                 yield from b.items()
 
@@ -302,6 +313,7 @@ class PMap(Generic[K, V]):
         """A copy sharing every bucket: O(buckets / 256).  Neither map owns a bucket afterwards."""
         m: PMap[K, V] = PMap.__new__(PMap)
         m._buckets = self._buckets.copy()
+        m._mask = self._mask
         m._len = self._len
         m._owned = set()
         self._owned = set()
@@ -316,13 +328,13 @@ class PMap(Generic[K, V]):
         return b
 
     def __setitem__(self, key: K, value: V) -> None:
-        b = self._own(hash(key) & self._BUCKET_MASK)
+        b = self._own(hash(key) & self._mask)
         if key not in b:
             self._len += 1
         b[key] = value
 
     def __delitem__(self, key: K) -> None:
-        bi = hash(key) & self._BUCKET_MASK
+        bi = hash(key) & self._mask
         cur = self._buckets.get(bi)
         if cur is None or key not in cur:
             raise KeyError(key)
