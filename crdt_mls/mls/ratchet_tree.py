@@ -63,8 +63,6 @@ NodeValue: TypeAlias = LeafNode | ParentNode
 MAX_LEAVES = 1 << 20
 
 _EMPTY: tuple[int, ...] = ()
-#: buckets of the key index and the signature-key counts: 65,536 (see `crdt_mls.mls.persistent`)
-_MAP_BITS = 16
 
 
 def _is_pow2(n: int) -> bool:
@@ -819,14 +817,14 @@ class RatchetTree:
                 if v is not None:
                     k = v.encryption_key
                     counts[k] = counts.get(k, 0) + 1
-            idx = self._keys = PMap(counts.items(), bucket_bits=_MAP_BITS)
+            idx = self._keys = PMap(counts.items())
             self._shared = False
         return idx
 
     def _summary(self) -> _LeafSummary:
         summary = self._leaf_summary
         if summary is None:
-            summary = _LeafSummary(PMap(bucket_bits=_MAP_BITS), {}, {})
+            summary = _LeafSummary(PMap(), {}, {})
             for _i, leaf in self.members():
                 summary.change(leaf, 1)
             self._leaf_summary = summary

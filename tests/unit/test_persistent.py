@@ -145,6 +145,26 @@ def test_pmap_bucket_sizes() -> None:
         PMap(bucket_bits=25)
 
 
+def test_pmap_grows_with_its_size_and_copies_keep_their_buckets() -> None:
+    m: PMap[int, int] = PMap()
+    small = m.bucket_count
+    snapshots: list[tuple[PMap[int, int], dict[int, int]]] = []
+    model: dict[int, int] = {}
+    for i in range(20_000):
+        m[i] = i
+        model[i] = i
+        if i % 997 == 0:
+            snapshots.append((m.copy(), dict(model)))
+            m[i] = -i  # a write right after the copy: copy-on-write across a later growth
+            model[i] = -i
+    assert m.bucket_count > small
+    assert dict(m.items()) == model and len(m) == 20_000
+    for snap, expected in snapshots:
+        assert dict(snap.items()) == expected and len(snap) == len(expected)
+    built = PMap((i, i) for i in range(20_000))  # sized from the items at once
+    assert built.bucket_count >= 1024 and dict(built.items()) == {i: i for i in range(20_000)}
+
+
 def test_pvec_iter_written_skips_blank_chunks() -> None:
     v: PVec[int | None] = PVec.blank(10 * CHUNK)
     v.set(3 * CHUNK + 1, 5)
