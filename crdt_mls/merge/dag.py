@@ -576,9 +576,10 @@ class GroupDag:
         cs = set(cids)
         return frozenset(c for c in cs if not any(self.in_past(c, d) for d in cs if d != c))
 
-    def _region(self, heads: frozenset[bytes]) -> tuple[bytes, list[bytes], frozenset[bytes]]:
+    def _region(self, heads: frozenset[bytes]) -> tuple[bytes, list[bytes], frozenset[bytes], bool]:
         """The latest cut of ``heads`` and the commits above it in their past, in the deterministic
-        order (docs/merge.md section 4), and the maximal commits of ``heads``."""
+        order (docs/merge.md section 4), the maximal commits of ``heads``, and whether the cut is
+        a pinned root that some head does not descend from (the fallback of section 4.1)."""
         chs = self._maximal(c for h in heads for c in self._nodes[h].frontier)
         # walk the epoch DAG down from the heads by decreasing height; when a single commit is
         # left to visit, every path from the heads passes through it: it is the latest cut, and
@@ -611,7 +612,7 @@ class GroupDag:
         if root is not None:
             above = [c for c in above if not self.in_past(c, root)]
         cut = root if root is not None else heap[0][1]
-        return cut, sorted(above, key=self.rank), chs
+        return cut, sorted(above, key=self.rank), chs, root is not None
 
     def history(self, heads: Iterable[bytes]) -> MergeHistory:
         """What a replica needs to compute S(``heads``) the way this one does (docs/merge.md 4.2):
@@ -619,13 +620,13 @@ class GroupDag:
         seals it (`crdt_mls.merge.provenance.seal_history`) for the members who join the merge from
         its Welcome; they install it with `add_joined_merge`."""
         hs = self._maximal(heads)
-        cut, todo, _chs = self._region(hs)
+        cut, todo, _chs, _fallback = self._region(hs)
         base = self.state({cut})
         return MergeHistory(cut, base.membership, tuple(self._nodes[c].rec for c in todo))
 
     def _merge(self, heads: frozenset[bytes]) -> MergeState:
         """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md section 4)."""
-        cut, todo, chs = self._region(heads)
+        cut, todo, chs, fallback = self._region(heads)
         above = todo
         region_set = {c for c in above if not self._in_all(c, chs)}
         base = self.state({cut})
@@ -652,9 +653,7 @@ class GroupDag:
             rank=self.rank,
             mode=self.mutual_removal,
         )
-        return MergeState(
-            heads, result.membership, base.void | result.void, result.moved, cut if root is None else None
-        )
+        return MergeState(heads, result.membership, base.void | result.void, result.moved, None if fallback else cut)
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)

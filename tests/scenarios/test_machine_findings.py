@@ -130,7 +130,8 @@ def test_f10_joiner_of_one_branch_replays_through_the_merge_it_joined() -> None:
     assert j1.state().void == w.dag.state().void
     legacy = w.view("j1", history=False)
     assert _names(w, legacy) == {"m0", "m1", "m2", "j1", "j2"}  # the old divergence
-    # j1 processes the next merge with its own S(heads): the base tree hash matches
+    # j1's own S(heads) gives the next merge's base tree hash (given the base's public tree: j1,
+    # not in the base epoch, also gets the merge Welcome, docs/merge.md 6.5)
     from crdt_mls.merge.mlsmerge import process_merge_commit
 
     m2 = w.merge("m2")
@@ -138,7 +139,9 @@ def test_f10_joiner_of_one_branch_replays_through_the_merge_it_joined() -> None:
     rec = w.dag.record(m2)
     links = (*rec.parents, *((rec.prev,) if rec.prev is not None else ()))
     own = w.view("j1")
-    g2 = process_merge_commit(w.parent_epochs("j1", rec.epochs), own.state(links).membership, w.merge_messages[m2])
+    g2 = process_merge_commit(
+        w.parent_epochs("j1", rec.epochs), own.state(links).membership, w.merge_messages[m2], base=w.base_of
+    )
     assert g2.epoch_authenticator == w.states[("j1", m2)].epoch_authenticator
 
 
