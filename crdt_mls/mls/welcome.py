@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import starmap
+from typing import TypeVar
 
 from crdt_mls.errors import (
     DecodeError,
@@ -23,7 +24,7 @@ from crdt_mls.errors import (
     UnsupportedError,
     WelcomeError,
 )
-from crdt_mls.mls import codec
+from crdt_mls.mls import codec, parallel
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.key_schedule import welcome_key_nonce
 from crdt_mls.mls.messages import (
@@ -50,6 +51,7 @@ __all__ = [
     "ALL_SUITES",
     "KeyPackagePrivate",
     "build_welcome",
+    "check_key_packages",
     "decrypt_group_info",
     "key_package_ref",
     "make_key_package",
@@ -175,41 +177,61 @@ def verify_key_package(key_package: KeyPackage, now: int | None = None) -> None:
             raise ProposalError("KeyPackage lifetime does not cover the current time")
 
 
-def verify_key_package_signatures(key_packages: Sequence[KeyPackage]) -> int:
-    """Check the two signatures of many KeyPackages at once (RFC 9420 section 10.1:
-    KeyPackageTBS and the leaf's LeafNodeTBS), on the worker threads of
-    `crdt_mls.mls.parallel`; returns how many KeyPackages passed.
+_T = TypeVar("_T")
 
-    Raises nothing: each KeyPackage whose two signatures verify is marked, and
-    `verify_key_package` then skips its signature checks (they depend only on the immutable
-    KeyPackage); any other KeyPackage is checked again, with the usual errors, by
-    `verify_key_package`.  Call it before validating a batch of Add proposals.
+#: Batches of at least this many KeyPackages use the worker threads.
+_PARALLEL_KEY_PACKAGES = 16
+
+
+def _mark_if_signatures_ok(kp: KeyPackage) -> None:
+    """Check both signatures of ``kp`` (RFC 9420 section 10.1) and mark it if they verify;
+    never raises (a KeyPackage left unmarked is checked again by `verify_key_package`)."""
+    if kp._signatures_ok:
+        return
+    leaf = kp.leaf_node
+    if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
+        return
+    try:
+        suite = get_cipher_suite(kp.cipher_suite)
+        suite.verify_with_label(leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature)
+        suite.verify_with_label(leaf.signature_key, "LeafNodeTBS", leaf.tbs(), leaf.signature)
+    except (SignatureError, DecodeError, UnsupportedError, InvalidArgument):
+        return
+    object.__setattr__(kp, "_signatures_ok", True)
+
+
+def check_key_packages(items: Sequence[_T], parse: Callable[[_T], KeyPackage]) -> list[KeyPackage]:
+    """``[parse(x) for x in items]``, checking the two signatures of every KeyPackage in the
+    same batch (RFC 9420 section 10.1: KeyPackageTBS and the leaf's LeafNodeTBS), on the worker
+    threads of `crdt_mls.mls.parallel`: one thread parses (Python, under the GIL) while the
+    others are inside libsodium.
+
+    Only ``parse`` raises (the error of the first failing item, as the serial loop would).  A
+    KeyPackage whose signatures verify is marked, and `verify_key_package` then skips its
+    signature checks (they depend only on the immutable KeyPackage); any other is checked
+    again, with the usual errors, by `verify_key_package`.
     """
-    by_suite: dict[int, list[KeyPackage]] = {}
-    for kp in key_packages:
-        if not kp._signatures_ok:
-            by_suite.setdefault(kp.cipher_suite, []).append(kp)
-    passed = len(key_packages) - sum(len(v) for v in by_suite.values())
-    for suite_id, kps in by_suite.items():
-        try:
-            suite = get_cipher_suite(suite_id)
-        except UnsupportedError:
-            continue
-        jobs: list[tuple[bytes, str, bytes, bytes]] = []
-        for kp in kps:
-            leaf = kp.leaf_node
-            try:
-                leaf_tbs = leaf.tbs()
-            except InvalidArgument:  # not a key_package leaf: verify_key_package reports it
-                leaf_tbs = b""
-            jobs.append((leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature))
-            jobs.append((leaf.signature_key, "LeafNodeTBS", leaf_tbs, leaf.signature))
-        ok = suite.verify_with_label_many(jobs)
-        for i, kp in enumerate(kps):
-            if ok[2 * i] and ok[2 * i + 1] and kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
-                object.__setattr__(kp, "_signatures_ok", True)
-                passed += 1
-    return passed
+
+    def run(lo: int, hi: int) -> list[KeyPackage]:
+        out: list[KeyPackage] = []
+        for i in range(lo, hi):
+            kp = parse(items[i])
+            _mark_if_signatures_ok(kp)
+            out.append(kp)
+        return out
+
+    return parallel.map_ranges(run, len(items), min_items=_PARALLEL_KEY_PACKAGES)
+
+
+def verify_key_package_signatures(key_packages: Sequence[KeyPackage]) -> int:
+    """Check the signatures of many KeyPackages in one parallel batch (see
+    `check_key_packages`); returns how many are marked as verified.  Raises nothing."""
+    checked = check_key_packages(key_packages, _same)
+    return sum(1 for kp in checked if kp._signatures_ok)
+
+
+def _same(kp: KeyPackage) -> KeyPackage:
+    return kp
 
 
 def make_key_package(
