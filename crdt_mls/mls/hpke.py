@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nacl.bindings as _nacl
 from cryptography.exceptions import InvalidTag
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
     _hmac_digest = hmac.digest  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
+R = TypeVar("R")
 
 _HPKE_V1 = b"HPKE-v1"
 _ZERO = {n: bytes(n) for n in (32, 48, 64)}
@@ -518,14 +519,28 @@ class Hpke:
         run on the worker threads of `crdt_mls.mls.parallel` (libsodium releases the GIL).
         The first malformed public key (in job order) raises the same `DecodeError` as `seal`.
         """
+        return self.seal_many_then(jobs, info, aad, _pair, rng)
+
+    def seal_many_then(
+        self,
+        jobs: Sequence[tuple[bytes, bytes]],
+        info: bytes,
+        aad: bytes,
+        post: Callable[[int, bytes, bytes], R],
+        rng: Rng = os.urandom,
+    ) -> list[R]:
+        """`seal_many` with ``post(i, enc, ciphertext)`` applied to each result inside the
+        batch (so that building result objects overlaps other threads' seals)."""
         if not isinstance(self.kem.group, _X25519) or len(jobs) < _PARALLEL_SEALS:
-            return [self.seal(pk, info, aad, pt, rng) for pk, pt in jobs]
+            return [post(i, *self.seal(pk, info, aad, pt, rng)) for i, (pk, pt) in enumerate(jobs)]
         seeds = [rng(32) for _ in jobs]
         for sk in seeds:
             if len(sk) != 32:
                 raise InvalidArgument("rng returned the wrong number of bytes")
         sealer = _X25519Sealer(self, info, aad)
-        return parallel.map_ranges(lambda lo, hi: sealer.run(jobs, seeds, lo, hi), len(jobs), min_items=_PARALLEL_SEALS)
+        return parallel.map_ranges(
+            lambda lo, hi: sealer.run(jobs, seeds, lo, hi, post), len(jobs), min_items=_PARALLEL_SEALS
+        )
 
     def open(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         """OpenBase (RFC 9180 section 6.1); `DecryptionError` on any failure caused by the input."""
@@ -587,13 +602,18 @@ class _X25519Sealer:
         self._aad = bytes(aad)
 
     def run(
-        self, jobs: Sequence[tuple[bytes, bytes]], seeds: Sequence[bytes], lo: int, hi: int
-    ) -> list[tuple[bytes, bytes]]:
+        self,
+        jobs: Sequence[tuple[bytes, bytes]],
+        seeds: Sequence[bytes],
+        lo: int,
+        hi: int,
+        post: Callable[[int, bytes, bytes], R],
+    ) -> list[R]:
         base, mult, mac = _nacl.crypto_scalarmult_base, _nacl.crypto_scalarmult, _hmac_digest
         kem_hash, kdf_hash, zero = self._kem_hash, self._kdf_hash, self._zero
         eae, ss_info, secret_label, key_info, nonce_info = self._eae, self._ss, self._secret, self._key, self._nonce
         nk, nn, nsecret, aead, aad = self._nk, self._nn, self._nsecret, self._aead, self._aad
-        out: list[tuple[bytes, bytes]] = []
+        out: list[R] = []
         for i in range(lo, hi):
             pk_r, plaintext = jobs[i]
             if len(pk_r) != 32:
@@ -609,8 +629,12 @@ class _X25519Sealer:
             secret = mac(shared, secret_label, kdf_hash)
             key = mac(secret, key_info, kdf_hash)[:nk]
             nonce = mac(secret, nonce_info, kdf_hash)[:nn]
-            out.append((enc, aead(key).encrypt(nonce, plaintext, aad)))
+            out.append(post(i, enc, aead(key).encrypt(nonce, plaintext, aad)))
         return out
+
+
+def _pair(_i: int, enc: bytes, ciphertext: bytes) -> tuple[bytes, bytes]:
+    return enc, ciphertext
 
 
 __all__ = [

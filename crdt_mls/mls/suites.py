@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nacl.bindings as _nacl
 from cryptography.exceptions import InvalidSignature
@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
     _hmac_digest = hmac.digest  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
+R = TypeVar("R")
 
 _MLS_PREFIX = b"MLS 1.0 "
 
@@ -366,6 +367,19 @@ class CipherSuite:
         """
         info = _label(label) + _vec(context)
         return self._hpke.seal_many([(bytes(pk), pt) for pk, pt in jobs], info, b"", rng)
+
+    def encrypt_with_label_many_then(
+        self,
+        jobs: Sequence[tuple[bytes, bytes]],
+        label: str,
+        context: bytes,
+        post: Callable[[int, bytes, bytes], R],
+        rng: Rng = os.urandom,
+    ) -> list[R]:
+        """`encrypt_with_label_many` with ``post(i, kem_output, ciphertext)`` applied to each
+        result inside the batch."""
+        info = _label(label) + _vec(context)
+        return self._hpke.seal_many_then([(bytes(pk), pt) for pk, pt in jobs], info, b"", post, rng)
 
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import starmap
 from typing import TypeVar
 
 from crdt_mls.errors import (
@@ -372,7 +371,10 @@ def build_welcome(
         if plaintext is None:
             plaintext = encoded[path_secret] = codec.encode(GroupSecrets(joiner_secret, path_secret, psk_ids))
         jobs.append((kp.init_key, plaintext))
-    sealed = suite.encrypt_with_label_many(jobs, "Welcome", encrypted_group_info, rng=rng)
-    refs = [key_package_ref(suite, kp) for kp, _ in recipients]
-    secrets = tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(sealed), strict=True)))
-    return Welcome(suite.suite_id, secrets, encrypted_group_info)
+
+    def entry(i: int, kem_output: bytes, ciphertext: bytes) -> EncryptedGroupSecrets:
+        ref = key_package_ref(suite, recipients[i][0])
+        return EncryptedGroupSecrets(ref, HPKECiphertext(kem_output, ciphertext))
+
+    secrets = suite.encrypt_with_label_many_then(jobs, "Welcome", encrypted_group_info, entry, rng=rng)
+    return Welcome(suite.suite_id, tuple(secrets), encrypted_group_info)
