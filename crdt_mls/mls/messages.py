@@ -817,6 +817,15 @@ _LEAF_SETTERS: tuple[Callable[[object, object], None], ...] = ()
 _LIFETIMES: dict[bytes, Lifetime] = {}
 
 
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    """The slot descriptors' setters of a frozen slotted dataclass, to build instances of
+    parsed values without running ``__init__`` (which sets each field via object.__setattr__)."""
+    out: list[Callable[[object, object], None]] = []
+    for name in names:
+        out.append(getattr(cls, name).__set__)
+    return tuple(out)
+
+
 def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
     global _LEAF_SETTERS
     if not _LEAF_SETTERS:
@@ -1009,7 +1018,11 @@ def _encode_ciphertexts(cts: Sequence[HPKECiphertext]) -> bytes:
 def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECiphertext, ...]:
     """Parse the items of ``HPKECiphertext x<V>`` in ``buf[pos:end]`` (same checks as the
     generic decoder: each field an ``opaque<V>`` with a minimal varint within the limit)."""
-    out: list[tuple[bytes, bytes]] = []
+    # objects are built through the slot setters: one allocation per ciphertext (a large
+    # UpdatePath has one ciphertext per member, and every allocation counts towards GC)
+    new = _new_object
+    set_kem_output, set_ciphertext = _CT_SETTERS
+    out: list[HPKECiphertext] = []
     append = out.append
     while pos < end:
         # inline fast path for one-byte length headers (fields shorter than 64 bytes)
@@ -1024,8 +1037,14 @@ def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECi
             pos += 1 + n
         else:
             ciphertext, pos = _p_opaque(buf, pos, end, cap)
-        append((kem_output, ciphertext))
-    return HPKECiphertext.many(out)
+        ct = new(HPKECiphertext)
+        set_kem_output(ct, kem_output)
+        set_ciphertext(ct, ciphertext)
+        append(ct)
+    return tuple(out)
+
+
+_CT_SETTERS = _slot_setters(HPKECiphertext, "kem_output", "ciphertext")
 
 
 def _read_ciphertexts(r: Reader) -> tuple[HPKECiphertext, ...]:
@@ -1974,16 +1993,26 @@ def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
     cap = r.max_vector
     body, stop = _p_opaque(buf, pos, end, cap)
     r.seek(stop)
-    refs: list[bytes] = []
-    pairs: list[tuple[bytes, bytes]] = []
+    new = _new_object
+    set_kem_output, set_ciphertext = _CT_SETTERS
+    set_new_member, set_secrets = _EGS_SETTERS
+    out: list[EncryptedGroupSecrets] = []
     pos, end = 0, len(body)
     while pos < end:
         ref, pos = _p_opaque(body, pos, end, cap)
         kem_output, pos = _p_opaque(body, pos, end, cap)
         ciphertext, pos = _p_opaque(body, pos, end, cap)
-        refs.append(ref)
-        pairs.append((kem_output, ciphertext))
-    return tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(pairs), strict=True)))
+        ct = new(HPKECiphertext)
+        set_kem_output(ct, kem_output)
+        set_ciphertext(ct, ciphertext)
+        entry = new(EncryptedGroupSecrets)
+        set_new_member(entry, ref)
+        set_secrets(entry, ct)
+        out.append(entry)
+    return tuple(out)
+
+
+_EGS_SETTERS = _slot_setters(EncryptedGroupSecrets, "new_member", "encrypted_group_secrets")
 
 
 @dataclass(frozen=True, slots=True)
