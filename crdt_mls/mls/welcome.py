@@ -23,7 +23,7 @@ from crdt_mls.errors import (
     UnsupportedError,
     WelcomeError,
 )
-from crdt_mls.mls import codec, parallel
+from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.key_schedule import welcome_key_nonce
 from crdt_mls.mls.messages import (
@@ -178,48 +178,37 @@ def verify_key_package(key_package: KeyPackage, now: int | None = None) -> None:
 
 _T = TypeVar("_T")
 
-#: Batches of at least this many KeyPackages use the worker threads.
-_PARALLEL_KEY_PACKAGES = 16
-
-
-def _mark_if_signatures_ok(kp: KeyPackage) -> None:
-    """Check both signatures of ``kp`` (RFC 9420 section 10.1) and mark it if they verify;
-    never raises (a KeyPackage left unmarked is checked again by `verify_key_package`)."""
-    if kp._signatures_ok:
-        return
-    leaf = kp.leaf_node
-    if leaf.leaf_node_source != LeafNodeSource.KEY_PACKAGE:
-        return
-    try:
-        suite = get_cipher_suite(kp.cipher_suite)
-        suite.verify_with_label(leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature)
-        suite.verify_with_label(leaf.signature_key, "LeafNodeTBS", leaf.tbs(), leaf.signature)
-    except (SignatureError, DecodeError, UnsupportedError, InvalidArgument):
-        return
-    object.__setattr__(kp, "_signatures_ok", True)
-
 
 def check_key_packages(items: Sequence[_T], parse: Callable[[_T], KeyPackage]) -> list[KeyPackage]:
-    """``[parse(x) for x in items]``, checking the two signatures of every KeyPackage in the
-    same batch (RFC 9420 section 10.1: KeyPackageTBS and the leaf's LeafNodeTBS), on the worker
-    threads of `crdt_mls.mls.parallel`: one thread parses (Python, under the GIL) while the
-    others are inside libsodium.
+    """``[parse(x) for x in items]``, then the two signatures of every KeyPackage (RFC 9420
+    section 10.1: KeyPackageTBS and the leaf's LeafNodeTBS) checked in one batch on the worker
+    threads of `crdt_mls.mls.parallel`.
 
     Only ``parse`` raises (the error of the first failing item, as the serial loop would).  A
     KeyPackage whose signatures verify is marked, and `verify_key_package` then skips its
     signature checks (they depend only on the immutable KeyPackage); any other is checked
     again, with the usual errors, by `verify_key_package`.
     """
-
-    def run(lo: int, hi: int) -> list[KeyPackage]:
-        out: list[KeyPackage] = []
-        for i in range(lo, hi):
-            kp = parse(items[i])
-            _mark_if_signatures_ok(kp)
-            out.append(kp)
-        return out
-
-    return parallel.map_ranges(run, len(items), min_items=_PARALLEL_KEY_PACKAGES)
+    kps = [parse(x) for x in items]
+    by_suite: dict[int, list[KeyPackage]] = {}
+    for kp in kps:
+        if not kp._signatures_ok and kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+            by_suite.setdefault(kp.cipher_suite, []).append(kp)
+    for suite_id, todo in by_suite.items():
+        try:
+            suite = get_cipher_suite(suite_id)
+        except UnsupportedError:
+            continue  # verify_key_package reports it
+        jobs: list[tuple[bytes, str, bytes, bytes]] = []
+        for kp in todo:
+            leaf = kp.leaf_node
+            jobs.append((leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature))
+            jobs.append((leaf.signature_key, "LeafNodeTBS", leaf.tbs(), leaf.signature))
+        ok = suite.verify_with_label_many(jobs)
+        for i, kp in enumerate(todo):
+            if ok[2 * i] and ok[2 * i + 1]:
+                object.__setattr__(kp, "_signatures_ok", True)
+    return kps
 
 
 def verify_key_package_signatures(key_packages: Sequence[KeyPackage]) -> int:
