@@ -936,6 +936,60 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
 _new_object = object.__new__
 
 
+def _p_key_package(buf: bytes, start: int, end: int, cap: int) -> tuple[KeyPackage, int]:
+    """A KeyPackage (RFC 9420 section 10) at ``buf[start:]``, with its encoding kept; the
+    checks of the generic decoder (`KeyPackage.decode_slow`)."""
+    if start + 4 > end:
+        raise _trunc(start)
+    version = (buf[start] << 8) | buf[start + 1]
+    suite = (buf[start + 2] << 8) | buf[start + 3]
+    pos = start + 4
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        init_key = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        init_key, pos = _p_opaque(buf, pos, end, cap)
+    leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
+    if pos < end and buf[pos] == 0:
+        extensions: tuple[Extension, ...] = ()
+        pos += 1
+    else:
+        ext_data, pos = _p_opaque(buf, pos, end, cap)
+        extensions = _p_extensions(ext_data, cap)
+    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
+        stop = pos + 2 + n
+        if stop > end:
+            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
+        signature = buf[pos + 2 : stop]
+        pos = stop
+    else:
+        signature, pos = _p_opaque(buf, pos, end, cap)
+    if len(_CAPS_CACHE) > 256:
+        _CAPS_CACHE.clear()
+    kp = _new_object(KeyPackage)
+    s0, s1, s2, s3, s4, s5, s6, s7 = _KP_SETTERS or _kp_setters()
+    s0(kp, version)
+    s1(kp, suite)
+    s2(kp, init_key)
+    s3(kp, leaf)
+    s4(kp, extensions)
+    s5(kp, signature)
+    s6(kp, buf[start:pos])
+    s7(kp, False)
+    return kp, pos
+
+
+_KP_SETTERS: tuple[Callable[[object, object], None], ...] = ()
+
+
+def _kp_setters() -> tuple[Callable[[object, object], None], ...]:
+    global _KP_SETTERS
+    names = [f.name for f in dataclass_fields(KeyPackage)]
+    assert names[-2:] == ["_raw", "_signatures_ok"]
+    _KP_SETTERS = _slot_setters(KeyPackage, *names)
+    return _KP_SETTERS
+
+
 def _p_check_opaque_list(data: bytes, cap: int) -> None:
     pos = 0
     end = len(data)
@@ -1140,30 +1194,8 @@ class KeyPackage:
     @classmethod
     def decode(cls, r: Reader) -> KeyPackage:
         buf, start, end = r.view()
-        cap = r.max_vector
-        if start + 4 > end:
-            raise _trunc(start)
-        version = (buf[start] << 8) | buf[start + 1]
-        suite = (buf[start + 2] << 8) | buf[start + 3]
-        pos = start + 4
-        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
-            init_key = buf[pos + 1 : pos + 1 + n]
-            pos += 1 + n
-        else:
-            init_key, pos = _p_opaque(buf, pos, end, cap)
-        leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
-        if pos < end and buf[pos] == 0:
-            extensions: tuple[Extension, ...] = ()
-            pos += 1
-        else:
-            ext_data, pos = _p_opaque(buf, pos, end, cap)
-            extensions = _p_extensions(ext_data, cap)
-        signature, pos = _p_opaque(buf, pos, end, cap)
+        kp, pos = _p_key_package(buf, start, end, r.max_vector)
         r.seek(pos)
-        if len(_CAPS_CACHE) > 256:
-            _CAPS_CACHE.clear()
-        kp = cls(version, suite, init_key, leaf, extensions, signature)
-        object.__setattr__(kp, "_raw", buf[start:pos])
         return kp
 
     @classmethod
@@ -2050,6 +2082,7 @@ _BODY_FORMAT: dict[type, WireFormat] = {
     KeyPackage: WireFormat.MLS_KEY_PACKAGE,
 }
 _FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
+_KEY_PACKAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_KEY_PACKAGE.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -2092,4 +2125,10 @@ class MLSMessage:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MLSMessage:
+        if data[:4] == _KEY_PACKAGE_HEADER and isinstance(data, bytes):
+            # published KeyPackages (an add-all commit parses one per member): no Reader
+            kp, pos = _p_key_package(data, 4, len(data), DEFAULT_MAX_VECTOR)
+            if pos != len(data):
+                raise DecodeError(f"{len(data) - pos} trailing bytes after the encoded value")
+            return cls(kp)
         return decode_with(cls.decode, data)
