@@ -19,7 +19,9 @@ from benchmarks.harness import OURS, PEER, Record, log
 from benchmarks.scenarios import GROUP_SCENARIOS
 
 DEFAULT_SIZES = (1000, 10_000, 50_000)
-COMMANDS = (*GROUP_SCENARIOS, "sync_10k", "all", "plot", "table")
+#: the Replica facade end to end over SQLite (benchmarks.replica_bench), crdt-mls only
+REPLICA = "replica"
+COMMANDS = (*GROUP_SCENARIOS, "sync_10k", REPLICA, "all", "plot", "table")
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -48,6 +50,10 @@ def _child(args: argparse.Namespace) -> None:
             from benchmarks.sync_bench import run_sync
 
             run_sync(emit, force_progress=force)
+        if REPLICA in wanted:
+            from benchmarks.replica_bench import run_replica
+
+            run_replica(args.n, emit, reps=args.reps, force_progress=force)
     else:
         from benchmarks.impl_peer import PeerImpl
         from benchmarks.scenarios import run_group
@@ -94,7 +100,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     names = args.command.split(",")
     bad = [c for c in names if c not in (*COMMANDS, "_child")]
-    if bad or (len(names) > 1 and not set(names) <= {*GROUP_SCENARIOS, "sync_10k"}):
+    if bad or (len(names) > 1 and not set(names) <= {*GROUP_SCENARIOS, "sync_10k", REPLICA}):
         ap.error(f"unknown command {args.command!r}; choose from {', '.join(COMMANDS)}")
 
     if args.command == "_child":
@@ -112,7 +118,7 @@ def main(argv: list[str]) -> int:
         plot(args.inputs or ["results.json"], args.png)
         return 0
 
-    scenarios = [*GROUP_SCENARIOS, "sync_10k"] if args.command == "all" else names
+    scenarios = [*GROUP_SCENARIOS, "sync_10k", REPLICA] if args.command == "all" else names
     impls = {"ours": [OURS], OURS: [OURS], "peer": [PEER], PEER: [PEER], "both": [OURS, PEER]}[args.impl]
     if PEER in impls:
         from benchmarks.impl_peer import available
@@ -135,7 +141,7 @@ def main(argv: list[str]) -> int:
     if group:
         for n in args.members:
             for impl in impls:
-                todo = [s for s in group if not (impl == PEER and s in ("full_commit", "merge"))]
+                todo = [s for s in group if not (impl == PEER and s in ("full_commit", "merge", REPLICA))]
                 if not todo:
                     continue
                 log(f"== {impl} n={n}: {', '.join(todo)}")

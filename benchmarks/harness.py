@@ -27,6 +27,8 @@ class Record:
     samples: int
     #: median wall-clock seconds (``median_s`` is process CPU time; see docs/benchmarks.md)
     median_wall_s: float
+    #: replica scenarios: median bytes the call asked the store to write (benchmarks.replica_bench)
+    bytes_written: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from crdt_mls.dag.cid import CODEC_DAG_CBOR, cid_from_str, cid_to_str, parse_cid
+from crdt_mls.dag.cid import CODEC_DAG_CBOR, CODEC_RAW, cid_from_str, cid_to_str, parse_cid
 from crdt_mls.dag.node import decode_node
 from crdt_mls.errors import CrdtMlsError, DecodeError, InvalidArgument, InvalidState, TransportError
 from crdt_mls.mls.codec import Reader, Writer
@@ -404,7 +404,20 @@ class Session:
                         todo.append(link)
                         bar.total += 1
         bar.close()
-        return self._take(replica, blocks)
+        events = self._take(replica, blocks)
+        # chunk blocks of large operations that this member needs (docs/schema.md, version 2)
+        while True:
+            want = [c for c in replica.missing() if parse_cid(c).codec == CODEC_RAW and c not in seen]
+            if not want:
+                return events
+            seen.update(want)
+            bar = Progress("fetch chunks", len(want))
+            got: list[tuple[bytes, bytes]] = []
+            for c in want:
+                got.append((c, self.store.fetch_block(c, timeout=self.fetch_timeout)))
+                bar.step()
+            bar.close()
+            events += self._take(replica, got)
 
     def fetch_cids(self, cids: Sequence[bytes], label: str) -> None:
         """Make sure the given (content) blocks are local, fetching them from IPFS if needed."""
@@ -428,8 +441,7 @@ class Session:
         other = [(c, b) for c, b in blocks if parse_cid(c).codec != CODEC_DAG_CBOR]
         if other:
             self.store.put_blocks(other)
-        if not ops:
-            return []
+        # the replica also looks for chunk blocks its waiting operations need in the store
         return replica.receive(ops)
 
 

@@ -35,33 +35,57 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
+import hmac
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import nacl.signing
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from crdt_mls.causal import CausalBuffer, CausalReceiver, Equivocation, NodeRef, Refused, decode_ref, encode_ref
-from crdt_mls.dag.cid import cid_to_str
-from crdt_mls.dag.node import NodeFields, NodeKind, decode_node, derive_group_tag, encode_node, sign_node
+from crdt_mls.dag.chunks import (
+    CHUNK_KEY_SIZE,
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    join_plain,
+    open_chunks,
+    plain_chunks,
+    seal_chunks,
+)
+from crdt_mls.dag.cid import cid_for_raw, cid_to_str
+from crdt_mls.dag.node import (
+    RAW_SHA256_PREFIX,
+    NodeFields,
+    NodeKind,
+    OpNode,
+    decode_node,
+    derive_group_tag,
+    encode_node,
+    sign_node,
+)
 from crdt_mls.errors import (
     CrdtMlsError,
     DecodeError,
     DecryptionError,
+    IntegrityError,
     InvalidArgument,
     InvalidState,
+    MissingBaseError,
+    OversizeError,
     RemoteInputError,
     StateKeyError,
     StorageError,
     WelcomeError,
 )
 from crdt_mls.merge.dag import GroupDag
-from crdt_mls.merge.mlsmerge import ParentEpoch, create_merge_commit, join_merge, process_merge_commit
+from crdt_mls.merge.mlsmerge import BaseEpoch, ParentEpoch, create_merge_commit, join_merge, process_merge_commit
 from crdt_mls.merge.records import (
     EVICT_AAD_PREFIX,
-    commit_record,
     evicted_from_aad,
     eviction_aad,
     genesis_record,
@@ -72,10 +96,14 @@ from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecor
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group
-from crdt_mls.mls.messages import KeyPackage, LeafNode
-from crdt_mls.mls.welcome import KeyPackagePrivate, make_key_package
+from crdt_mls.mls.key_schedule import epoch_secrets_from_joiner
+from crdt_mls.mls.messages import KeyPackage, LeafNode, MLSMessage, Node, Welcome
+from crdt_mls.mls.ratchet_tree import RatchetTree
+from crdt_mls.mls.suites import get_cipher_suite
+from crdt_mls.mls.welcome import KeyPackagePrivate, decrypt_group_info, make_key_package, open_group_secrets
 from crdt_mls.stores.base import Store
 from crdt_mls.stores.memory import MemoryStore
+from crdt_mls.stores.treechunks import TreeRef, changed_nodes, chunk_tree, load_tree, sha256_id
 
 __all__ = [
     "STATE_KEY_SIZE",
@@ -98,11 +126,20 @@ __all__ = [
 ]
 
 Rng = Callable[[int], bytes]
-_Snapshot = tuple[tuple[object, ...], bytes, tuple[GroupDag, list[bytes], int]]
+_Snapshot = tuple[tuple[object, ...], tuple[GroupDag, list[bytes], int]]
 
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+_STATE_VERSION_V3 = 3  #: the whole-state layout before issue-5 storage; migrated on load
 _PAYLOAD_COMMIT = 1
 _PAYLOAD_MERGE = 2
+_PAYLOAD_PARTS = 3  #: a commit whose parts may travel in chunk blocks (docs/api.md)
+_PAYLOAD_MERGE_PARTS = 4  #: a merge commit whose message travels in chunk blocks
+_PART_LABEL = "crdt-mls part"
+_SALT_LEN = 16
+#: receiver journal length (deliveries) below which no new checkpoint is written
+_RECV_CK_MIN = 4096
+#: payload bytes a node carries inline; larger payloads put their biggest parts in chunk blocks
+DEFAULT_INLINE_LIMIT = 768 * 1024
 _TAG_LABEL = "crdt-mls group tag key"
 _EVICT_LABEL = "crdt-mls evict"
 #: epochs kept besides the current one (older epoch states are dropped, oldest first)
@@ -269,6 +306,106 @@ def _parse_commit_payload(data: bytes) -> tuple[bytes, bytes, bytes]:
     return commit, welcome, sealed
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One part of a large commit payload: inline bytes, or ``count`` chunk blocks starting at
+    ``first`` in the node's chunk list (docs/api.md, "What goes into blocks")."""
+
+    data: bytes = field(default=b"", repr=False)
+    first: int = 0
+    count: int = 0
+
+    def encode(self, w: Writer) -> None:
+        if self.count:
+            w.u8(1)
+            w.u16(self.first)
+            w.u16(self.count)
+        else:
+            w.u8(0)
+            w.opaque(self.data)
+
+    @classmethod
+    def decode(cls, r: Reader) -> _Part:
+        form = r.u8()
+        if form == 0:
+            return cls(r.opaque())
+        if form == 1:
+            first, count = r.u16(), r.u16()
+            if not count:
+                raise DecodeError("a chunked part names no chunks")
+            return cls(b"", first, count)
+        raise DecodeError("unknown payload part form")
+
+    def chunks(self, node_chunks: Sequence[bytes]) -> tuple[bytes, ...]:
+        return tuple(node_chunks[self.first : self.first + self.count])
+
+    @property
+    def empty(self) -> bool:
+        return not self.count and not self.data
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    """A commit payload of type 3 (docs/api.md): the commit for members of the parent epoch,
+    the Welcome (without the ratchet tree) and the sealed tree for joiners."""
+
+    salt: bytes
+    commit: _Part
+    welcome: _Part
+    tree: _Part
+    sealed_evictions: bytes = b""
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.u8(_PAYLOAD_PARTS)
+        w.opaque(self.salt)
+        self.commit.encode(w)
+        self.welcome.encode(w)
+        self.tree.encode(w)
+        w.opaque(self.sealed_evictions)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes, n_chunks: int) -> _Parts:
+        r = Reader(data)
+        if r.u8() != _PAYLOAD_PARTS:
+            raise DecodeError("not a commit payload with parts")
+        salt = r.opaque()
+        parts = [_Part.decode(r) for _ in range(3)]
+        sealed = r.opaque()
+        r.finish()
+        if len(salt) != _SALT_LEN:
+            raise DecodeError("a commit payload's salt has the wrong length")
+        _check_ranges(parts, n_chunks)
+        if parts[0].empty:
+            raise DecodeError("a commit payload without a commit")
+        return cls(salt, parts[0], parts[1], parts[2], sealed)
+
+
+def _check_ranges(parts: Sequence[_Part], n_chunks: int) -> None:
+    """Chunked parts take consecutive ranges of the node's chunk list, in order, covering it."""
+    pos = 0
+    for p in parts:
+        if p.count:
+            if p.first != pos:
+                raise DecodeError("payload parts do not take the node's chunks in order")
+            pos += p.count
+    if pos != n_chunks:
+        raise DecodeError("payload parts do not cover the node's chunk list")
+
+
+def _part_key(group: Group, what: bytes, salt: bytes) -> bytes:
+    """Key of a sealed part: MLS-Exporter (RFC 9420 section 8.5) of the epoch whose members
+    read it (the parent epoch for the commit, the new epoch for the tree), with the part's name
+    and the node's random salt as context, so each key seals one payload."""
+    return group.export_secret(_PART_LABEL, what + salt, CHUNK_KEY_SIZE)
+
+
+def _seal_inline(key: bytes, data: bytes, label: bytes) -> bytes:
+    """A sealed part small enough to stay in the node: one chunk of just the right size."""
+    return seal_chunks(key, data, label, chunk_size=max(MIN_CHUNK_SIZE, len(data) + 24))[0][1]
+
+
 def _eviction_key(parent: Group, commit: bytes) -> bytes:
     """Per-commit key sealing its eviction list: MLS-Exporter of the parent epoch (RFC 9420
     section 8.5) with the commit's hash as context, so every member who can process the commit
@@ -293,6 +430,31 @@ def _open_evictions(parent: Group, commit: bytes, sealed: bytes) -> frozenset[by
     if not plain.startswith(EVICT_AAD_PREFIX):
         raise DecodeError("malformed eviction list")
     return evicted_from_aad(plain)
+
+
+def _with_tree(group: Group, tree: RatchetTree) -> Group:
+    return dataclasses.replace(group, tree=tree)
+
+
+def _encode_epoch(tree: TreeRef, group: Group) -> bytes:
+    """One kept epoch at rest: ``struct { uint32 width; opaque root<V>; opaque group<V>; }``,
+    ``group`` being `Group.to_bytes` of the state with a one-leaf placeholder tree (the real
+    tree is in the chunks under ``root``)."""
+    leaf = next((lf for _, lf in group.tree.members()), None)
+    if leaf is None:
+        raise InvalidState("a kept epoch has an empty tree")
+    w = Writer()
+    w.u32(tree.width)
+    w.opaque(tree.root)
+    w.opaque(_with_tree(group, RatchetTree.create(group.suite, leaf)).to_bytes())
+    return w.getvalue()
+
+
+def _decode_epoch(data: bytes) -> tuple[int, bytes, bytes]:
+    r = Reader(data)
+    width, root, part = r.u32(), r.opaque(), r.opaque()
+    r.finish()
+    return width, root, part
 
 
 def _ref_size(ref: NodeRef) -> int:
@@ -326,6 +488,29 @@ def _parse_merge_payload(data: bytes) -> tuple[tuple[bytes, ...], bytes]:
     r.finish()
     if len(parents) < 2 or list(parents) != sorted(set(parents)):
         raise DecodeError("a merge names at least two distinct parent epochs, sorted")
+    return parents, message
+
+
+def _merge_parts_payload(parents: Sequence[bytes], message: _Part) -> bytes:
+    w = Writer()
+    w.u8(_PAYLOAD_MERGE_PARTS)
+    w.vector(sorted(parents), _w_opaque)
+    message.encode(w)
+    return w.getvalue()
+
+
+def _parse_merge_parts_payload(data: bytes, n_chunks: int) -> tuple[tuple[bytes, ...], _Part]:
+    r = Reader(data)
+    if r.u8() != _PAYLOAD_MERGE_PARTS:
+        raise DecodeError("not a merge payload with parts")
+    parents = tuple(r.vector(lambda rr: rr.opaque()))
+    message = _Part.decode(r)
+    r.finish()
+    if len(parents) < 2 or list(parents) != sorted(set(parents)):
+        raise DecodeError("a merge names at least two distinct parent epochs, sorted")
+    _check_ranges([message], n_chunks)
+    if message.empty:
+        raise DecodeError("a merge payload without a message")
     return parents, message
 
 
@@ -444,6 +629,68 @@ def _advance(heads: set[bytes], rec: OpRecord) -> None:
     heads.add(rec.cid)
 
 
+def _changed_leaves(before: RatchetTree, after: RatchetTree) -> list[int]:
+    """Leaf indices whose LeafNode object differs between two trees (O(changes) when the trees
+    share structure and offer ``diff``; a C-speed identity scan otherwise)."""
+    changed = changed_nodes(before, after)
+    if changed is None:
+        a, b = before.nodes(), after.nodes()
+        n = min(len(a), len(b))
+        changed = [x for x in range(n) if a[x] is not b[x]]
+        changed.extend(range(n, max(len(a), len(b))))
+    return [x // 2 for x in changed if x % 2 == 0]
+
+
+def _leaf_maps(
+    before: RatchetTree, after: RatchetTree
+) -> tuple[dict[bytes, tuple[int, LeafNode]], dict[bytes, tuple[int, LeafNode]]]:
+    """``{signature key: (leaf, LeafNode)}`` before and after, restricted to changed leaves.
+    Signature keys are unique in a tree, so a key at an unchanged leaf is at the same leaf on
+    both sides: the restriction loses no change."""
+    old: dict[bytes, tuple[int, LeafNode]] = {}
+    new: dict[bytes, tuple[int, LeafNode]] = {}
+    for i in _changed_leaves(before, after):
+        lf = before.leaf(i) if i < before.n_leaves else None
+        if lf is not None:
+            old[lf.signature_key] = (i, lf)
+        lf = after.leaf(i) if i < after.n_leaves else None
+        if lf is not None:
+            new[lf.signature_key] = (i, lf)
+    return old, new
+
+
+def _tree_changes(before: RatchetTree, after: RatchetTree, evicted: Iterable[bytes] = ()) -> tuple[Change, ...]:
+    """`crdt_mls.merge.records.tree_changes` in O(changed leaves) (same result, tested)."""
+    ev = frozenset(evicted)
+    old, new = _leaf_maps(before, after)
+    out: list[Change] = []
+    for key, (_i, _lf) in sorted(old.items(), key=lambda kv: kv[1][0]):
+        if key not in new:
+            out.append(Change(ChangeKind.EVICT if key in ev else ChangeKind.REMOVE, key))
+    if ev - (old.keys() - new.keys()):
+        raise InvalidArgument("an evicted member must be removed by the commit")
+    for key, (i, lf) in sorted(new.items(), key=lambda kv: kv[1][0]):
+        if key not in old:
+            out.append(Change(ChangeKind.ADD, key, i, codec.encode(lf)))
+        elif codec.encode(old[key][1]) != codec.encode(lf):
+            out.append(Change(ChangeKind.UPDATE, key, i, codec.encode(lf)))
+    return tuple(out)
+
+
+def _commit_record(
+    ref: NodeRef, epochs: tuple[bytes, ...], before: RatchetTree, after: RatchetTree, *, evicted: Iterable[bytes] = ()
+) -> OpRecord:
+    """`crdt_mls.merge.records.commit_record` for a commit node, in O(changed leaves)."""
+    return _node_record(ref, epochs, _tree_changes(before, after, evicted))
+
+
+def _welcome_of(data: bytes) -> Welcome:
+    body = codec.decode(MLSMessage, data).body
+    if not isinstance(body, Welcome):
+        raise WelcomeError("the Welcome part is not a Welcome")
+    return body
+
+
 def _node_record(ref: NodeRef, epochs: tuple[bytes, ...], changes: tuple[Change, ...] | None) -> OpRecord:
     return OpRecord(ref.cid, ref.author, ref.seq, ref.prev, tuple(ref.parents), epochs, changes)
 
@@ -551,6 +798,7 @@ class Replica:
             kp = make_key_package(cipher_suite, name.encode("utf-8"), rng=rng)
             _signature_priv = kp.signature_priv
         self._signature_priv = _signature_priv
+        self._sig_pub = bytes(nacl.signing.SigningKey(_signature_priv).verify_key)
         self._pending_kps: list[KeyPackagePrivate] = []
         self._tag = b""
         self._states: dict[bytes, Group] = {}
@@ -563,15 +811,35 @@ class Replica:
         self._node_heads: set[bytes] = set()
         self._seq = 0
         self._prev: bytes | None = None
-        self._receiver: CausalReceiver[NodeRef] = CausalReceiver(CausalBuffer(size_of=_ref_size))
+        self._receiver: CausalReceiver[NodeRef] = CausalReceiver(CausalBuffer(size_of=_ref_size, gate=self._needs))
         self._outgoing: list[tuple[bytes, bytes]] = []
         self._removed = False
         #: the merge engine over every delivered operation (docs/merge.md section 4.1) and its input log
         self._dag: GroupDag = GroupDag.for_joiner()
         self._dag_entries: list[bytes] = []
         self._dag_saved = 0  #: entries already in the store
+        self._dag_start = 0  #: index of the first entry kept (earlier ones were truncated)
         #: the maximal operations this replica can read: the causal parents of its own nodes
         self._parent_heads: set[bytes] = set()
+        #: payload bytes a node of this replica carries inline, and the size of chunk blocks
+        self.inline_limit = DEFAULT_INLINE_LIMIT
+        self.chunk_size = DEFAULT_CHUNK_SIZE
+        #: chunk blocks made or accepted in this call (written with the call's batch)
+        self._new_blocks: list[tuple[bytes, bytes]] = []
+        #: chunk blocks received in the current `receive` call
+        self._batch_chunks: dict[bytes, bytes] = {}
+        # state at rest: the saved tree of each kept epoch, how many kept trees use each chunk
+        self._trees: dict[bytes, tuple[RatchetTree, TreeRef]] = {}
+        self._chunk_rc: dict[bytes, int] = {}
+        self._chunk_id_key = (
+            b""
+            if self._state_key is None
+            else hmac.new(self._state_key, b"crdt-mls tree chunk ids", hashlib.sha256).digest()
+        )
+        # the receiver journal: checkpoint index, next index, deliveries since and at the checkpoint
+        self._recv_ck = self._recv_end = self._recv_since_ck = self._recv_ck_size = 0
+        self._recv_force_ck = False
+        self._wait_saved = CausalBuffer[NodeRef]().waiting_to_bytes(encode_ref)
 
     def __repr__(self) -> str:
         ep = self._states.get(self._current)
@@ -669,16 +937,22 @@ class Replica:
         cls, store: Store, *, namespace: str = "replica", rng: Rng = os.urandom, state_key: bytes | None = None
     ) -> Replica:
         """Restore the replica saved in ``store`` under ``namespace``; a replica saved with a
-        ``state_key`` needs the same key (`StateKeyError` otherwise, the store untouched)."""
+        ``state_key`` needs the same key (`StateKeyError` otherwise, the store untouched).
+
+        A replica saved in the version-3 layout (whole `Group` per epoch, receiver in the
+        header) is migrated: loaded, then written in the current layout in one atomic batch."""
         key = _check_state_key(state_key)
         state_name = f"{namespace}/state"
         data = _unseal(key, state_name, store.get_meta(state_name))
         if data is None:
             raise InvalidState(f"no replica saved under {namespace!r} in this store")
         try:
-            return cls._decode(data, store, namespace, rng, key)
+            rep = cls._decode(data, store, namespace, rng, key)
         except (DecodeError, ValueError) as e:
             raise StorageError(f"the saved replica state is corrupt: {e}") from None
+        if rep._recv_force_ck:
+            rep._save([])
+        return rep
 
     # ------------------------------------------------------------------ queries
 
@@ -716,9 +990,7 @@ class Replica:
     @property
     def signature_key(self) -> bytes:
         """This member's public signature key (the author key of its nodes)."""
-        import nacl.signing
-
-        return bytes(nacl.signing.SigningKey(self._signature_priv).verify_key)
+        return self._sig_pub
 
     def members(self) -> list[tuple[int, str]]:
         """``(leaf index, name)`` of every member in the current epoch."""
@@ -837,34 +1109,44 @@ class Replica:
     # ------------------------------------------------------------------ receiving
 
     def receive(self, blocks: Iterable[tuple[bytes, bytes]]) -> list[Event]:
-        """Take operation blocks ``(cid, block)`` from peers, in any order and with duplicates.
+        """Take blocks ``(cid, block)`` from peers, in any order and with duplicates: operation
+        nodes and the chunk blocks (raw CIDs) that large operations refer to.
 
-        Every block is checked (CID, encoding, schema, group tag once joined, signature)
-        before anything changes: a bad block raises a `RemoteInputError` and nothing is
-        changed.  Nodes are applied in causal order; those waiting for parents are reported
-        by `OperationWaiting` (fetch `missing()`).
+        Every block is checked (CID, encoding, schema, group tag once joined, signature; a
+        chunk against its CID) before anything changes: a bad block raises a
+        `RemoteInputError` and nothing is changed.  Nodes are applied in causal order; those
+        waiting for parents or for chunks this member needs are reported by
+        `OperationWaiting` (fetch `missing()`).  A chunk no operation refers to is ignored.
         """
         refs: list[NodeRef] = []
+        chunks: dict[bytes, bytes] = {}
         for cid, block in blocks:
-            node = decode_node(bytes(block), bytes(cid), group=self._tag or None)
-            refs.append(NodeRef(bytes(cid), node, len(block)))
+            cid, block = bytes(cid), bytes(block)
+            if cid[:4] == RAW_SHA256_PREFIX:
+                if len(block) > MAX_CHUNK_SIZE:
+                    raise OversizeError(f"chunk block of {len(block)} bytes exceeds the limit of {MAX_CHUNK_SIZE}")
+                if cid_for_raw(block) != cid:
+                    raise IntegrityError(f"chunk block of {len(block)} bytes does not match its CID")
+                chunks[cid] = block
+                continue
+            node = decode_node(block, cid, group=self._tag or None)
+            refs.append(NodeRef(cid, node, len(block)))
         old = self._snapshot()
         events: list[Event] = []
         stored: list[NodeRef] = []
         try:
+            wanted = {c for c in self._receiver.missing() if c[:4] == RAW_SHA256_PREFIX}
             for ref in refs:
-                delivery = self._receiver.receive(ref)
+                wanted.update(ref.node.chunks)
+            self._batch_chunks = {c: b for c, b in chunks.items() if c in wanted}
+            self._new_blocks.extend(self._batch_chunks.items())
+            # chunks that arrived now, or reached the store another way, release the operations
+            arrived = [c for c in self._receiver.missing() if c[:4] == RAW_SHA256_PREFIX and self._have_chunk(c)]
+            if arrived:
+                events.extend(self._consume(self._receiver.available_iter(arrived)))
+            for ref in refs:
                 stored.append(ref)
-                for ev in delivery.events:
-                    if isinstance(ev, Refused):
-                        events.append(OperationRefused(ev.cid, ev.reason))
-                    elif isinstance(ev, Equivocation):
-                        events.append(OperationRefused(ev.second, f"equivocation by author seq {ev.seq}"))
-                for n in delivery.delivered:
-                    applied = self._apply(n)
-                    if not self._current:  # history from before we joined is unreadable by design
-                        applied = [e for e in applied if not isinstance(e, OperationUnreadable)]
-                    events.extend(applied)
+                events.extend(self._consume(self._receiver.receive_iter(ref)))
             missing = self._receiver.missing()
             if missing:
                 events.append(OperationWaiting(tuple(sorted(missing))))
@@ -872,7 +1154,84 @@ class Replica:
         except CrdtMlsError:
             self._restore(old)
             raise
+        finally:
+            self._batch_chunks = {}
         return events
+
+    def _consume(self, items: Iterable[NodeRef | Equivocation | Refused]) -> list[Event]:
+        """Apply what the causal receiver delivers, one node at a time (its gate looks at the
+        state each node leaves)."""
+        events: list[Event] = []
+        for item in items:
+            if isinstance(item, Refused):
+                events.append(OperationRefused(item.cid, item.reason))
+            elif isinstance(item, Equivocation):
+                events.append(OperationRefused(item.second, f"equivocation by author seq {item.seq}"))
+            else:
+                applied = self._apply(item)
+                if not self._current:  # history from before we joined is unreadable by design
+                    applied = [e for e in applied if not isinstance(e, OperationUnreadable)]
+                events.extend(applied)
+        return events
+
+    # ------------------------------------------------------------------ chunk blocks
+
+    def _have_chunk(self, cid: bytes) -> bool:
+        return cid in self._batch_chunks or self.store.has_block(cid)
+
+    def _chunk_data(self, cid: bytes) -> bytes | None:
+        data = self._batch_chunks.get(cid)
+        return data if data is not None else self.store.get_block(cid)
+
+    def _part_bytes(self, node: OpNode, part: _Part, key: bytes | None, label: bytes) -> bytes:
+        """The bytes of a payload part: inline, or its chunk blocks joined (and opened with
+        ``key`` if the part is sealed).  `RemoteInputError` if a chunk is missing or bad."""
+        if not part.count:
+            return part.data if key is None else open_chunks(key, [part.data], label)
+        blocks: list[bytes] = []
+        for c in part.chunks(node.chunks):
+            data = self._chunk_data(c)
+            if data is None:
+                raise IntegrityError("a chunk block of the operation is missing")
+            blocks.append(data)
+        return join_plain(blocks) if key is None else open_chunks(key, blocks, label)
+
+    def _needs(self, ref: NodeRef) -> list[bytes]:
+        """The causal buffer's gate (docs/causal.md section 1): the chunk blocks this replica
+        still lacks to process ``ref``: a member of the commit's epoch needs the commit part,
+        a joiner the Welcome part and then, if the Welcome is for it, the tree part; a merge
+        is needed by everyone in the group.  Never raises (a malformed payload needs nothing
+        and is reported as unreadable when applied)."""
+        node = ref.node
+        if not node.chunks or node.kind != NodeKind.COMMIT or ref.author == self._sig_pub:
+            return []
+        try:
+            want = self._wanted_chunks(node)
+        except CrdtMlsError:
+            return []
+        return [c for c in want if not self._have_chunk(c)]
+
+    def _wanted_chunks(self, node: OpNode) -> Sequence[bytes]:
+        kind = node.payload[:1]
+        if kind == bytes([_PAYLOAD_MERGE_PARTS]):
+            _, message = _parse_merge_parts_payload(node.payload, len(node.chunks))
+            return message.chunks(node.chunks) if self._current else ()
+        if kind != bytes([_PAYLOAD_PARTS]):
+            return ()
+        parts = _Parts.decode(node.payload, len(node.chunks))
+        state = self._states.get(node.epoch)
+        if state is not None and state.active:
+            return parts.commit.chunks(node.chunks)
+        if self._current or not self._pending_kps or parts.welcome.empty:
+            return ()
+        welcome_chunks = parts.welcome.chunks(node.chunks)
+        if not all(self._have_chunk(c) for c in welcome_chunks):
+            return welcome_chunks
+        welcome = _welcome_of(self._part_bytes(node, parts.welcome, None, b""))
+        refs = {s.new_member for s in welcome.secrets}
+        if not any(kp.ref in refs for kp in self._pending_kps):
+            return ()
+        return parts.tree.chunks(node.chunks)
 
     # ------------------------------------------------------------------ internals
 
@@ -931,18 +1290,23 @@ class Replica:
                 _advance(heads, rec)
         self._dag, self._parent_heads = dag, heads
 
-    def _sign(self, kind: NodeKind, epoch: bytes, payload: bytes, parents: tuple[bytes, ...]) -> NodeRef:
-        fields = NodeFields(kind, self._tag, self._seq, self._prev, parents, epoch, payload)
+    def _sign(
+        self, kind: NodeKind, epoch: bytes, payload: bytes, parents: tuple[bytes, ...], chunks: tuple[bytes, ...] = ()
+    ) -> NodeRef:
+        fields = NodeFields(kind, self._tag, self._seq, self._prev, parents, epoch, payload, chunks)
         return NodeRef.from_node(sign_node(fields, self._signature_priv))
 
-    def _local(self, ref: NodeRef) -> None:
-        """Record our own new node: delivered, our log advanced, heads, outgoing."""
+    def _local(self, ref: NodeRef, blocks: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """Record our own new node: delivered, our log advanced, heads, outgoing (its chunk
+        blocks first, then the node: links before the block that names them)."""
         delivery = self._receiver.receive(ref)
         if ref not in delivery.delivered:
             raise InvalidState("own operation was not deliverable")  # pragma: no cover - invariant
         self._seq = ref.seq + 1
         self._prev = ref.cid
         self._advance_heads(ref)
+        self._new_blocks.extend(blocks)
+        self._outgoing.extend(blocks)
         self._outgoing.append((ref.cid, encode_node(ref.node)[1]))
 
     def _advance_heads(self, ref: NodeRef) -> None:
@@ -958,33 +1322,72 @@ class Replica:
         if len(self._epoch_heads) > 1:
             raise InvalidState("concurrent commits forked the group; a merge is needed before the next commit")
         before = self.group
-        msg, welcome, after = before.commit(add=add, remove=remove, private=True, rng=self._rng)
+        # the ratchet tree travels outside the Welcome, sealed for the joiners (RFC 9420 12.4.3.3)
+        msg, welcome, after = before.commit(
+            add=add, remove=remove, private=True, ratchet_tree_in_welcome=not add, rng=self._rng
+        )
         sealed = _seal_evictions(before, msg, evict) if evict else b""
-        ref = self._sign(NodeKind.COMMIT, self._current, _commit_payload(msg, welcome, sealed), self._parents())
+        payload, blocks = self._commit_payload(before, after, msg, welcome, sealed)
+        chunks = tuple(c for c, _ in blocks)
+        ref = self._sign(NodeKind.COMMIT, self._current, payload, self._parents(), chunks)
         old = self._snapshot()
         try:
             self._dag_local(
-                commit_record(
-                    ref.cid,
-                    ref.author,
-                    ref.seq,
-                    ref.prev,
-                    ref.parents,
-                    (self._current,),
-                    before.tree,
-                    after.tree,
-                    evicted=evict,
-                )
+                _commit_record(ref, (self._current,), before.tree, after.tree, evicted=evict),
             )
             self._add_epoch(ref.cid, after, (self._current,), ref.author)
             self._current = ref.cid
-            self._local(ref)
+            self._local(ref, blocks)
             self._prune()
             self._save([ref])
         except CrdtMlsError:
             self._restore(old)
             raise
         return self._commit_events(before, after, ref.cid, self.name)
+
+    def _commit_payload(
+        self, before: Group, after: Group, msg: bytes, welcome: bytes | None, sealed: bytes
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The commit node's payload and chunk blocks.  A commit without Welcome that fits is
+        the type-1 payload.  Otherwise type 3 (docs/api.md): the commit (PrivateMessage), the
+        Welcome without the tree, and the tree sealed under the new epoch's exporter; parts
+        go to chunk blocks, largest first, until the payload fits ``inline_limit``."""
+        if welcome is None:
+            inline = _commit_payload(msg, None, sealed)
+            if len(inline) <= self.inline_limit:
+                return inline, []
+        salt = self._rng(_SALT_LEN)
+        tree = after.tree.encode() if welcome else b""
+        sizes = {"commit": len(msg), "welcome": len(welcome or b""), "tree": len(tree) + 24 if tree else 0}
+        total = sum(sizes.values()) + len(sealed) + 64
+        chunked: set[str] = set()
+        for name in sorted(sizes, key=lambda k: sizes[k], reverse=True):
+            if total <= self.inline_limit or not sizes[name]:
+                break
+            chunked.add(name)
+            total -= sizes[name]
+        blocks: list[tuple[bytes, bytes]] = []
+
+        def part(name: str, data: bytes, key: bytes | None, label: bytes) -> _Part:
+            if not data:
+                return _Part()
+            if name not in chunked:
+                return _Part(data if key is None else _seal_inline(key, data, label))
+            made = (
+                plain_chunks(data, chunk_size=self.chunk_size)
+                if key is None
+                else seal_chunks(key, data, label, chunk_size=self.chunk_size)
+            )
+            first = len(blocks)
+            blocks.extend(made)
+            return _Part(b"", first, len(made))
+
+        commit_part = part(
+            "commit", msg, _part_key(before, b"commit", salt) if "commit" in chunked else None, b"commit"
+        )
+        welcome_part = part("welcome", welcome or b"", None, b"")
+        tree_part = part("tree", tree, _part_key(after, b"tree", salt) if tree else None, b"tree")
+        return _Parts(salt, commit_part, welcome_part, tree_part, sealed).encode(), blocks
 
     def _add_epoch(self, cid: bytes, group: Group, parents: tuple[bytes, ...], author: bytes) -> None:
         self._states[cid] = group
@@ -1040,11 +1443,21 @@ class Replica:
             raise InvalidState("a concurrent epoch is unknown to this replica")
         node_parents = self._parents()
         # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
-        membership = self._dag.state(self._links(node_parents)).membership
+        st = self._dag.state(self._links(node_parents))
         parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
-        message, group = create_merge_commit(parents, membership, rng=self._rng)
+        # the merge's base (the latest cut, docs/merge.md 5); without its tree: no base
+        base = self._base_epoch(st.base) if st.base is not None else None
+        message, group = create_merge_commit(
+            parents, st.membership, base=base, rng=self._rng, own_states=self._own_states()
+        )
         payload = _merge_payload(heads, message)
-        ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, node_parents)
+        blocks: list[tuple[bytes, bytes]] = []
+        if len(payload) > self.inline_limit:
+            # the merge message is ciphertext already (docs/merge.md 6.3): plain chunks
+            blocks = plain_chunks(message, chunk_size=self.chunk_size)
+            payload = _merge_parts_payload(heads, _Part(b"", 0, len(blocks)))
+        chunks = tuple(c for c, _ in blocks)
+        ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, node_parents, chunks)
         old = self._snapshot()
         before = self._states.get(self._current, group)
         try:
@@ -1052,13 +1465,29 @@ class Replica:
             self._add_epoch(ref.cid, group, heads, ref.author)
             self._current = ref.cid
             self._removed = False
-            self._local(ref)
+            self._local(ref, blocks)
             self._prune()
             self._save([ref])
         except CrdtMlsError:
             self._restore(old)
             raise
         return self._merge_events(before, group, ref.cid, heads, self.name)
+
+    def _base_epoch(self, epoch: bytes) -> BaseEpoch | None:
+        """The public tree and membership of a merge's base epoch, if this replica keeps it."""
+        g = self._states.get(epoch)
+        if g is None:
+            return None
+        try:
+            membership = self._dag.state({epoch}).membership
+        except CrdtMlsError:
+            return None
+        return BaseEpoch(epoch, g.tree, membership)
+
+    def _own_states(self) -> list[Group]:
+        """Every kept state in which this replica is a member: a merged leaf may be one from before
+        this member's voided commits (`merged_private_keys`, docs/merge.md 10)."""
+        return [g for g in self._states.values() if g.active]
 
     def _merge_events(self, before: Group, after: Group, cid: bytes, heads: Sequence[bytes], by: str) -> list[Event]:
         events: list[Event] = [
@@ -1068,10 +1497,19 @@ class Replica:
         return events
 
     def _apply_merge(self, ref: NodeRef) -> list[Event]:
+        node = ref.node
         try:
-            heads, message = _parse_merge_payload(ref.node.payload)
+            if node.payload[:1] == bytes([_PAYLOAD_MERGE_PARTS]):
+                heads, part = _parse_merge_parts_payload(node.payload, len(node.chunks))
+                message = self._part_bytes(node, part, None, b"")
+            else:
+                heads, message = _parse_merge_payload(node.payload)
+                if node.chunks:
+                    raise DecodeError("a type-2 merge payload names no chunks")
         except DecodeError as e:
             return [OperationUnreadable(ref.cid, f"malformed merge payload: {e}")]
+        except RemoteInputError as e:
+            return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
         if ref.node.epoch != _merge_epoch_field(heads):
             return [OperationUnreadable(ref.cid, "merge node's epoch field does not match its parents")]
         known = [h for h in heads if h in self._states]
@@ -1092,7 +1530,14 @@ class Replica:
                     # the committer's signed base tree hash; the epoch is then pinned
                     membership = self._pinned_parents_membership(heads)
                     pinned = True
-                group = process_merge_commit(parents, membership, message)
+                try:
+                    group = process_merge_commit(
+                        parents, membership, message, base=self._base_epoch, own_states=self._own_states()
+                    )
+                except MissingBaseError:
+                    # the merge names a base this replica never held (it joined after it): the
+                    # committer sent it a merge Welcome (docs/merge.md 6.5)
+                    group = join_merge(message, self._own_states() or mine)
             else:
                 others = [g for g in self._states.values() if g.active]
                 group = join_merge(message, others or mine)
@@ -1140,14 +1585,13 @@ class Replica:
 
     def _commit_events(self, before: Group, after: Group, cid: bytes, by: str) -> list[Event]:
         events: list[Event] = []
-        old = {lf.signature_key: (i, _name_of(lf)) for i, lf in before.members()}
-        new = {lf.signature_key: (i, _name_of(lf)) for i, lf in after.members()}
-        for key, (i, n) in sorted(old.items(), key=lambda kv: kv[1][0]):
+        old, new = _leaf_maps(before.tree, after.tree)
+        for key, (i, lf) in sorted(old.items(), key=lambda kv: kv[1][0]):
             if key not in new:
-                events.append(MemberRemoved(after.epoch, i, n))
-        for key, (i, n) in sorted(new.items(), key=lambda kv: kv[1][0]):
+                events.append(MemberRemoved(after.epoch, i, _name_of(lf)))
+        for key, (i, lf) in sorted(new.items(), key=lambda kv: kv[1][0]):
             if key not in old:
-                events.append(MemberAdded(after.epoch, i, n))
+                events.append(MemberAdded(after.epoch, i, _name_of(lf)))
         events.append(EpochChanged(after.epoch, cid, by))
         return events
 
@@ -1169,17 +1613,27 @@ class Replica:
             return []
         state = self._states.get(node.epoch)
         if node.kind == NodeKind.COMMIT:
-            if node.payload[:1] == bytes([_PAYLOAD_MERGE]):
+            if node.payload[:1] in (bytes([_PAYLOAD_MERGE]), bytes([_PAYLOAD_MERGE_PARTS])):
                 return self._apply_merge(ref)
+            parts: _Parts | None = None
             try:
-                commit, welcome, sealed = _parse_commit_payload(node.payload)
+                if node.payload[:1] == bytes([_PAYLOAD_PARTS]):
+                    parts = _Parts.decode(node.payload, len(node.chunks))
+                    commit, welcome, sealed = b"", b"", parts.sealed_evictions
+                else:
+                    commit, welcome, sealed = _parse_commit_payload(node.payload)
+                    if node.chunks:
+                        raise DecodeError("a type-1 commit payload names no chunks")
             except DecodeError as e:
                 return [OperationUnreadable(ref.cid, f"malformed commit payload: {e}")]
             if state is None:
-                return self._try_join(ref, welcome)
+                return self._try_join(ref, welcome, parts)
             if not state.active:
                 return [OperationUnreadable(ref.cid, "not a member of the commit's epoch")]
             try:
+                if parts is not None:
+                    key = _part_key(state, b"commit", parts.salt) if parts.commit.count else None
+                    commit = self._part_bytes(node, parts.commit, key, b"commit")
                 after, event = state.process(commit)
             except RemoteInputError as e:
                 return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
@@ -1195,17 +1649,7 @@ class Replica:
                 return self._after_commit(ref, state, after, by)
             try:
                 evicted = _open_evictions(state, commit, sealed)
-                rec = commit_record(
-                    ref.cid,
-                    ref.author,
-                    ref.seq,
-                    ref.prev,
-                    ref.parents,
-                    (node.epoch,),
-                    state.tree,
-                    after.tree,
-                    evicted=evicted,
-                )
+                rec = _commit_record(ref, (node.epoch,), state.tree, after.tree, evicted=evicted)
             except (RemoteInputError, InvalidArgument) as e:
                 return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
             refused = self._dag_try(_dag_entry(_DAG_ADD, rec))
@@ -1250,12 +1694,27 @@ class Replica:
         self._prune()
         return events
 
-    def _try_join(self, ref: NodeRef, welcome: bytes) -> list[Event]:
-        if self._current or not welcome or not self._pending_kps:
+    def _try_join(self, ref: NodeRef, welcome: bytes, parts: _Parts | None = None) -> list[Event]:
+        """Join from the commit's Welcome (RFC 9420 section 12.4.3.1), with the ratchet tree
+        from the sealed tree part when the Welcome does not carry it (section 12.4.3.3)."""
+        if self._current or not self._pending_kps:
+            return [OperationUnreadable(ref.cid, "not a member of the commit's epoch")]
+        if parts is not None:
+            if parts.welcome.empty:
+                return [OperationUnreadable(ref.cid, "not a member of the commit's epoch")]
+            try:
+                welcome = self._part_bytes(ref.node, parts.welcome, None, b"")
+            except RemoteInputError as e:
+                return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
+        if not welcome:
             return [OperationUnreadable(ref.cid, "not a member of the commit's epoch")]
         for kp in self._pending_kps:
             try:
-                group = Group.join_from_welcome(welcome, kp)
+                if parts is not None and not parts.tree.empty:
+                    tree = self._welcome_tree(ref.node, parts, welcome, kp)
+                    group = Group.join_from_welcome(welcome, kp, ratchet_tree=tree)
+                else:
+                    group = Group.join_from_welcome(welcome, kp)
             except RemoteInputError:
                 continue
             root = _dag_entry(
@@ -1271,6 +1730,21 @@ class Replica:
             self._current = ref.cid
             return [Joined(group.epoch, ref.cid, tuple(n for _, n in self.members()))]
         return [OperationUnreadable(ref.cid, "the commit's Welcome is not for this member")]
+
+    def _welcome_tree(self, node: OpNode, parts: _Parts, welcome: bytes, kp: KeyPackagePrivate) -> bytes:
+        """The sealed ratchet tree of a commit, for a joiner: its key is the new epoch's
+        exporter, derived from the Welcome before joining (RFC 9420 sections 8, 8.5, 12.4.3.1:
+        GroupSecrets, GroupInfo, key schedule from the joiner secret; no PSKs)."""
+        w = _welcome_of(welcome)
+        secrets = open_group_secrets(w, kp)
+        if secrets.psks:
+            raise WelcomeError("a Welcome with PSKs cannot carry its tree outside (not used by the replica)")
+        suite = kp.suite
+        zero = bytes(suite.hash_length)
+        gi = decrypt_group_info(suite, w, secrets.joiner_secret, zero)
+        es = epoch_secrets_from_joiner(suite, secrets.joiner_secret, gi.group_context, zero)
+        key = es.exporter(_PART_LABEL, b"tree" + parts.salt, CHUNK_KEY_SIZE)
+        return self._part_bytes(node, parts.tree, key, b"tree")
 
     def _prune(self) -> None:
         """Keep the current epoch, the epoch heads and the latest ``max_epochs`` others."""
@@ -1300,53 +1774,167 @@ class Replica:
         "_outgoing",
         "_parent_heads",
         "_dag_saved",
+        "_new_blocks",
     )
 
     def _snapshot(self) -> _Snapshot:
-        """Shallow copies of the containers (`Group` states are immutable values), the causal
-        receiver's bytes (it is mutable) and the merge log's length, to roll back a failed call."""
+        """Shallow copies of the containers (`Group` states are immutable values), a
+        transaction on the causal receiver (it is mutable; rolled back by journal, not by
+        copying its history) and the merge log's length, to roll back a failed call."""
         values = tuple(copy.copy(getattr(self, slot)) for slot in self._SNAPSHOT_SLOTS)
-        return values, self._receiver.to_bytes(encode_ref), (self._dag, self._dag_entries, len(self._dag_entries))
+        self._receiver.begin()
+        return values, (self._dag, self._dag_entries, len(self._dag_entries))
 
     def _restore(self, snapshot: _Snapshot) -> None:
-        values, receiver, (dag, entries, n) = snapshot
+        values, (dag, entries, n) = snapshot
         for slot, value in zip(self._SNAPSHOT_SLOTS, values, strict=True):
             setattr(self, slot, value)
-        self._receiver = CausalReceiver.from_bytes(receiver, decode_ref, size_of=_ref_size)
+        self._receiver.rollback()
         changed = dag is not self._dag or entries is not self._dag_entries or len(entries) != n
         self._dag, self._dag_entries = dag, entries
         if changed:  # the DAG is mutable: rebuild it from the log as it was
             del entries[n:]
             self._rebuild_dag()
 
+    # ------------------------------------------------------------------ state at rest
+    #
+    # Layout (docs/api.md "State at rest"), every value sealed with the state key if given:
+    #   <ns>/state             header: identity, key packages, epochs, heads, log cursors (small)
+    #   <ns>/epoch/<id>        one kept epoch: its tree's (width, root chunk id) and its `Group`
+    #                          without the tree (secrets, secret tree): rewritten when it changed
+    #   <ns>/tree/<chunk id>   a chunk of a ratchet tree (crdt_mls.stores.treechunks), shared by
+    #                          every kept tree that has it; written once, deleted when unused
+    #   <ns>/dag/<i>           the merge engine's input log, one entry per delivered operation
+    #   <ns>/recv/<i>          journal of the causal receiver: the CIDs delivered by one call
+    #   <ns>/recv/ck           receiver checkpoint (delivered set, member logs) at journal index
+    #   <ns>/recv/wait         the operations waiting in the causal buffer
+    # So a call writes its new blocks, the header, the epochs whose `Group` changed (an
+    # application message: one small secret part), the chunks of new trees that no kept tree
+    # has (a commit: the chunks on its path) and its log entries, in one atomic batch.
+
     def _epoch_key(self, epoch_id: bytes) -> str:
         return f"{self.namespace}/epoch/{epoch_id.hex()}"
 
-    def _save(self, refs: Sequence[NodeRef]) -> None:
-        """One atomic batch: the new blocks, the replica state, and the `Group` of every
-        epoch that changed since the last save (each epoch under its own meta key, so a
-        message rewrites one epoch state, not all kept ones); dropped epochs are deleted."""
-        blocks = [(r.cid, encode_node(r.node)[1]) for r in refs]
-        meta: dict[str, bytes | None] = {f"{self.namespace}/state": self._encode()}
-        for e, g in self._states.items():
-            if self._saved.get(e) is not g:
-                meta[self._epoch_key(e)] = g.to_bytes()
-        for e in self._saved:
-            if e not in self._states:
-                meta[self._epoch_key(e)] = None
-        for i in range(self._dag_saved, len(self._dag_entries)):
-            meta[self._dag_key(i)] = self._dag_entries[i]
-        if self._state_key is not None:
-            meta = {k: None if v is None else seal_meta(self._state_key, k, v) for k, v in meta.items()}
-        self.store.write_batch(blocks, meta)
-        self._saved = dict(self._states)
-        self._dag_saved = len(self._dag_entries)
+    def _chunk_key_name(self, cid: bytes) -> str:
+        return f"{self.namespace}/tree/{cid.hex()}"
+
+    def _recv_key(self, index: int) -> str:
+        return f"{self.namespace}/recv/{index:08d}"
 
     def _dag_key(self, index: int) -> str:
         return f"{self.namespace}/dag/{index:08d}"
 
-    def _encode(self) -> bytes:
-        """The replica state (contains secrets: the store's meta table must be private)."""
+    def _chunk_id(self, data: bytes) -> bytes:
+        """Id of a tree chunk: SHA-256, or an HMAC under a key derived from the state key
+        (so the store's key names reveal nothing about the tree)."""
+        if self._state_key is None:
+            return sha256_id(data)
+        return hmac.new(self._chunk_id_key, data, hashlib.sha256).digest()
+
+    def _tree_base(
+        self, trees: dict[bytes, tuple[RatchetTree, TreeRef]], epoch: bytes, tree: RatchetTree
+    ) -> tuple[RatchetTree, TreeRef] | None:
+        """A saved tree the new one was derived from (its parent epoch's, else the current
+        one's, else any), so that only the changed chunks are computed."""
+        parents, _ = self._epoch_meta.get(epoch, ((), b""))
+        for e in (*parents, self._current, *trees):
+            saved = trees.get(e)
+            if saved is not None and saved[0].width == tree.width:
+                return saved
+        return None
+
+    def _save(self, refs: Sequence[NodeRef]) -> None:
+        """One atomic batch: new blocks, header, changed epochs, new tree chunks, new log
+        entries, chunks no kept tree uses deleted.  The bookkeeping is swapped in only after
+        the batch is written."""
+        blocks = [*self._new_blocks, *((r.cid, encode_node(r.node)[1]) for r in refs)]
+        meta: dict[str, bytes | None] = {}
+        trees = dict(self._trees)
+        rc = self._chunk_rc
+        rc_changed = False
+        for e, g in self._states.items():
+            if self._saved.get(e) is g:
+                continue
+            saved = trees.get(e)
+            if saved is None or saved[0] is not g.tree:
+                if not rc_changed:
+                    rc, rc_changed = dict(rc), True
+                ref, chunks = chunk_tree(g.tree, self._chunk_id, self._tree_base(trees, e, g.tree))
+                for cid in ref.chunk_ids():
+                    n = rc.get(cid, 0)
+                    if n == 0:
+                        data = chunks.get(cid)
+                        if data is None:  # pragma: no cover - invariant: a fresh id was just computed
+                            raise InvalidState("a tree chunk is neither stored nor computed")
+                        meta[self._chunk_key_name(cid)] = data
+                    rc[cid] = n + 1
+                if saved is not None:
+                    self._release(rc, saved[1], meta)
+                trees[e] = (g.tree, ref)
+            meta[self._epoch_key(e)] = _encode_epoch(trees[e][1], g)
+        for e in list(trees):
+            if e not in self._states:
+                if not rc_changed:
+                    rc, rc_changed = dict(rc), True
+                self._release(rc, trees.pop(e)[1], meta)
+                meta[self._epoch_key(e)] = None
+        for i in range(self._dag_saved, len(self._dag_entries)):
+            meta[self._dag_key(i)] = self._dag_entries[i]
+        recv = self._save_receiver(meta)
+        meta[f"{self.namespace}/state"] = self._encode(recv)
+        if self._state_key is not None:
+            meta = {k: None if v is None else seal_meta(self._state_key, k, v) for k, v in meta.items()}
+        self.store.write_batch(blocks, meta)
+        self._receiver.commit()
+        self._recv_ck, self._recv_end, self._recv_since_ck, self._recv_ck_size, self._wait_saved = recv
+        self._saved = dict(self._states)
+        self._trees, self._chunk_rc = trees, rc
+        self._dag_saved = len(self._dag_entries)
+        self._new_blocks = []
+        self._recv_force_ck = False
+
+    def _release(self, rc: dict[bytes, int], ref: TreeRef, meta: dict[str, bytes | None]) -> None:
+        for cid in ref.chunk_ids():
+            n = rc[cid] - 1
+            if n:
+                rc[cid] = n
+            else:
+                del rc[cid]
+                meta[self._chunk_key_name(cid)] = None
+
+    def _save_receiver(self, meta: dict[str, bytes | None]) -> tuple[int, int, int, int, bytes]:
+        """Journal the deliveries of this call (or write a new checkpoint when the journal has
+        grown past the checkpoint's own size, so rewriting it costs O(1) per delivery
+        amortized); the waiting operations when they changed.  Returns the new cursors."""
+        ck, end, since, ck_size, wait_saved = (
+            self._recv_ck,
+            self._recv_end,
+            self._recv_since_ck,
+            self._recv_ck_size,
+            self._wait_saved,
+        )
+        delivered = self._receiver.journal()
+        if delivered or self._recv_force_ck:
+            since += len(delivered)
+            if self._recv_force_ck or since > max(_RECV_CK_MIN, ck_size):
+                meta[f"{self.namespace}/recv/ck"] = self._receiver.checkpoint_bytes(encode_ref)
+                for i in range(ck, end):
+                    meta[self._recv_key(i)] = None
+                ck = end
+                since, ck_size = 0, self._receiver.buffer.delivered_count
+            else:
+                w = Writer()
+                w.vector(delivered, _w_opaque)
+                meta[self._recv_key(end)] = w.getvalue()
+                end += 1
+        waiting = self._receiver.buffer.waiting_to_bytes(encode_ref)
+        if waiting != wait_saved:
+            meta[f"{self.namespace}/recv/wait"] = waiting
+        return ck, end, since, ck_size, waiting
+
+    def _encode(self, recv: tuple[int, int, int, int, bytes]) -> bytes:
+        """The replica header (contains the signature key: the store's meta table must be
+        private or sealed)."""
         w = Writer()
         w.u8(_STATE_VERSION)
         w.opaque(self.name.encode("utf-8"))
@@ -1361,10 +1949,15 @@ class Replica:
         w.vector(sorted(self._node_heads), _w_opaque)
         w.u64(self._seq)
         w.optional(self._prev, _w_opaque)
-        w.opaque(self._receiver.to_bytes(encode_ref))
         w.boolean(self._removed)
         w.vector(self._epoch_order, self._w_epoch_meta)
-        w.u64(len(self._dag_entries))
+        w.u64(self._dag_start)
+        w.u64(len(self._dag_entries) + self._dag_start)
+        ck, end, since, ck_size, _ = recv
+        w.u64(ck)
+        w.u64(end)
+        w.u64(since)
+        w.u64(ck_size)
         return w.getvalue()
 
     def _w_epoch_meta(self, w: Writer, epoch_id: bytes) -> None:
@@ -1373,11 +1966,15 @@ class Replica:
         w.vector(parents, _w_opaque)
         w.opaque(author)
 
+    def _meta(self, key: str) -> bytes | None:
+        return _unseal(self._state_key, key, self.store.get_meta(key))
+
     @classmethod
     def _decode(cls, data: bytes, store: Store, namespace: str, rng: Rng, state_key: bytes | None = None) -> Replica:
         r = Reader(data)
-        if r.u8() != _STATE_VERSION:
-            raise DecodeError("unsupported replica state version")
+        version = r.u8()
+        if version not in (_STATE_VERSION, _STATE_VERSION_V3):
+            raise DecodeError(f"unsupported replica state version {version}")
         name = r.opaque().decode("utf-8")
         suite = r.u16()
         max_epochs = r.u32()
@@ -1395,25 +1992,40 @@ class Replica:
         rep._pending_kps = r.vector(lambda rr: _decode_kp(rr.opaque()))
         rep._tag = r.opaque()
         rep._epoch_order = r.vector(lambda rr: rr.opaque())
-        for e in rep._epoch_order:
-            raw = _unseal(state_key, rep._epoch_key(e), store.get_meta(rep._epoch_key(e)))
-            if raw is None:
-                raise DecodeError("an epoch state named by the replica state is missing")
-            rep._states[e] = Group.from_bytes(raw)
-        rep._saved = dict(rep._states)
         rep._current = r.opaque()
         rep._epoch_heads = set(r.vector(lambda rr: rr.opaque()))
         rep._node_heads = set(r.vector(lambda rr: rr.opaque()))
         rep._seq = r.u64()
         rep._prev = r.optional(lambda rr: rr.opaque())
-        rep._receiver = CausalReceiver.from_bytes(r.opaque(), decode_ref, size_of=_ref_size)
+        if version == _STATE_VERSION_V3:
+            receiver_bytes = r.opaque()
         rep._removed = r.boolean()
         for e, parents, author in r.vector(_r_epoch_meta):
             rep._epoch_meta[e] = (parents, author)
-        n_entries = r.u64()
-        r.finish()
-        for i in range(n_entries):
-            entry = _unseal(state_key, rep._dag_key(i), store.get_meta(rep._dag_key(i)))
+        if version == _STATE_VERSION_V3:
+            dag_start, dag_end = 0, r.u64()
+            r.finish()
+            rep._receiver = CausalReceiver.from_bytes(receiver_bytes, decode_ref, size_of=_ref_size)
+            rep._receiver.buffer.gate = rep._needs
+            for e in rep._epoch_order:
+                raw = rep._meta(rep._epoch_key(e))
+                if raw is None:
+                    raise DecodeError("an epoch state named by the replica state is missing")
+                rep._states[e] = Group.from_bytes(raw)
+            rep._recv_force_ck = True  # the next save writes the version-4 layout
+        else:
+            dag_start, dag_end = r.u64(), r.u64()
+            ck, end, since, ck_size = r.u64(), r.u64(), r.u64(), r.u64()
+            r.finish()
+            rep._load_epochs()
+            rep._load_receiver(ck, end)
+            rep._recv_ck, rep._recv_end, rep._recv_since_ck, rep._recv_ck_size = ck, end, since, ck_size
+            rep._saved = dict(rep._states)
+        if dag_start > dag_end:
+            raise DecodeError("the merge log cursors are inconsistent")
+        rep._dag_start = dag_start
+        for i in range(dag_start, dag_end):
+            entry = rep._meta(rep._dag_key(i))
             if entry is None:
                 raise DecodeError("an entry of the merge log is missing")
             rep._dag_entries.append(entry)
@@ -1421,8 +2033,57 @@ class Replica:
             rep._rebuild_dag()
         except CrdtMlsError as e:
             raise DecodeError(f"the merge log does not replay: {type(e).__name__}") from None
-        rep._dag_saved = n_entries
+        rep._dag_saved = len(rep._dag_entries)
         return rep
+
+    def _load_epochs(self) -> None:
+        """Every kept epoch: its tree from the shared chunks (decoded once each), its secrets."""
+        cache: dict[bytes, tuple[list[Node | None], list[bytes]]] = {}
+        suite = get_cipher_suite(self.cipher_suite)
+        rc: dict[bytes, int] = {}
+        for e in self._epoch_order:
+            raw = self._meta(self._epoch_key(e))
+            if raw is None:
+                raise DecodeError("an epoch state named by the replica state is missing")
+            width, root, part = _decode_epoch(raw)
+            tree, ref = load_tree(
+                suite, width, root, lambda c: self._meta(self._chunk_key_name(c)), self._chunk_id, cache
+            )
+            self._states[e] = _with_tree(Group.from_bytes(part), tree)
+            self._trees[e] = (tree, ref)
+            for c in ref.chunk_ids():
+                rc[c] = rc.get(c, 0) + 1
+        self._chunk_rc = rc
+
+    def _load_receiver(self, ck: int, end: int) -> None:
+        """Checkpoint, then the journal of deliveries replayed (blocks read from the store),
+        then the waiting operations."""
+        if ck > end:
+            raise DecodeError("the receiver journal cursors are inconsistent")
+        raw = self._meta(f"{self.namespace}/recv/ck")
+        rec: CausalReceiver[NodeRef] = (
+            CausalReceiver(CausalBuffer(size_of=_ref_size))
+            if raw is None
+            else CausalReceiver.from_bytes(raw, decode_ref, size_of=_ref_size)
+        )
+        for i in range(ck, end):
+            entry = self._meta(self._recv_key(i))
+            if entry is None:
+                raise DecodeError("an entry of the receiver journal is missing")
+            er = Reader(entry)
+            cids = er.vector(lambda rr: rr.opaque())
+            er.finish()
+            for cid in cids:
+                block = self.store.get_block(cid)
+                if block is None:
+                    raise DecodeError("a delivered operation's block is missing from the store")
+                rec.replay(NodeRef.from_block(cid, block, verify=False))
+        waiting = self._meta(f"{self.namespace}/recv/wait")
+        if waiting is not None:
+            rec.buffer.restore_waiting(waiting, decode_ref)
+            self._wait_saved = waiting
+        rec.buffer.gate = self._needs
+        self._receiver = rec
 
 
 def describe(event: Event) -> str:

@@ -14,7 +14,8 @@ events) out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -107,7 +108,7 @@ def _short(cid: bytes) -> str:
 class MemberLogs(Generic[N]):
     """The delivered prefix of every member's log, its tail, and equivocation evidence."""
 
-    __slots__ = ("_logs", "_refused_authors", "first_seq")
+    __slots__ = ("_logs", "_refused_authors", "_tx", "first_seq")
 
     def __init__(self, *, first_seq: int = 0) -> None:
         if first_seq < 0:
@@ -116,6 +117,35 @@ class MemberLogs(Generic[N]):
         self._logs: dict[bytes, _AuthorLog[N]] = {}
         # authors that equivocated before their first logged node could be kept
         self._refused_authors: dict[bytes, Equivocation] = {}
+        # an open transaction: each touched author's log as it was (None: the author was new)
+        self._tx: dict[bytes, tuple[int, N, Equivocation | None] | None] | None = None
+
+    # -- transactions ---------------------------------------------------------------------
+    def begin(self) -> None:
+        """Start recording which logs change, so that :meth:`rollback` can undo it."""
+        self._tx = {}
+
+    def commit(self) -> None:
+        self._tx = None
+
+    def rollback(self) -> None:
+        """Undo every change since :meth:`begin` (no-op without a transaction)."""
+        if self._tx is None:
+            return
+        for author, before in self._tx.items():
+            if before is None:
+                self._logs.pop(author, None)
+            else:
+                n, tail, ev = before
+                log = self._logs[author]
+                del log.cids[n:]
+                log.tail, log.equivocation = tail, ev
+        self._tx = None
+
+    def _touch(self, author: bytes) -> None:
+        if self._tx is not None and author not in self._tx:
+            log = self._logs.get(author)
+            self._tx[author] = None if log is None else (len(log.cids), log.tail, log.equivocation)
 
     # -- queries --------------------------------------------------------------------------
     def authors(self) -> list[bytes]:
@@ -211,6 +241,7 @@ class MemberLogs(Generic[N]):
         changes except that the evidence of a new equivocation is recorded.
         """
         author, seq, cid = node.author, node.seq, node.cid
+        self._touch(author)
         log = self._logs.get(author)
         earlier = self.equivocation(author)
         if earlier is not None:
@@ -349,23 +380,69 @@ class CausalReceiver(Generic[N]):
 
     def receive(self, node: N) -> Delivery[N]:
         """Take one node; return the nodes now deliverable and the log events."""
-        ready = self.buffer.receive(node)
         delivered: list[N] = []
         events: list[Equivocation | Refused] = []
+        for item in self.receive_iter(node):
+            if isinstance(item, (Equivocation, Refused)):
+                events.append(item)
+            else:
+                delivered.append(item)
+        return Delivery(tuple(delivered), tuple(events))
+
+    def receive_iter(self, node: N) -> Iterator[N | Equivocation | Refused]:
+        """:meth:`receive`, lazily (for a gated buffer, docs/causal.md section 1): yields each
+        node the logs accept, and the events of those they refuse (a `Refused` for each), in
+        delivery order.  The iterator must be exhausted."""
+        return self._log(self.buffer.receive_iter(node))
+
+    def available_iter(self, cids: Iterable[bytes]) -> Iterator[N | Equivocation | Refused]:
+        """Blocks a gate waited for have arrived: as :meth:`receive_iter` for what they unblock."""
+        return self._log(self.buffer.available(cids))
+
+    def _log(self, ready: Iterable[N]) -> Iterator[N | Equivocation | Refused]:
         for n in ready:
             try:
-                if self.logs.append(n):
-                    delivered.append(n)
+                ok = self.logs.append(n)
             except EquivocationDetected as exc:
                 if exc.evidence.second == n.cid:
-                    events.append(exc.evidence)
-                events.append(Refused(n.cid, n.author, n.seq, "equivocation"))
+                    yield exc.evidence
+                yield Refused(n.cid, n.author, n.seq, "equivocation")
+                continue
             except (LogError, LogGapError) as exc:
-                events.append(Refused(n.cid, n.author, n.seq, str(exc)))
-        return Delivery(tuple(delivered), tuple(events))
+                yield Refused(n.cid, n.author, n.seq, str(exc))
+                continue
+            if ok:
+                yield n
+
+    def replay(self, node: N) -> None:
+        """Re-apply a node known to have passed the buffer earlier (restoring from a journal
+        of deliveries, in the original order): marked delivered, appended to the logs (a
+        refusal is replayed as well: same order, same evidence)."""
+        self.buffer.mark_delivered_silently(node.cid)
+        with contextlib.suppress(EquivocationDetected, LogError, LogGapError):
+            self.logs.append(node)
 
     def missing(self) -> set[bytes]:
         return self.buffer.missing()
+
+    def begin(self) -> None:
+        """Start a transaction: :meth:`rollback` undoes every receive until :meth:`commit`."""
+        self.buffer.begin()
+        self.logs.begin()
+
+    def commit(self) -> list[bytes]:
+        """End the transaction; the CIDs of the nodes that passed the buffer, in order (a
+        journal of deliveries that :meth:`replay` restores)."""
+        self.logs.commit()
+        return self.buffer.commit()
+
+    def rollback(self) -> None:
+        self.buffer.rollback()
+        self.logs.rollback()
+
+    def journal(self) -> list[bytes]:
+        """The CIDs that passed the buffer in the open transaction so far (``[]`` without one)."""
+        return self.buffer.journal()
 
     def gaps(self) -> list[Gap]:
         return self.logs.gaps(self.buffer.waiting_nodes())
@@ -373,6 +450,15 @@ class CausalReceiver(Generic[N]):
     def to_bytes(self, encode_node: Callable[[N], bytes]) -> bytes:
         w = Writer()
         w.opaque(self.buffer.to_bytes(encode_node))
+        w.opaque(self.logs.to_bytes(encode_node))
+        return w.getvalue()
+
+    def checkpoint_bytes(self, encode_node: Callable[[N], bytes]) -> bytes:
+        """:meth:`to_bytes` without the waiting nodes: the delivered set and the logs, for a
+        checkpoint that a journal of deliveries (:meth:`replay`) and a separately saved
+        waiting set (:meth:`CausalBuffer.waiting_to_bytes`) complete."""
+        w = Writer()
+        w.opaque(self.buffer.to_bytes(encode_node, waiting=False))
         w.opaque(self.logs.to_bytes(encode_node))
         return w.getvalue()
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crdt_mls.causal.dagview import BlockChecker
-from crdt_mls.dag.cid import cid_for_block
-from crdt_mls.dag.node import OpNode, decode_node, encode_node
+from crdt_mls.dag.chunks import MAX_CHUNK_SIZE
+from crdt_mls.dag.cid import cid_for_block, cid_for_raw
+from crdt_mls.dag.node import RAW_SHA256_PREFIX, OpNode, decode_node, encode_node
+from crdt_mls.errors import IntegrityError, OversizeError
 
 __all__ = ["NodeRef", "decode_ref", "encode_ref", "opnode_checker", "opnode_links"]
 
@@ -46,6 +48,11 @@ class NodeRef:
     def epoch(self) -> bytes:
         return self.node.epoch
 
+    @property
+    def chunks(self) -> tuple[bytes, ...]:
+        """The chunk blocks the node's payload refers to (schema version 2)."""
+        return self.node.chunks
+
     @classmethod
     def from_node(cls, node: OpNode) -> NodeRef:
         cid, block = encode_node(node)
@@ -59,16 +66,34 @@ class NodeRef:
 
 
 def opnode_links(node: OpNode) -> tuple[bytes, ...]:
-    """The CIDs a node depends on: its parents, then its ``prev`` if not among them."""
-    if node.prev is None or node.prev in node.parents:
-        return node.parents
-    return (*node.parents, node.prev)
+    """The CIDs a node links to: its parents, then its ``prev`` if not among them, then its
+    chunk blocks (schema version 2) not already named.  Sync keeps stores closed under these
+    links, so a store that holds a node also holds its chunks."""
+    links = node.parents
+    if node.prev is not None and node.prev not in node.parents:
+        links = (*links, node.prev)
+    if node.chunks:
+        seen = set(links)
+        extra = []
+        for c in node.chunks:
+            if c not in seen:
+                seen.add(c)
+                extra.append(c)
+        links = (*links, *extra)
+    return links
 
 
 def opnode_checker(group: bytes | None = None) -> BlockChecker:
-    """A block checker for sync: verifies a node block fully and returns its links."""
+    """A block checker for sync: verifies a node block fully and returns its links; a raw
+    block (a chunk, codec 0x55) is checked against its CID and size and links nothing."""
 
     def check(cid: bytes, block: bytes) -> tuple[bytes, ...]:
+        if cid[:4] == RAW_SHA256_PREFIX:
+            if len(block) > MAX_CHUNK_SIZE:
+                raise OversizeError(f"chunk block of {len(block)} bytes exceeds {MAX_CHUNK_SIZE}")
+            if cid_for_raw(block) != cid:
+                raise IntegrityError("chunk block does not match its CID")
+            return ()
         return opnode_links(decode_node(block, cid, group=group))
 
     return check

@@ -1,8 +1,11 @@
 """Signed operation nodes: the entries of each member's append-only log.
 
-Schema version 1 (see ``docs/schema.md``).  A node is one DAG-CBOR map with the keys::
+Schema versions 1 and 2 (see ``docs/schema.md``).  A node is one DAG-CBOR map with the keys::
 
     a    bytes        author: Ed25519 public key (32 bytes) that signed the node
+    c    [link]       chunks (version 2 only, non-empty): CIDs of raw blocks (codec 0x55,
+                      sha2-256) the payload refers to, in order (large payloads split into
+                      encrypted chunk blocks by the layers above)
     d    bytes        payload: ciphertext produced by the layers above (opaque here)
     e    bytes        epoch id: opaque, at most 64 bytes (recommended: binary CID of the
                       commit node that started the epoch; empty before the first commit)
@@ -10,7 +13,7 @@ Schema version 1 (see ``docs/schema.md``).  A node is one DAG-CBOR map with the 
     k    text         kind: "genesis" | "proposal" | "commit" | "application" | "ack"
     p    link | null  prev: CID of the author's previous node; null iff s == 0
     s    int          seq: the author's log sequence number, from 0
-    v    int          schema version, 1
+    v    int          schema version: 1 without chunks, 2 with chunks
     ps   [link]       parents: CIDs of causal parents, strictly ascending by binary CID
     sig  bytes        Ed25519 signature (64 bytes)
 
@@ -45,12 +48,15 @@ from crdt_mls.errors import (
 
 __all__ = [
     "AUTHOR_LEN",
+    "DEFAULT_MAX_CHUNKS",
     "DEFAULT_MAX_NODE_SIZE",
     "DEFAULT_MAX_PARENTS",
     "GROUP_TAG_LEN",
     "MAX_EPOCH_LEN",
     "MAX_SEQ",
     "NODE_VERSION",
+    "NODE_VERSION_CHUNKS",
+    "RAW_SHA256_PREFIX",
     "SIGNATURE_LABEL",
     "SIG_LEN",
     "NodeFields",
@@ -66,6 +72,8 @@ __all__ = [
 ]
 
 NODE_VERSION = 1
+#: schema version of a node that names chunk blocks (key ``c``)
+NODE_VERSION_CHUNKS = 2
 SIGNATURE_LABEL = b"crdt-mls node v1\x00"  #: prefix of the signed bytes (NUL-terminated)
 GROUP_TAG_LEN = 32
 AUTHOR_LEN = 32
@@ -76,6 +84,10 @@ MAX_SEQ = (1 << 63) - 1
 DEFAULT_MAX_NODE_SIZE = 1 << 20
 #: Default limit on the number of causal parents of one node.
 DEFAULT_MAX_PARENTS = 1024
+#: Default limit on the number of chunk links of one node (1024 x 256 KiB chunks = 256 MiB).
+DEFAULT_MAX_CHUNKS = 1024
+#: prefix of a CIDv1 with the raw codec and sha2-256 (chunk blocks)
+RAW_SHA256_PREFIX = bytes([0x01, 0x55, 0x12, 0x20])
 
 _CID_LEN = 36
 _NO_LIMIT = 1 << 62
@@ -98,6 +110,10 @@ def _is_node_cid(c: object) -> bool:
     return type(c) is bytes and len(c) == _CID_LEN and c[:4] == DAG_CBOR_SHA256_PREFIX
 
 
+def _is_chunk_cid(c: object) -> bool:
+    return type(c) is bytes and len(c) == _CID_LEN and c[:4] == RAW_SHA256_PREFIX
+
+
 def _check_fields(
     kind: object,
     group: object,
@@ -107,6 +123,8 @@ def _check_fields(
     epoch: object,
     payload: object,
     max_parents: int,
+    chunks: object = (),
+    max_chunks: int = _NO_LIMIT,
 ) -> None:
     """Validate the unsigned fields; raise :class:`InvalidArgument` naming the field."""
     if not isinstance(kind, NodeKind):
@@ -139,6 +157,13 @@ def _check_fields(
         raise InvalidArgument("payload must be bytes")
     if kind is NodeKind.GENESIS and (seq != 0 or parents):
         raise InvalidArgument("a genesis node has seq 0 and no parents")
+    if type(chunks) is not tuple:
+        raise InvalidArgument("chunks must be a tuple of CIDs")
+    if len(chunks) > max_chunks:
+        raise InvalidArgument(f"{len(chunks)} chunk links exceed the limit of {max_chunks}")
+    for c in chunks:
+        if not _is_chunk_cid(c):
+            raise InvalidArgument("each chunk link must be a 36-byte raw sha2-256 CIDv1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +171,7 @@ class NodeFields:
     """The author-chosen fields of a node, before signing (see :func:`sign_node`).
 
     ``parents`` may be given in any order; :func:`sign_node` sorts and de-duplicates.
+    ``chunks`` (in order, schema version 2) name raw blocks the payload refers to.
     """
 
     kind: NodeKind
@@ -155,11 +181,13 @@ class NodeFields:
     parents: tuple[bytes, ...]
     epoch: bytes
     payload: bytes = field(repr=False)
+    chunks: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, repr=False)
 class OpNode:
-    """A signed operation node, schema version 1.  Construction validates the schema.
+    """A signed operation node, schema version 1 (no ``chunks``) or 2 (with ``chunks``).
+    Construction validates the schema.
 
     The signature is only checked by :func:`decode_node` / :func:`verify_node`.
     """
@@ -173,9 +201,17 @@ class OpNode:
     epoch: bytes
     payload: bytes = field(repr=False)
     sig: bytes = field(repr=False)
+    chunks: tuple[bytes, ...] = ()
+
+    @property
+    def version(self) -> int:
+        """The schema version: 2 if the node names chunks, else 1."""
+        return NODE_VERSION_CHUNKS if self.chunks else NODE_VERSION
 
     def __post_init__(self) -> None:
-        _check_fields(self.kind, self.group, self.seq, self.prev, self.parents, self.epoch, self.payload, _NO_LIMIT)
+        _check_fields(
+            self.kind, self.group, self.seq, self.prev, self.parents, self.epoch, self.payload, _NO_LIMIT, self.chunks
+        )
         if type(self.author) is not bytes or len(self.author) != AUTHOR_LEN:
             raise InvalidArgument(f"author must be a {AUTHOR_LEN}-byte Ed25519 public key")
         if type(self.sig) is not bytes or len(self.sig) != SIG_LEN:
@@ -187,7 +223,7 @@ class OpNode:
         return (
             f"OpNode(kind={self.kind.value}, group={self.group[:4].hex()}.., author={self.author[:4].hex()}.., "
             f"seq={self.seq}, prev={prev}, parents=[{parents}], epoch={self.epoch.hex()}, "
-            f"payload=<{len(self.payload)} bytes>)"
+            f"payload=<{len(self.payload)} bytes>, chunks={len(self.chunks)})"
         )
 
 
@@ -208,6 +244,7 @@ def derive_group_tag(key: bytes, group_id: bytes) -> bytes:
 # ------------------------------------------------------------------------------ encoding
 
 _K_A = b"\x61a"
+_K_C = b"\x61c"
 _K_D = b"\x61d"
 _K_E = b"\x61e"
 _K_G = b"\x61g"
@@ -215,6 +252,7 @@ _K_K = b"\x61k"
 _K_P = b"\x61p"
 _K_S = b"\x61s"
 _K_V1 = b"\x61v\x01"
+_K_V2 = b"\x61v\x02"
 _K_PS = b"\x62ps"
 _K_SIG = b"\x63sig"
 _NULL = b"\xf6"
@@ -231,12 +269,15 @@ def _body(
     parents: tuple[bytes, ...],
     epoch: bytes,
     payload: bytes,
+    chunks: tuple[bytes, ...] = (),
 ) -> list[bytes]:
     """The map entries common to the signed and unsigned encodings, in canonical order."""
-    parts = [
-        _K_A,
-        b"\x58\x20",
-        author,
+    parts = [_K_A, b"\x58\x20", author]
+    if chunks:
+        parts.append(_K_C)
+        parts.append(head(4, len(chunks)))
+        parts.extend(_LINK_HEAD + c for c in chunks)
+    parts += [
         _K_D,
         head(2, len(payload)),
         payload,
@@ -252,7 +293,7 @@ def _body(
         _NULL if prev is None else _LINK_HEAD + prev,
         _K_S,
         head(0, seq),
-        _K_V1,
+        _K_V2 if chunks else _K_V1,
         _K_PS,
         head(4, len(parents)),
     ]
@@ -266,14 +307,18 @@ def signature_input(node: OpNode | NodeFields, author: bytes | None = None) -> b
         if not isinstance(node, OpNode):
             raise InvalidArgument("author is required for NodeFields")
         author = node.author
-    body = _body(node.kind, node.group, author, node.seq, node.prev, node.parents, node.epoch, node.payload)
-    return SIGNATURE_LABEL + b"\xa9" + b"".join(body)
+    body = _body(
+        node.kind, node.group, author, node.seq, node.prev, node.parents, node.epoch, node.payload, node.chunks
+    )
+    return SIGNATURE_LABEL + (b"\xaa" if node.chunks else b"\xa9") + b"".join(body)
 
 
 def encode_node(node: OpNode) -> tuple[bytes, bytes]:
     """Return ``(cid, block)``: the canonical DAG-CBOR block of ``node`` and its CIDv1."""
-    body = _body(node.kind, node.group, node.author, node.seq, node.prev, node.parents, node.epoch, node.payload)
-    block = b"\xaa" + b"".join(body) + _K_SIG + b"\x58\x40" + node.sig
+    body = _body(
+        node.kind, node.group, node.author, node.seq, node.prev, node.parents, node.epoch, node.payload, node.chunks
+    )
+    block = (b"\xab" if node.chunks else b"\xaa") + b"".join(body) + _K_SIG + b"\x58\x40" + node.sig
     return cid_for_block(block), block
 
 
@@ -304,13 +349,31 @@ def sign_node(
     except TypeError as exc:
         raise InvalidArgument("parents must be binary CIDs") from exc
     _check_fields(
-        fields.kind, fields.group, fields.seq, fields.prev, parents, fields.epoch, fields.payload, DEFAULT_MAX_PARENTS
+        fields.kind,
+        fields.group,
+        fields.seq,
+        fields.prev,
+        parents,
+        fields.epoch,
+        fields.payload,
+        DEFAULT_MAX_PARENTS,
+        fields.chunks,
+        DEFAULT_MAX_CHUNKS,
     )
     author = bytes(signing_key.verify_key)
     unsigned = fields if parents == fields.parents else _replace_parents(fields, parents)
     sig = signing_key.sign(signature_input(unsigned, author)).signature
     node = OpNode(
-        fields.kind, fields.group, author, fields.seq, fields.prev, parents, fields.epoch, fields.payload, bytes(sig)
+        fields.kind,
+        fields.group,
+        author,
+        fields.seq,
+        fields.prev,
+        parents,
+        fields.epoch,
+        fields.payload,
+        bytes(sig),
+        fields.chunks,
     )
     size = len(encode_node(node)[1])
     if size > max_size:
@@ -319,7 +382,7 @@ def sign_node(
 
 
 def _replace_parents(f: NodeFields, parents: tuple[bytes, ...]) -> NodeFields:
-    return NodeFields(f.kind, f.group, f.seq, f.prev, parents, f.epoch, f.payload)
+    return NodeFields(f.kind, f.group, f.seq, f.prev, parents, f.epoch, f.payload, f.chunks)
 
 
 def verify_node(node: OpNode) -> None:
@@ -333,6 +396,7 @@ def verify_node(node: OpNode) -> None:
 # ------------------------------------------------------------------------------ decoding
 
 _KEYS = frozenset(("a", "d", "e", "g", "k", "p", "s", "v", "ps", "sig"))
+_KEYS_V2 = _KEYS | {"c"}
 
 
 def decode_node(
@@ -343,8 +407,9 @@ def decode_node(
     max_size: int = DEFAULT_MAX_NODE_SIZE,
     max_parents: int = DEFAULT_MAX_PARENTS,
     verify_signature: bool = True,
+    max_chunks: int = DEFAULT_MAX_CHUNKS,
 ) -> OpNode:
-    """Decode and verify one node block (schema v1).
+    """Decode and verify one node block (schema v1, or v2 with chunk links).
 
     Checks, in order: size (:class:`OversizeError`), ``expected_cid``
     (:class:`IntegrityError`), strict DAG-CBOR and schema (:class:`DecodeError`), group
@@ -360,14 +425,15 @@ def decode_node(
         raise OversizeError(f"node block of {len(block)} bytes exceeds the limit of {max_size}")
     if expected_cid is not None and (len(expected_cid) != _CID_LEN or cid_for_block(block) != expected_cid):
         raise IntegrityError(f"node block of {len(block)} bytes does not match its expected CID")
-    node = _parse_fast(block, max_parents)
+    node = _parse_fast(block, max_parents, max_chunks)
     if node is None:
-        node = _parse_generic(block, max_parents)
+        node = _parse_generic(block, max_parents, max_chunks)
     if group is not None and node.group != group:
         raise WrongGroupError("node belongs to another group")
     if verify_signature:
         # the block is canonical, so the unsigned encoding is the block minus the "sig" entry
-        _verify(node, SIGNATURE_LABEL + b"\xa9" + block[1:-_SIG_ENTRY_LEN])
+        # (and a map head one entry shorter: 0xaa -> 0xa9, 0xab -> 0xaa)
+        _verify(node, SIGNATURE_LABEL + bytes([block[0] - 1]) + block[1:-_SIG_ENTRY_LEN])
     return node
 
 
@@ -381,17 +447,29 @@ def _verify(node: OpNode, signed: bytes) -> None:
         raise SignatureError(f"invalid node signature (author seq {node.seq})") from None
 
 
-def _parse_generic(block: bytes, max_parents: int) -> OpNode:
+def _parse_generic(block: bytes, max_parents: int, max_chunks: int = DEFAULT_MAX_CHUNKS) -> OpNode:
     """Decode with the generic strict DAG-CBOR decoder, then check the schema."""
     m = decode(block, max_depth=2)
     if type(m) is not dict:
         raise DecodeError("node: block is not a map")
-    if m.keys() != _KEYS:
-        if "v" in m and m["v"] != NODE_VERSION:
-            raise DecodeError(f"node: unsupported schema version {m['v']!r}")
+    if "v" not in m:
         raise DecodeError(f"node: wrong set of keys {sorted(m)!r}")
-    if m["v"] != NODE_VERSION or type(m["v"]) is not int:
-        raise DecodeError(f"node: unsupported schema version {m['v']!r}")
+    version = m["v"]
+    if type(version) is not int or version not in (NODE_VERSION, NODE_VERSION_CHUNKS):
+        raise DecodeError(f"node: unsupported schema version {version!r}")
+    if m.keys() != (_KEYS if version == NODE_VERSION else _KEYS_V2):
+        raise DecodeError(f"node: wrong set of keys {sorted(m)!r} for schema version {version}")
+    chunks: list[bytes] = []
+    if version == NODE_VERSION_CHUNKS:
+        raw_chunks = m["c"]
+        if type(raw_chunks) is not list or not raw_chunks:
+            raise DecodeError("node: chunks must be a non-empty list in schema version 2")
+        if len(raw_chunks) > max_chunks:
+            raise OversizeError(f"node: {len(raw_chunks)} chunk links exceed the limit of {max_chunks}")
+        for c in raw_chunks:
+            if type(c) is not Link:
+                raise DecodeError("node: each chunk must be a link")
+            chunks.append(c.cid)
     kind = _KINDS.get(m["k"]) if type(m["k"]) is str else None
     if kind is None:
         raise DecodeError("node: unknown kind")
@@ -411,8 +489,8 @@ def _parse_generic(block: bytes, max_parents: int) -> OpNode:
             raise DecodeError("node: each parent must be a link")
         parents.append(p.cid)
     try:
-        _check_fields(kind, m["g"], m["s"], prev, tuple(parents), m["e"], m["d"], max_parents)
-        node = OpNode(kind, m["g"], m["a"], m["s"], prev, tuple(parents), m["e"], m["d"], m["sig"])  # type: ignore[arg-type]
+        _check_fields(kind, m["g"], m["s"], prev, tuple(parents), m["e"], m["d"], max_parents, tuple(chunks))
+        node = OpNode(kind, m["g"], m["a"], m["s"], prev, tuple(parents), m["e"], m["d"], m["sig"], tuple(chunks))  # type: ignore[arg-type]
     except InvalidArgument as exc:
         raise DecodeError(f"node: {exc}") from None
     return node
@@ -446,16 +524,31 @@ def _uint_at(block: bytes, pos: int, major: int) -> tuple[int, int] | None:
     return arg, end
 
 
-def _parse_fast(block: bytes, max_parents: int) -> OpNode | None:
-    """Parse the fixed canonical layout of a v1 node; ``None`` on any deviation.
+def _parse_fast(block: bytes, max_parents: int, max_chunks: int = DEFAULT_MAX_CHUNKS) -> OpNode | None:
+    """Parse the fixed canonical layout of a v1 or v2 node; ``None`` on any deviation.
 
     Accepts only byte strings that :func:`_parse_generic` also accepts (the canonical
     encoding of a valid node); every other input falls back to it for a precise error.
     """
-    if len(block) < 140 or block[0] != 0xAA or block[1:5] != _A_HEAD:
+    if len(block) < 140 or block[0] not in (0xAA, 0xAB) or block[1:5] != _A_HEAD:
         return None
     author = block[5:37]
     pos = 37
+    chunks: list[bytes] = []
+    if block[0] == 0xAB:
+        if block[pos : pos + 2] != _K_C:
+            return None
+        r = _uint_at(block, pos + 2, 4)
+        if r is None:
+            return None
+        count, pos = r
+        if not 0 < count <= max_chunks or len(block) < pos + count * (5 + _CID_LEN):
+            return None
+        for _ in range(count):
+            if block[pos : pos + 5] != _LINK_HEAD:
+                return None
+            chunks.append(block[pos + 5 : pos + 5 + _CID_LEN])
+            pos += 5 + _CID_LEN
     fields: list[bytes] = []
     for key in (_K_D, _K_E):
         if block[pos : pos + 2] != key:
@@ -497,7 +590,7 @@ def _parse_fast(block: bytes, max_parents: int) -> OpNode | None:
     if r is None:
         return None
     seq, pos = r
-    if block[pos : pos + 3] != _K_V1 or block[pos + 3 : pos + 6] != _K_PS:
+    if block[pos : pos + 3] != (_K_V2 if chunks else _K_V1) or block[pos + 3 : pos + 6] != _K_PS:
         return None
     r = _uint_at(block, pos + 6, 4)
     if r is None:
@@ -515,7 +608,7 @@ def _parse_fast(block: bytes, max_parents: int) -> OpNode | None:
         return None
     sig = block[pos + 6 :]
     try:
-        _check_fields(kind, group, seq, prev, tuple(parents), epoch, payload, max_parents)
-        return OpNode(kind, group, author, seq, prev, tuple(parents), epoch, payload, sig)
+        _check_fields(kind, group, seq, prev, tuple(parents), epoch, payload, max_parents, tuple(chunks), max_chunks)
+        return OpNode(kind, group, author, seq, prev, tuple(parents), epoch, payload, sig, tuple(chunks))
     except InvalidArgument:
         return None

@@ -72,12 +72,17 @@ Event = EpochAdded | HeadsChanged | OperationVoided
 @dataclass(frozen=True, slots=True)
 class MergeState:
     """S(heads): the membership plus what the merges decided: ``void`` every commit of the causal
-    past voided by a merge (cumulative), ``moved`` the joiners the last merge moved."""
+    past voided by a merge (cumulative), ``moved`` the joiners the last merge moved, ``base`` the
+    cut the merge's replay started from."""
 
     heads: frozenset[bytes]
     membership: Membership
     void: frozenset[bytes]
     moved: frozenset[bytes]
+    #: the latest cut the replay of several heads started from, when it is in the past of every
+    #: head: the merge commit's base epoch (docs/merge.md 5); ``None`` for one head, or when the
+    #: replay started from a pinned root that some head does not descend from (section 4.1)
+    base: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -240,12 +245,22 @@ class GroupDag:
         quiet group needs one merge per round).  The order is by SHA-256(sorted head CIDs ||
         signature key); the facade waits ``rank x delay`` before merging and skips if a merge
         arrived meanwhile."""
+        order = self.merge_order(heads)
+        return order.index(key) if key in order else None
+
+    def merge_order(self, heads: Iterable[bytes] | None = None) -> list[bytes]:
+        """The members who can issue the merge of ``heads`` (default: everything delivered), in
+        turn order (design sketch 6.5, liveness): members of S(heads) that are members of at
+        least one epoch head (a merge needs the committer's state in one parent epoch,
+        docs/merge.md 6.2), ordered by SHA-256(sorted epoch head CIDs || signature key)."""
         st = self.state(heads)
-        if key not in st.membership:
-            return None
-        salt = b"".join(sorted(st.heads))
-        order = sorted(st.membership.keys(), key=lambda k: hashlib.sha256(salt + k).digest())
-        return order.index(key)
+        epochs = self._maximal(c for h in st.heads for c in self._nodes[h].frontier)
+        in_a_head: set[bytes] = set()
+        for e in epochs:
+            in_a_head |= self.state({e}).membership.keys()
+        salt = b"".join(sorted(epochs))
+        eligible = st.membership.keys() & in_a_head
+        return sorted(eligible, key=lambda k: hashlib.sha256(salt + k).digest())
 
     def members(self, heads: Iterable[bytes] | None = None) -> Membership:
         return self.state(heads).membership
@@ -319,6 +334,15 @@ class GroupDag:
             if e not in self._nodes:
                 raise UnknownParentError("the root names an unknown epoch")
         clock[rec.author] = rec.seq
+        for m in membership.members:
+            # provenance (docs/merge.md 3.5): the root itself or a commit of its causal past
+            if m.added_in == rec.cid:
+                continue
+            n = self._nodes.get(m.added_in)
+            if n is None or not (n.rec.is_commit or m.added_in in self._opaque):
+                raise ProtocolError("the root's provenance names a commit this replica does not know")
+            if clock.get(n.rec.author, -1) < n.rec.seq:
+                raise ProtocolError("the root's provenance names a commit outside the root's causal past")
         self._accept(rec, height, clock, frozenset({rec.cid}))
         if not self.genesis:
             self.genesis = rec.cid
@@ -405,7 +429,7 @@ class GroupDag:
         return frozenset(c for c in cs if not any(self.in_past(c, d) for d in cs if d != c))
 
     def _merge(self, heads: frozenset[bytes]) -> MergeState:
-        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md 4.2)."""
+        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md section 4)."""
         chs = self._maximal(c for h in heads for c in self._nodes[h].frontier)
         # walk the epoch DAG down from the heads by decreasing height; when a single commit is
         # left to visit, every path from the heads passes through it: it is the latest cut, and
@@ -463,7 +487,9 @@ class GroupDag:
             rank=self.rank,
             mode=self.mutual_removal,
         )
-        return MergeState(heads, result.membership, base.void | result.void, result.moved)
+        return MergeState(
+            heads, result.membership, base.void | result.void, result.moved, cut if root is None else None
+        )
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)

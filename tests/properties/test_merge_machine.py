@@ -9,8 +9,9 @@ RFC 9420 commits, merged trees, merge commits and merge Welcomes).
 
 Checked after every step:
 
-* convergence: replicas holding the same operations have the same S(heads) (membership,
-  void commits, moved joiners) and heads; each replica's S equals S of the same heads
+* convergence: replicas holding the same operations (commits *and* application nodes, which
+  count as activity against idle eviction, docs/merge.md 3.9) have the same S(heads)
+  (membership, void commits, moved joiners) and heads; each replica's S equals S of the same heads
   computed by a DAG that holds everything; every holder of an epoch has the same
   GroupContext, tree hash, epoch authenticator and exporter secret;
 * key knowledge: every non-blank parent node of every epoch's tree has its private key held
@@ -18,10 +19,22 @@ Checked after every step:
   holds the epoch;
 * removal: an adversary keeping every private key a non-member ever held (removed members,
   members of concurrent branches) holds the key of no node of the epoch's tree, so it can
-  open none of the path secrets or Welcome secrets that create the epoch.
+  open none of the path secrets or Welcome secrets that create the epoch;
+* messages: a member sends a real RFC 9420 PrivateMessage (`Group.protect_application`) in
+  the epoch of its single head, carried as an application node of the DAG over the same
+  faulty network.  Every member of that epoch that receives it decrypts it to the sent
+  bytes exactly once (a duplicate raises `ReplayError`, the state unchanged); nobody
+  outside the epoch, with any Group state it ever held (removed members keep them all),
+  can decrypt it (a typed `CrdtMlsError`); adding the application node to a DAG changes
+  neither its epoch heads nor S(epoch heads) (as activity it may only keep its author in
+  against a concurrent idle eviction, docs/merge.md 3.9), and decrypting changes no epoch
+  secret or tree (RFC 9420 sections 6.3, 9; design section 6).
 
-At the end the network heals, everything is delivered, and one merge round must leave a
-single head that every member holds (liveness).
+A merge commit names everything its author has seen (its view's frontier, docs/merge.md 4),
+so its membership counts the messages the merger holds as activity.  At the end the network
+heals, everything is delivered, and one merge round by the member whose turn is first
+(`GroupDag.merge_order`) must leave a single head that every member holds (liveness); every member of every message's epoch has
+then decrypted it exactly once (joiners, who have no DAG view here, receive messages there).
 
 Profiles: the default run does a few examples; ``-m slow`` runs the CI profile
 (``merge-ci``: 2,000 examples) and ``HYPOTHESIS_PROFILE=nightly`` raises it to 20,000.
@@ -37,16 +50,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from crdt_mls.errors import CrdtMlsError, ReplayError
 from crdt_mls.merge.dag import GroupDag
 from crdt_mls.merge.rules import ChangeKind, MutualRemoval, OpRecord
 from crdt_mls.mls import treemath
+from crdt_mls.mls.messages import MLSMessage
 from tests.properties.netsim import NetSim
-from tests.scenarios.harness import World
+from tests.scenarios.harness import World, cid_of
 
 # The CI profile is derandomized (a fixed seed, no example database): CI runs the same 2,000
 # examples every time, so a rare failure found by the nightly profile is reported there, not as
-# a flaky CI run.  Known open finding (nightly): with SENIORITY, a member whose own commits were
-# all voided cannot issue the merge (no head state holds its merged leaf key).
+# a flaky CI run.
 settings.register_profile(
     "merge-ci",
     max_examples=2000,
@@ -85,6 +99,8 @@ class View:
 
     dag: GroupDag
     pending: dict[bytes, OpRecord] = field(default_factory=dict)
+    #: every operation (commit or application node) the DAG accepted
+    accepted: set[bytes] = field(default_factory=set)
 
     def offer(self, rec: OpRecord) -> None:
         if rec.cid in self.dag or rec.cid in self.pending:
@@ -97,11 +113,44 @@ class View:
                 links = (*r.parents, *((r.prev,) if r.prev is not None else ()))
                 if all(p in self.dag for p in links):
                     del self.pending[cid]
-                    self.dag.add(r)
+                    if r.is_commit:
+                        self.dag.add(r)
+                    else:
+                        self._add_message(r)
+                    self.accepted.add(cid)
                     progress = True
 
+    def _add_message(self, r: OpRecord) -> None:
+        """An application node changes neither the epoch heads nor S(epoch heads); as activity
+        it may only void a concurrent idle eviction of its author (docs/merge.md 3.9)."""
+        heads = self.dag.heads()
+        before, before_all = self.dag.state(heads), self.dag.state()
+        self.dag.add(r)
+        assert r.cid in self.dag and self.dag.heads() == heads, "a message changed the heads"
+        after, after_all = self.dag.state(heads), self.dag.state()
+        assert (after.membership, after.void, after.moved) == (before.membership, before.void, before.moved)
+        keys_before = {m.key for m in before_all.membership.members}
+        keys_after = {m.key for m in after_all.membership.members}
+        if keys_after != keys_before:
+            assert keys_before < keys_after and keys_after - keys_before == {r.author}, "a message changed membership"
+            evicts = (self.dag.record(c).changes or () for c in self.dag.commits())
+            assert any(ch.kind == ChangeKind.EVICT and ch.member == r.author for chs in evicts for ch in chs)
+
     def held(self) -> frozenset[bytes]:
-        return frozenset(self.dag.commits())
+        """The operations held: commits *and* application nodes (activity counts against idle
+        eviction, docs/merge.md 3.9, so two replicas with the same commits but different
+        messages may legitimately differ)."""
+        return frozenset(self.accepted)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One application message: its epoch, sender, PrivateMessage bytes and plaintext."""
+
+    epoch: bytes
+    sender: str
+    raw: bytes
+    data: bytes
 
 
 def _below(x: int, leaf: int) -> bool:
@@ -121,6 +170,9 @@ class MergeMachine(RuleBasedStateMachine):
         self.joiners = 0
         self.checked_epochs: set[bytes] = set()
         self.adversary_version = -1
+        #: application messages by record CID, and who decrypted which (exactly once)
+        self.sent: dict[bytes, Sent] = {}
+        self.decrypted: set[tuple[str, bytes]] = set()
 
     # ------------------------------------------------------------------ setup
 
@@ -219,9 +271,76 @@ class MergeMachine(RuleBasedStateMachine):
                 continue
             if not any((g := self.w.states.get((name, h))) is not None and g.active for h in heads):
                 continue
-            self.w.merge(name, tuple(sorted(heads)))
+            # a merge commit names everything its author has seen (docs/merge.md 4): its membership is
+            # S(the merger's frontier), which counts the messages it holds as activity (3.9)
+            self.w.merge(name, tuple(sorted(heads)), seen=tuple(view.dag.frontier()))
             self._publish(name)
             return
+
+    @precondition(lambda self: self.world is not None)
+    @rule(who=st.integers(0, 7), size=st.integers(0, 40))
+    def send_message(self, who: int, size: int) -> None:
+        """A member sends an application message (RFC 9420 section 6.3) in its current epoch."""
+        name = self.replicas[who % len(self.replicas)]
+        h = self._can_act(name)
+        if h is None:
+            return
+        w = self.w
+        data = f"{name}:{len(self.sent)}:".encode() + w.r(size)
+        g = w.states[(name, h)]
+        raw, g2 = g.protect_application(data, rng=w.r)
+        assert g2.group_context == g.group_context and g2.epoch_authenticator == g.epoch_authenticator
+        w.states[(name, h)] = g2
+        s, prev, parents = w._node(name, (h,))
+        cid = cid_of("app", raw)
+        w._emit(name, OpRecord(cid, w.key(name), s, prev, parents, (h,)))
+        self.sent[cid] = Sent(h, name, raw, data)
+        self._outsiders_cannot_read(cid)
+        self._publish(name)
+
+    def _receive(self, name: str, cid: bytes) -> None:
+        """``name`` gets the message of record ``cid``: decrypted once by an epoch member,
+        a replay rejected with `ReplayError` leaving the state as it was."""
+        m = self.sent[cid]
+        w = self.w
+        if name not in w.members(m.epoch):
+            return  # outsiders: `_outsiders_cannot_read`
+        g = w.states[(name, m.epoch)]
+        if name == m.sender:
+            try:
+                g.unprotect(m.raw)
+            except CrdtMlsError:
+                return
+            raise AssertionError("a member decrypted its own message")
+        if (name, cid) in self.decrypted:
+            try:
+                g.unprotect(m.raw)
+            except ReplayError:  # Group is immutable: the held state stays as it was
+                return
+            raise AssertionError(f"{name} decrypted a message twice")
+        data, g2 = g.unprotect(m.raw)
+        assert data == m.data, (name, "decrypted other bytes")
+        assert g2.group_context == g.group_context and g2.epoch_authenticator == g.epoch_authenticator
+        assert g2.export_secret("merge-machine", b"", 32) == g.export_secret("merge-machine", b"", 32)
+        assert g2.tree.tree_hash() == g.tree.tree_hash()
+        w.states[(name, m.epoch)] = g2
+        self.decrypted.add((name, cid))
+
+    def _outsiders_cannot_read(self, cid: bytes) -> None:
+        """Nobody outside the message's epoch decrypts it with any Group state it ever held."""
+        m = self.sent[cid]
+        w = self.w
+        members = w.members(m.epoch)
+        msg = MLSMessage.from_bytes(m.raw)
+        for (n, e), g in list(w.states.items()):
+            if n in members:
+                continue
+            assert e != m.epoch
+            try:
+                g.unprotect(msg)
+            except CrdtMlsError:
+                continue
+            raise AssertionError(f"{n}, not in the epoch, decrypted a message with its state of another epoch")
 
     @precondition(lambda self: self.world is not None)
     @rule(ticks=st.integers(1, 6))
@@ -229,7 +348,10 @@ class MergeMachine(RuleBasedStateMachine):
         for _ in range(ticks):
             for msg in self.net.step():
                 assert isinstance(msg.dst, str)
-                self.views[msg.dst].offer(self.w.records[int(msg.payload)])
+                rec = self.w.records[int(msg.payload)]
+                if rec.cid in self.sent:
+                    self._receive(msg.dst, rec.cid)
+                self.views[msg.dst].offer(rec)
 
     @precondition(lambda self: self.world is not None)
     @rule(who=st.integers(0, 7))
@@ -244,9 +366,9 @@ class MergeMachine(RuleBasedStateMachine):
     def gossip(self, who: int) -> None:
         """Anti-entropy: a replica re-sends everything it holds (missing nodes fetched by CID)."""
         name = self.replicas[who % len(self.replicas)]
-        held = set(self.views[name].dag.commits())
+        view = self.views[name]
         for i, rec in enumerate(self.w.records):
-            if rec.cid in held:
+            if rec.cid in view.dag:
                 for other in self.replicas:
                     if other != name:
                         self.net.send(name, other, str(i).encode())
@@ -370,29 +492,34 @@ class MergeMachine(RuleBasedStateMachine):
             return
         w = self.w
         self.net.heal()
-        for view in self.views.values():
+        for name, view in self.views.items():
             for rec in w.records:
+                if rec.cid in self.sent:
+                    self._receive(name, rec.cid)
                 view.offer(rec)
             assert not view.pending
+        for cid, sent in self.sent.items():  # joiners have no view: they receive everything now
+            members = w.members(sent.epoch)
+            for n in sorted(members):
+                if n not in self.views:
+                    self._receive(n, cid)
+                    self._receive(n, cid)  # and a duplicate, rejected
+            readers = {n for (n, c) in self.decrypted if c == cid}
+            assert readers == members - {sent.sender}, (sorted(readers), sorted(members))
+            self._outsiders_cannot_read(cid)  # with every state held by the end, too
         heads = w.dag.heads()
         if len(heads) > 1:
-            st_ = w.dag.state(heads)
-            merger = next(
-                (
-                    n
-                    for n in self.replicas + [f"j{i}" for i in range(1, self.joiners + 1)]
-                    if w.key(n) in st_.membership
-                    and any((g := w.states.get((n, h))) is not None and g.active for h in heads)
-                ),
-                None,
-            )
-            if merger is None:  # diagnostics for the report: who is in S, who holds which head
+            # the member whose turn is first (`GroupDag.merge_order`) must be able to merge
+            order = w.dag.merge_order()
+            if not order or not any(w.states.get((w.name_of(order[0]), h)) for h in heads):
+                # diagnostics for the report: who is in S, who holds which head
+                st_ = w.dag.state()
                 detail = {
                     w.name_of(mm.key): [(w.states.get((w.name_of(mm.key), h)) or None) is not None for h in heads]
                     for mm in st_.membership.members
                 }
                 raise AssertionError(f"nobody can issue the merge commit: S={detail}, {len(heads)} heads")
-            m = w.merge(merger, tuple(sorted(heads)))
+            m = w.merge(w.name_of(order[0]))
             assert w.dag.heads() == {m}
             w.check_epoch(m)  # every member holds it, same secrets, and everyone can talk
         assert len(w.dag.heads()) == 1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from crdt_mls.errors import CrdtMlsError
 from crdt_mls.merge.dag import GroupDag
 from crdt_mls.merge.mlsmerge import (
+    BaseEpoch,
     ParentEpoch,
     create_merge_commit,
     join_merge,
@@ -22,6 +23,7 @@ from crdt_mls.merge.mlsmerge import (
     parents_hash,
     process_merge_commit,
 )
+from crdt_mls.merge.provenance import open_provenance, seal_provenance
 from crdt_mls.merge.records import commit_record, evicted_from_aad, eviction_aad, genesis_record, merge_record
 from crdt_mls.merge.rules import MutualRemoval, OpRecord
 from crdt_mls.mls.group import Group
@@ -54,9 +56,13 @@ class World:
     knowledge: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
     dag: GroupDag = field(init=False)
     genesis: bytes = field(init=False)
+    #: epoch id -> the provenance its committer sealed for members joining there (docs/merge.md 3.5)
+    provenance: dict[bytes, bytes] = field(default_factory=dict)
+    _prov_rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self._prov_rng = random.Random(self.seed ^ 0x5EED)  # its own stream: histories stay as they were
         for n in self.names:
             self.new_person(n)
         creator, *others = self.names
@@ -134,6 +140,8 @@ class World:
         aad = eviction_aad(self.key(x) for x in evict) if evict else b""
         msg, welcome, g2 = g.commit(add=kps, remove=rm, authenticated_data=aad, rng=self.r)
         cid = cid_of("commit", msg)
+        if add:  # the joiners get the provenance of everyone in the new epoch with the Welcome
+            self.provenance[cid] = seal_provenance(g2, self.dag.state({epoch}).membership, rng=self._prov_rng.randbytes)
         self.commit_messages[cid] = (msg, g.group_context.confirmed_transcript_hash)
         self._keep(name, cid, g2)
         self.trees[cid] = g2.tree
@@ -244,6 +252,11 @@ class World:
         self._emit(name, rec)
         return cid
 
+    def own_states(self, name: str) -> list[Group]:
+        """Every state ``name`` still holds in which it is a member (its merged leaf key may be in
+        one from before its voided commits, `merged_private_keys`)."""
+        return [g for (n, _e), g in self.states.items() if n == name and g.active]
+
     def parent_epochs(self, name: str, heads: tuple[bytes, ...]) -> list[ParentEpoch]:
         out = []
         for h in heads:
@@ -265,15 +278,25 @@ class World:
         default the omniscient one."""
         hs = tuple(sorted(self.dag.heads() if heads is None else heads))
         seen_nodes = self.dag.frontier() if heads is None else frozenset((*hs, *seen))
-        st = (view or self.dag).state(seen_nodes)
+        dag = view or self.dag
+        st = dag.state(seen_nodes)
         seen = tuple(seen_nodes)
         parents = self.parent_epochs(name, hs)
-        msg, g = create_merge_commit(parents, st.membership, rng=self.r)
+        # the merge's base: the latest cut, from the merger's own DAG (docs/merge.md 5)
+        cut = None if st.base is None else BaseEpoch(st.base, self.trees[st.base], dag.state({st.base}).membership)
+        msg, g = create_merge_commit(parents, st.membership, base=cut, rng=self.r, own_states=self.own_states(name))
         cid = cid_of("merge", msg)
+        self.provenance[cid] = seal_provenance(g, st.membership, rng=self._prov_rng.randbytes)
         self._keep(name, cid, g)
         self.trees[cid] = g.tree
         self.gcs[cid] = g.group_context
-        base = merged_base_tree(g.suite, parents, st.membership)
+        base = merged_base_tree(g.suite, parents, st.membership, cut)
+        self.bases[cid] = cut
+        # the merged epoch's tree passes a joiner's checks (RFC 9420 12.4.3.1: parent hashes,
+        # unmerged leaves), so later members can join it from an ordinary Welcome
+        g.tree.verify_unmerged_leaves()
+        g.tree.verify_parent_hashes()
+        g.tree.verify_key_uniqueness()
         s, prev, nparents = self._node(name, seen)
         rec = commit_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, base, g.tree)
         # a member who joined from the merge Welcome builds the same record from the new tree alone
@@ -286,22 +309,31 @@ class World:
         for other in members - {name}:
             ps = self.parent_epochs(other, hs)
             if all(p.group is not None for p in ps):
-                ng = process_merge_commit(ps, st.membership, msg)
+                ng = process_merge_commit(ps, st.membership, msg, base=self.base_of, own_states=self.own_states(other))
             else:
-                own = [gg for (n, _e), gg in self.states.items() if n == other and gg.active]
-                ng = join_merge(msg, own)
+                ng = join_merge(msg, self.own_states(other))
             self._keep(other, cid, ng)
         return cid
 
     merge_messages: dict[bytes, bytes] = field(default_factory=dict)
+    #: the base each merge commit was built on (None: no common cut in the merger's view)
+    bases: dict[bytes, BaseEpoch | None] = field(default_factory=dict)
+
+    def base_of(self, epoch: bytes) -> BaseEpoch | None:
+        """A receiver's lookup of a merge's base epoch: every member keeps every public tree here."""
+        tree = self.trees.get(epoch)
+        return None if tree is None else BaseEpoch(epoch, tree, self.dag.state({epoch}).membership)
+
     path_context: dict[bytes, bytes] = field(default_factory=dict)
     commit_messages: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ checks
 
-    def view(self, name: str) -> GroupDag:
+    def view(self, name: str, *, provenance: bool = True) -> GroupDag:
         """``name``'s own DAG: what it can read is a record, the rest opaque, the epochs it joined
-        by Welcome or merge Welcome are pinned roots (docs/merge.md section 4.1)."""
+        by Welcome or merge Welcome are pinned roots (docs/merge.md section 4.1) whose members'
+        provenance comes from the committer's sealed provenance (3.5; ``provenance=False``: the
+        root for everyone, as `membership_from_tree`)."""
         from crdt_mls.merge.records import membership_from_tree
 
         dag = GroupDag.for_joiner(mutual_removal=self.mode)
@@ -309,7 +341,12 @@ class World:
         for rec in self.records:
             joined_here = rec.is_commit and rec.cid in mine and not (rec.epochs and all(e in mine for e in rec.epochs))
             if joined_here:
-                dag.add_root(rec, membership_from_tree(self.trees[rec.cid], rec.cid))
+                sealed = self.provenance.get(rec.cid) if provenance else None
+                if sealed is not None:
+                    ms = open_provenance(self.states[(name, rec.cid)], sealed, rec.cid, rec.author)
+                else:
+                    ms = membership_from_tree(self.trees[rec.cid], rec.cid)
+                dag.add_root(rec, ms)
             elif rec.epochs and all(e in mine for e in rec.epochs) and (rec.is_commit or rec.epochs[0] in mine):
                 dag.add(rec)
             else:

@@ -45,6 +45,7 @@ KEY = nacl.signing.SigningKey(bytes(range(32)))
 OTHER_KEY = nacl.signing.SigningKey(bytes(range(1, 33)))
 GROUP = bytes(32)
 node_cids = st.binary(max_size=16).map(cid_for_block)
+chunk_cids = st.binary(max_size=16).map(cid_for_raw)
 
 
 @st.composite
@@ -67,13 +68,14 @@ def fields_strategy(draw: st.DrawFn) -> NodeFields:
         parents=parents,
         epoch=draw(st.binary(max_size=64)),
         payload=draw(st.binary(max_size=3000)),
+        chunks=tuple(draw(st.lists(chunk_cids, max_size=5))),
     )
 
 
 def ref_dict(node: OpNode, with_sig: bool = True) -> dict[str, Any]:
     """The node as the reference dag_cbor package models it."""
     d: dict[str, Any] = {
-        "v": 1,
+        "v": 2 if node.chunks else 1,
         "k": node.kind.value,
         "g": node.group,
         "a": node.author,
@@ -83,6 +85,8 @@ def ref_dict(node: OpNode, with_sig: bool = True) -> dict[str, Any]:
         "e": node.epoch,
         "d": node.payload,
     }
+    if node.chunks:
+        d["c"] = [CID.decode(c) for c in node.chunks]
     if with_sig:
         d["sig"] = node.sig
     return d
@@ -98,6 +102,7 @@ def make(kind: NodeKind = NodeKind.APPLICATION, seq: int = 1, payload: bytes = b
         parents=kw.pop("parents", (cid_for_block(b"x"), cid_for_block(b"y"))),
         epoch=kw.pop("epoch", b"\x07" * 36),
         payload=payload,
+        chunks=kw.pop("chunks", ()),
     )
     return sign_node(f, kw.pop("key", KEY), **kw)
 
@@ -118,7 +123,10 @@ def test_node_encoding_is_dag_cbor(fields: NodeFields) -> None:
     # the generic fast encoder agrees as well
     generic = {k: (Link(bytes(v)) if isinstance(v, CID) else v) for k, v in ref_dict(node).items()}
     generic["ps"] = [Link(p) for p in node.parents]
+    if node.chunks:
+        generic["c"] = [Link(c) for c in node.chunks]
     assert encode(generic) == block
+    assert node.version == (2 if node.chunks else 1)
 
 
 def test_deterministic_and_author() -> None:
@@ -269,6 +277,33 @@ def test_structure_rules() -> None:
     rejected(reencode(node, ps=many), OversizeError, "parents")
     few = reencode(node, ps=p)
     rejected(few, OversizeError, "parents", max_parents=1)
+
+
+def test_chunk_links_schema_v2() -> None:
+    chunks = (cid_for_raw(b"c1"), cid_for_raw(b"c0"), cid_for_raw(b"c1"))  # order kept, repeats allowed
+    node = make(chunks=chunks)
+    cid, block = encode_node(node)
+    assert node.version == 2 and block[0] == 0xAB
+    assert decode_node(block, cid, group=GROUP) == node
+    assert decode_node(block, cid).chunks == chunks
+    # a chunk list needs version 2 and version 2 needs a non-empty chunk list
+    rejected(reencode(node, v=1), DecodeError, "keys")
+    rejected(reencode(node, c=[]), DecodeError, "non-empty")
+    rejected(reencode(make(), v=2), DecodeError, "keys")
+    rejected(reencode(node, v=3), DecodeError, "version")
+    # chunks are raw blocks: a dag-cbor link, a non-link or a wrong type is refused
+    rejected(reencode(node, c=[CID.decode(cid_for_block(b"n"))]), DecodeError, "chunk")
+    rejected(reencode(node, c=[b"\x00" * 36]), DecodeError, "chunk")
+    rejected(reencode(node, c=CID.decode(chunks[0])), DecodeError, "chunk")
+    # the chunk list is signed
+    rejected(reencode(node, c=[CID.decode(c) for c in chunks[:2]]), SignatureError)
+    many = tuple(cid_for_raw(i.to_bytes(2, "big")) for i in range(5))
+    _, big = encode_node(make(chunks=many))
+    rejected(big, OversizeError, "chunk", max_chunks=4)
+    with pytest.raises(InvalidArgument, match="chunk"):
+        make(chunks=(cid_for_block(b"n"),))
+    with pytest.raises(InvalidArgument, match="chunk"):
+        make(chunks=[cid_for_raw(b"x")])  # type: ignore[arg-type]
 
 
 def test_oversize() -> None:

@@ -457,10 +457,15 @@ def test_save_writes_only_changed_epochs_and_deletes_dropped_ones() -> None:
     last = store.batches[-1]
     epoch_keys = {k for k in last if k.startswith("replica/epoch/")}
     deleted = {k for k, v in last.items() if v is None}
-    assert len(epoch_keys - deleted) == 1 and len(deleted) == 1
+    assert len(epoch_keys - deleted) == 1 and len(deleted & epoch_keys) == 1
+    # the dropped epoch's tree chunk that no kept tree shares is deleted with it; the new
+    # epoch's tree wrote one chunk (a two-member tree is one chunk)
+    tree_keys = {k for k in last if k.startswith("replica/tree/")}
+    assert len(tree_keys & deleted) == 1 and len(tree_keys - deleted) == 1
     alice.send("one message")
     written = [k for k in store.batches[-1] if k.startswith("replica/epoch/")]
     assert written == [f"replica/epoch/{alice.epoch_id.hex()}"]
+    assert not any(k.startswith("replica/tree/") for k in store.batches[-1])  # a message writes no tree
     again = Replica.load(store)
     assert again.epoch_id == alice.epoch_id and len(again._states) == len(alice._states) == 2
 
