@@ -432,6 +432,23 @@ class RatchetTree:
         self._put(x, value)
         self._invalidate(x)
 
+    def set_path_nodes(self, leaf_index: int, values: Iterable[tuple[int, ParentNode | None]]) -> None:
+        """Set parent nodes on the direct path of a leaf and invalidate the path's caches once
+        (an UpdatePath merge, RFC 9420 section 7.5): O(log n) instead of one invalidation of
+        the path per node."""
+        self._check_leaf(leaf_index)
+        x = 2 * leaf_index
+        on_path = set(direct_path(x, self.n_leaves))
+        items = list(values)
+        for p, v in items:
+            if p not in on_path:
+                raise InvalidArgument(f"node {p} is not on the direct path of leaf {leaf_index}")
+            if v is not None and not isinstance(v, ParentNode):
+                raise InvalidArgument(f"node {p} must be a parent node")
+        for p, v in items:
+            self._put(p, v)
+        self._invalidate(x)
+
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
         self._check_leaf(leaf_index)
         self.set_node(2 * leaf_index, leaf)
