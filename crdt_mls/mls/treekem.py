@@ -281,12 +281,11 @@ def create_update_path(
             assert v is not None
             jobs.append((v.encryption_key, secret))
         counts.append(len(res))
-    sealed = suite.encrypt_with_label_many(jobs, _PATH_LABEL, ctx, rng=rng)
-    cts = HPKECiphertext.many(sealed)
+    cts = suite.encrypt_with_label_many_then(jobs, _PATH_LABEL, ctx, _ciphertext, rng=rng)
     nodes: list[UpdatePathNode] = []
     start = 0
     for pub, count in zip(pubs, counts, strict=True):
-        nodes.append(UpdatePathNode(pub, cts[start : start + count]))
+        nodes.append(UpdatePathNode(pub, tuple(cts[start : start + count])))
         start += count
 
     keys = TreePrivateKeys(leaf_index, node_keys)
@@ -298,6 +297,10 @@ def create_update_path(
         commit_secret=commit_secret,
         path_secrets=path_secrets,
     )
+
+
+def _ciphertext(_i: int, kem_output: bytes, ciphertext: bytes) -> HPKECiphertext:
+    return HPKECiphertext(kem_output, ciphertext)
 
 
 def apply_update_path(
