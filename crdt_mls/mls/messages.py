@@ -31,6 +31,7 @@ __all__ = [
     "PathSecret",
     "content_type_of",
     "read_ratchet_tree",
+    "welcome_for_member",
     "write_ratchet_tree",
     "Add",
     "ApplicationId",
@@ -2018,9 +2019,10 @@ def _encode_group_secrets_list(secrets: Sequence[EncryptedGroupSecrets]) -> byte
     return b"".join(parts)
 
 
-def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
+def _read_group_secrets_list(r: Reader, only: bytes | None = None) -> tuple[EncryptedGroupSecrets, ...]:
     """Read ``EncryptedGroupSecrets secrets<V>`` with a specialised parser (the checks of
-    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit)."""
+    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit).
+    With ``only``, every entry is checked but only those for KeyPackageRef ``only`` are kept."""
     buf, pos, end = r.view()
     cap = r.max_vector
     body, stop = _p_opaque(buf, pos, end, cap)
@@ -2034,6 +2036,8 @@ def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
         ref, pos = _p_opaque(body, pos, end, cap)
         kem_output, pos = _p_opaque(body, pos, end, cap)
         ciphertext, pos = _p_opaque(body, pos, end, cap)
+        if only is not None and ref != only:
+            continue
         ct = new(HPKECiphertext)
         set_kem_output(ct, kem_output)
         set_ciphertext(ct, ciphertext)
@@ -2045,6 +2049,21 @@ def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
 
 
 _EGS_SETTERS = _slot_setters(EncryptedGroupSecrets, "new_member", "encrypted_group_secrets")
+
+
+def welcome_for_member(data: bytes, new_member: bytes) -> Welcome | None:
+    """Decode MLSMessage bytes holding a Welcome (RFC 9420 sections 6, 12.4.3.1) keeping only
+    the EncryptedGroupSecrets for KeyPackageRef ``new_member`` (a joiner needs no other: a
+    Welcome of 50,000 members then costs no 100,000 objects).  The whole encoding is checked
+    as `MLSMessage.from_bytes` checks it.  None if ``data`` does not start with the mls10
+    mls_welcome header (use `MLSMessage.from_bytes` then)."""
+    if not isinstance(data, bytes) or data[:4] != _WELCOME_HEADER:
+        return None
+    r = Reader(data)
+    r.seek(4)
+    welcome = Welcome(r.u16(), _read_group_secrets_list(r, only=new_member), r.opaque())
+    r.finish()
+    return welcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -2083,6 +2102,7 @@ _BODY_FORMAT: dict[type, WireFormat] = {
 }
 _FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
 _KEY_PACKAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_KEY_PACKAGE.to_bytes(2, "big")
+_WELCOME_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_WELCOME.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
