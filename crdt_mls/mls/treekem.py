@@ -194,9 +194,13 @@ def _merge_path(tree: RatchetTree, leaf_index: int, fdp: list[tuple[int, int]], 
     ``tree`` must already have the direct path blanked (RFC 9420 sections 7.5 and 7.9).
     """
     ph = b""
+    path: list[tuple[int, ParentNode]] = []
     for (p, s), pub in zip(reversed(fdp), reversed(public_keys), strict=True):
-        tree.set_node(p, ParentNode(pub, ph, ()))
+        path.append((p, ParentNode(pub, ph, ())))
+        # the copath subtree of s does not contain the path, so its hash is not affected by
+        # the nodes set below: all of them are set at once (one cache invalidation)
         ph = tree.parent_hash_from(pub, ph, tree.tree_hash(s))
+    tree.set_path_nodes(leaf_index, path)
     return ph
 
 
