@@ -102,7 +102,7 @@ from crdt_mls.mls.suites import get_cipher_suite
 from crdt_mls.mls.welcome import KeyPackagePrivate, decrypt_group_info, make_key_package, open_group_secrets
 from crdt_mls.stores.base import Store
 from crdt_mls.stores.memory import MemoryStore
-from crdt_mls.stores.treechunks import TreeRef, changed_nodes, chunk_tree, load_tree, sha256_id
+from crdt_mls.stores.treechunks import TreeRef, changed_nodes, chunk_difference, chunk_tree, load_tree, sha256_id
 
 __all__ = [
     "STATE_KEY_SIZE",
@@ -143,6 +143,8 @@ _TAG_LABEL = "crdt-mls group tag key"
 _EVICT_LABEL = "crdt-mls evict"
 #: epochs kept besides the current one (older epoch states are dropped, oldest first)
 DEFAULT_MAX_EPOCHS = 16
+#: of the dropped epochs, how many keep their public tree (merge bases; chunks are shared)
+DEFAULT_MAX_PUBLIC_TREES = 64
 
 
 # ----------------------------------------------------------------------------- events
@@ -820,6 +822,9 @@ class Replica:
         self._dag_start = 0  #: index of the first entry kept (earlier ones were truncated)
         #: the maximal operations this replica can read: the causal parents of its own nodes
         self._parent_heads: set[bytes] = set()
+        #: public trees of epochs whose secrets were dropped, oldest first (merge bases)
+        self._public: dict[bytes, RatchetTree] = {}
+        self.max_public_trees = DEFAULT_MAX_PUBLIC_TREES
         #: payload bytes a node of this replica carries inline, and the size of chunk blocks
         self.inline_limit = DEFAULT_INLINE_LIMIT
         self.chunk_size = DEFAULT_CHUNK_SIZE
@@ -829,6 +834,7 @@ class Replica:
         self._batch_chunks: dict[bytes, bytes] = {}
         # state at rest: the saved tree of each kept epoch, how many kept trees use each chunk
         self._trees: dict[bytes, tuple[RatchetTree, TreeRef]] = {}
+        self._saved_public: set[bytes] = set()
         self._chunk_rc: dict[bytes, int] = {}
         self._chunk_id_key = (
             b""
@@ -1394,6 +1400,12 @@ class Replica:
         self._epoch_meta[cid] = (parents, author)
         self._epoch_heads.difference_update(parents)
         self._epoch_heads.add(cid)
+        # epoch heads are the latest epochs this replica holds: one in the causal past of another
+        # (also through commits it cannot read, e.g. a merge Welcome's epoch built on the other
+        # side of a partition) is not a head (docs/merge.md 4.1)
+        heads = self._epoch_heads
+        if len(heads) > 1 and all(h in self._dag for h in heads):
+            self._epoch_heads = {h for h in heads if not any(o != h and self._dag.in_past(h, o) for o in heads)}
 
     # ------------------------------------------------------------------ merge (design doc section 5)
 
@@ -1414,21 +1426,25 @@ class Replica:
         return order.index(key) if key in order else None
 
     def _merge_order(self) -> list[bytes]:
-        """Members of S(epoch heads) who are in every head's tree (they can issue the merge),
-        ordered by SHA-256(sorted head CIDs || signature key) as `GroupDag.merge_rank`."""
-        if len(self._epoch_heads) < 2:
+        """Who can issue the merge of the epoch heads, in turn order: `GroupDag.merge_order`
+        (members of S(heads) who are members of at least one head epoch; the others are foreign
+        parents for them, docs/merge.md 6.2), those who are members of every head epoch first.  Empty without a fork, or when this
+        replica cannot compute S(heads) or is in no head epoch itself (it then waits for a
+        merge: the other side's round, docs/merge.md 4.1)."""
+        if len(self._epoch_heads) < 2 or self._removed:
             return []
         heads = self.epoch_heads()
-        if any(h not in self._states for h in heads):
+        if any(h not in self._states for h in heads) or not any(self._states[h].active for h in heads):
             return []
         try:
-            st = self._dag.state(heads)
+            order = self._dag.merge_order(heads)
         except CrdtMlsError:
             return []
+        # members of every head epoch first: they read every branch, so their view of the fork
+        # is the one the others have (a joiner of one branch may not even see the fork)
         trees = [{lf.signature_key for _, lf in self._states[h].members()} for h in heads]
-        eligible = [m.key for m in st.membership.members if all(m.key in t for t in trees)]
-        salt = b"".join(sorted(st.heads))
-        return sorted(eligible, key=lambda k: hashlib.sha256(salt + k).digest())
+        everywhere = [k for k in order if all(k in t for t in trees)]
+        return everywhere + [k for k in order if k not in set(everywhere)]
 
     def merge(self) -> list[Event]:
         """Issue a merge commit over the current epoch heads (design doc section 5.7, docs/merge.md):
@@ -1440,6 +1456,10 @@ class Replica:
         missing = [h for h in heads if h not in self._states]
         if missing:
             raise InvalidState("a concurrent epoch is unknown to this replica")
+        if self._removed:
+            raise InvalidState("this member was removed from the group")
+        if not any(self._states[h].active for h in heads):
+            raise InvalidState("this member is in no epoch head: a member of another side merges (docs/merge.md 4.1)")
         node_parents = self._parents()
         # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
         membership = self._dag.state(self._links(node_parents)).membership
@@ -1620,10 +1640,9 @@ class Replica:
             if sender_leaf is None or sender_leaf.signature_key != ref.author:
                 return [OperationUnreadable(ref.cid, "the commit's MLS sender is not the node's author")]
             by = _name_of(sender_leaf)
-            if not after.active:
-                # removed: this replica's state after the commit has no tree to take the record
-                # from, so the engine gets the commit as opaque (a merge Welcome may pin it back in)
-                return self._after_commit(ref, state, after, by)
+            # a commit that removes this member is readable too: its public state after (tree,
+            # GroupContext) is known, so the engine gets its record and the epoch can be a
+            # foreign parent of a merge (docs/merge.md 4.1: healing a mutual eviction)
             try:
                 evicted = _open_evictions(state, commit, sealed)
                 rec = _commit_record(ref, (node.epoch,), state.tree, after.tree, evicted=evicted)
@@ -1724,15 +1743,28 @@ class Replica:
         return self._part_bytes(node, parts.tree, key, b"tree")
 
     def _prune(self) -> None:
-        """Keep the current epoch, the epoch heads and the latest ``max_epochs`` others."""
+        """Keep the current epoch, the epoch heads and the latest ``max_epochs`` others; of the
+        epochs dropped, keep the public ratchet tree (they can still be the base of a merge:
+        the latest cut of a later fork, docs/merge.md 5) for the latest ``max_public_trees``."""
         keep = set(self._epoch_heads) | {self._current}
         others = [e for e in self._epoch_order if e not in keep]
         drop = set(others[: max(0, len(others) - self.max_epochs)])
         if drop:
+            order = [e for e in self._epoch_order if e in drop]
             self._epoch_order = [e for e in self._epoch_order if e not in drop]
-            for e in drop:
-                self._states.pop(e, None)
+            for e in order:
+                g = self._states.pop(e, None)
                 self._epoch_meta.pop(e, None)
+                if g is not None and self.max_public_trees:
+                    self._public[e] = g.tree
+        while len(self._public) > self.max_public_trees:
+            del self._public[next(iter(self._public))]
+
+    def epoch_tree(self, epoch_id: bytes) -> RatchetTree | None:
+        """The public ratchet tree of a kept epoch (with its secrets, or only its tree): what a
+        merge needs of its base epoch (docs/merge.md 5).  ``None`` if not kept."""
+        g = self._states.get(epoch_id)
+        return g.tree if g is not None else self._public.get(epoch_id)
 
     # ------------------------------------------------------------------ persistence
 
@@ -1752,6 +1784,7 @@ class Replica:
         "_parent_heads",
         "_dag_saved",
         "_new_blocks",
+        "_public",
     )
 
     def _snapshot(self) -> _Snapshot:
@@ -1792,6 +1825,9 @@ class Replica:
     def _epoch_key(self, epoch_id: bytes) -> str:
         return f"{self.namespace}/epoch/{epoch_id.hex()}"
 
+    def _ptree_key(self, epoch_id: bytes) -> str:
+        return f"{self.namespace}/ptree/{epoch_id.hex()}"
+
     def _chunk_key_name(self, cid: bytes) -> str:
         return f"{self.namespace}/tree/{cid.hex()}"
 
@@ -1829,32 +1865,46 @@ class Replica:
         trees = dict(self._trees)
         rc = self._chunk_rc
         rc_changed = False
-        for e, g in self._states.items():
-            if self._saved.get(e) is g:
-                continue
+        holders: dict[bytes, RatchetTree] = {e: g.tree for e, g in self._states.items()}
+        for e, t in self._public.items():
+            holders.setdefault(e, t)
+        for e, tree in holders.items():
             saved = trees.get(e)
-            if saved is None or saved[0] is not g.tree:
-                if not rc_changed:
-                    rc, rc_changed = dict(rc), True
-                ref, chunks = chunk_tree(g.tree, self._chunk_id, self._tree_base(trees, e, g.tree))
-                for cid in ref.chunk_ids():
-                    n = rc.get(cid, 0)
-                    if n == 0:
-                        data = chunks.get(cid)
-                        if data is None:  # pragma: no cover - invariant: a fresh id was just computed
-                            raise InvalidState("a tree chunk is neither stored nor computed")
-                        meta[self._chunk_key_name(cid)] = data
-                    rc[cid] = n + 1
-                if saved is not None:
-                    self._release(rc, saved[1], meta)
-                trees[e] = (g.tree, ref)
-            meta[self._epoch_key(e)] = _encode_epoch(trees[e][1], g)
+            if saved is not None and saved[0] is tree:
+                continue
+            if not rc_changed:
+                rc, rc_changed = dict(rc), True
+            ref, chunks = chunk_tree(tree, self._chunk_id, self._tree_base(trees, e, tree))
+            for cid in ref.chunk_ids():
+                n = rc.get(cid, 0)
+                if n == 0:
+                    data = chunks.get(cid)
+                    if data is None:  # pragma: no cover - invariant: a fresh id was just computed
+                        raise InvalidState("a tree chunk is neither stored nor computed")
+                    meta[self._chunk_key_name(cid)] = data
+                rc[cid] = n + 1
+            if saved is not None:
+                self._release(rc, saved[1], meta)
+            trees[e] = (tree, ref)
         for e in list(trees):
-            if e not in self._states:
+            if e not in holders:
                 if not rc_changed:
                     rc, rc_changed = dict(rc), True
                 self._release(rc, trees.pop(e)[1], meta)
+        for e, g in self._states.items():
+            if self._saved.get(e) is not g:
+                meta[self._epoch_key(e)] = _encode_epoch(trees[e][1], g)
+        for e in self._saved:
+            if e not in self._states:
                 meta[self._epoch_key(e)] = None
+        public = {e for e in self._public if e not in self._states}
+        for e in public - self._saved_public:
+            w = Writer()
+            w.u32(trees[e][1].width)
+            w.opaque(trees[e][1].root)
+            meta[self._ptree_key(e)] = w.getvalue()
+        for e in self._saved_public - public:
+            meta[self._ptree_key(e)] = None
         for i in range(self._dag_saved, len(self._dag_entries)):
             meta[self._dag_key(i)] = self._dag_entries[i]
         recv = self._save_receiver(meta)
@@ -1865,6 +1915,7 @@ class Replica:
         self._receiver.commit()
         self._recv_ck, self._recv_end, self._recv_since_ck, self._recv_ck_size, self._wait_saved = recv
         self._saved = dict(self._states)
+        self._saved_public = public
         self._trees, self._chunk_rc = trees, rc
         self._dag_saved = len(self._dag_entries)
         self._new_blocks = []
@@ -1928,6 +1979,7 @@ class Replica:
         w.optional(self._prev, _w_opaque)
         w.boolean(self._removed)
         w.vector(self._epoch_order, self._w_epoch_meta)
+        w.vector([e for e in self._public if e not in self._states], _w_opaque)
         w.u64(self._dag_start)
         w.u64(len(self._dag_entries) + self._dag_start)
         ck, end, since, ck_size, _ = recv
@@ -1991,10 +2043,11 @@ class Replica:
                 rep._states[e] = Group.from_bytes(raw)
             rep._recv_force_ck = True  # the next save writes the version-4 layout
         else:
+            public = r.vector(lambda rr: rr.opaque())
             dag_start, dag_end = r.u64(), r.u64()
             ck, end, since, ck_size = r.u64(), r.u64(), r.u64(), r.u64()
             r.finish()
-            rep._load_epochs()
+            rep._load_epochs(public)
             rep._load_receiver(ck, end)
             rep._recv_ck, rep._recv_end, rep._recv_since_ck, rep._recv_ck_size = ck, end, since, ck_size
             rep._saved = dict(rep._states)
@@ -2013,24 +2066,55 @@ class Replica:
         rep._dag_saved = len(rep._dag_entries)
         return rep
 
-    def _load_epochs(self) -> None:
-        """Every kept epoch: its tree from the shared chunks (decoded once each), its secrets."""
+    def _load_epochs(self, public: Sequence[bytes] = ()) -> None:
+        """Every kept epoch: its tree from the shared chunks (decoded once each; a tree that
+        differs from an earlier loaded one in a few chunks is that tree with those nodes set,
+        so they share structure), its secrets; then the public trees of dropped epochs."""
         cache: dict[bytes, tuple[list[Node | None], list[bytes]]] = {}
         suite = get_cipher_suite(self.cipher_suite)
         rc: dict[bytes, int] = {}
+
+        def get(c: bytes) -> bytes | None:
+            return self._meta(self._chunk_key_name(c))
+
+        def tree_at(width: int, root: bytes) -> tuple[RatchetTree, TreeRef]:
+            for other, ref in self._trees.values():
+                if ref.width == width and ref.root == root:
+                    return other, ref
+            tree, ref = load_tree(suite, width, root, get, self._chunk_id, cache)
+            base = next((t for t in self._trees.values() if t[1].width == width), None)
+            if base is None:
+                return tree, ref
+            shared = base[0].copy()
+            for x in chunk_difference(base[1], ref):
+                v = tree.node(x)
+                if v is not shared.node(x):
+                    shared.set_node(x, v)
+            return shared, ref
+
         for e in self._epoch_order:
             raw = self._meta(self._epoch_key(e))
             if raw is None:
                 raise DecodeError("an epoch state named by the replica state is missing")
             width, root, part = _decode_epoch(raw)
-            tree, ref = load_tree(
-                suite, width, root, lambda c: self._meta(self._chunk_key_name(c)), self._chunk_id, cache
-            )
+            tree, ref = tree_at(width, root)
             self._states[e] = _with_tree(Group.from_bytes(part), tree)
             self._trees[e] = (tree, ref)
+        for e in public:
+            raw = self._meta(self._ptree_key(e))
+            if raw is None:
+                raise DecodeError("a public tree named by the replica state is missing")
+            pr = Reader(raw)
+            width, root = pr.u32(), pr.opaque()
+            pr.finish()
+            tree, ref = tree_at(width, root)
+            self._public[e] = tree
+            self._trees[e] = (tree, ref)
+        for _, ref in self._trees.values():
             for c in ref.chunk_ids():
                 rc[c] = rc.get(c, 0) + 1
         self._chunk_rc = rc
+        self._saved_public = set(public)
 
     def _load_receiver(self, ck: int, end: int) -> None:
         """Checkpoint, then the journal of deliveries replayed (blocks read from the store),
