@@ -137,6 +137,8 @@ _PART_LABEL = "crdt-mls part"
 _SALT_LEN = 16
 #: receiver journal length (deliveries) below which no new checkpoint is written
 _RECV_CK_MIN = 4096
+#: merge log entries below which the merge engine is not checkpointed (log truncation)
+_DAG_CK_MIN = 4096
 #: payload bytes a node carries inline; larger payloads put their biggest parts in chunk blocks
 DEFAULT_INLINE_LIMIT = 768 * 1024
 _TAG_LABEL = "crdt-mls group tag key"
@@ -623,6 +625,18 @@ def _feed(dag: GroupDag | None, entry: bytes) -> tuple[GroupDag, int, OpRecord]:
     return dag, kind, rec
 
 
+def _open_dag_checkpoint(data: bytes) -> tuple[GroupDag, set[bytes]]:
+    """The merge engine and the facade's readable heads from ``<ns>/dag/ck``:
+    ``struct { opaque cut<V>; opaque dag<V>; opaque parent_heads<V><V>; }``
+    (``dag`` = `GroupDag.checkpoint`)."""
+    r = Reader(data)
+    r.opaque()
+    body = r.opaque()
+    heads = set(r.vector(lambda rr: rr.opaque()))
+    r.finish()
+    return GroupDag.from_checkpoint(body), heads
+
+
 def _advance(heads: set[bytes], rec: OpRecord) -> None:
     heads.difference_update(rec.parents)
     if rec.prev is not None:
@@ -820,6 +834,13 @@ class Replica:
         self._dag_entries: list[bytes] = []
         self._dag_saved = 0  #: entries already in the store
         self._dag_start = 0  #: index of the first entry kept (earlier ones were truncated)
+        #: the saved checkpoint the log after ``_dag_start`` replays on (``b""``: none)
+        self._dag_ck = b""
+        self._dag_ck_kept = 0  #: nodes the last checkpoint kept (the next one waits for as many entries)
+        self._dag_ck_tried = 0  #: log length when a checkpoint was last looked for
+        self._ack_due = False  #: an acknowledgement to publish at the end of this call
+        #: merge log entries since the last checkpoint before a new one is looked for
+        self.dag_checkpoint_min = _DAG_CK_MIN
         #: the maximal operations this replica can read: the causal parents of its own nodes
         self._parent_heads: set[bytes] = set()
         #: public trees of epochs whose secrets were dropped, oldest first (merge bases)
@@ -1111,6 +1132,29 @@ class Replica:
             raise
         return ref.cid
 
+    def ack(self) -> bytes:
+        """Publish an acknowledgement (an ``ack`` node, docs/schema.md: no payload) naming what
+        this replica has read as causal parents; returns its CID.  It tells the others this
+        member has seen those operations, so their merge logs can be truncated past them
+        (docs/api.md "Merge log truncation"); call it now and then when idle.  A replica
+        acknowledges its own removal by itself."""
+        if not self._current:
+            raise InvalidState("this replica is not in a group yet")
+        old = self._snapshot()
+        try:
+            ref = self._make_ack()
+            self._save([ref])
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return ref.cid
+
+    def _make_ack(self) -> NodeRef:
+        ref = self._sign(NodeKind.ACK, self._current, b"", self._parents())
+        self._dag_local(_node_record(ref, (self._current,), None))
+        self._local(ref)
+        return ref
+
     # ------------------------------------------------------------------ receiving
 
     def receive(self, blocks: Iterable[tuple[bytes, bytes]]) -> list[Event]:
@@ -1155,6 +1199,9 @@ class Replica:
             missing = self._receiver.missing()
             if missing:
                 events.append(OperationWaiting(tuple(sorted(missing))))
+            if self._ack_due:  # this member was removed: acknowledge it, so logs can be truncated
+                self._ack_due = False
+                stored.append(self._make_ack())
             self._save(stored)
         except CrdtMlsError:
             self._restore(old)
@@ -1286,9 +1333,11 @@ class Replica:
             self._dag_apply(_dag_entry(_DAG_OPAQUE, _node_record(ref, (), None), commit=commit))
 
     def _rebuild_dag(self) -> None:
-        """Replay the merge log (after a load or a rolled-back call)."""
+        """Replay the merge log on its checkpoint (after a load or a rolled-back call)."""
         dag = GroupDag.for_joiner()
         heads: set[bytes] = set()
+        if self._dag_ck:
+            dag, heads = _open_dag_checkpoint(self._dag_ck)
         for entry in self._dag_entries:
             dag, kind, rec = _feed(dag, entry)
             if kind != _DAG_OPAQUE:
@@ -1544,6 +1593,7 @@ class Replica:
             if not mine and not any(g.active for g in self._states.values()):
                 return [OperationUnreadable(ref.cid, "not a member of any merged epoch")]
             self._removed = True
+            self._ack_due = True
             return [Removed(max(g.epoch for g in self._states.values()) + 1, ref.cid, "merge")]
         except (RemoteInputError, InvalidState, InvalidArgument) as e:
             return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
@@ -1682,6 +1732,7 @@ class Replica:
                 events = self._commit_events(state, after, ref.cid, by)
             else:
                 self._removed = True
+                self._ack_due = True
                 events = [Removed(state.epoch + 1, ref.cid, by)]
         if len(self._epoch_heads) > 1:
             events.append(MergeNeeded(self.epoch_heads()))
@@ -1785,6 +1836,7 @@ class Replica:
         "_dag_saved",
         "_new_blocks",
         "_public",
+        "_ack_due",
     )
 
     def _snapshot(self) -> _Snapshot:
@@ -1905,10 +1957,19 @@ class Replica:
             meta[self._ptree_key(e)] = w.getvalue()
         for e in self._saved_public - public:
             meta[self._ptree_key(e)] = None
-        for i in range(self._dag_saved, len(self._dag_entries)):
-            meta[self._dag_key(i)] = self._dag_entries[i]
+        dag_ck = self._dag_checkpoint()
+        if dag_ck is not None:
+            for i in range(self._dag_saved):
+                meta[self._dag_key(self._dag_start + i)] = None
+            meta[f"{self.namespace}/dag/ck"] = dag_ck[0]
+        else:
+            for i in range(self._dag_saved, len(self._dag_entries)):
+                meta[self._dag_key(self._dag_start + i)] = self._dag_entries[i]
         recv = self._save_receiver(meta)
-        meta[f"{self.namespace}/state"] = self._encode(recv)
+        end = self._dag_start + len(self._dag_entries)
+        meta[f"{self.namespace}/state"] = self._encode(
+            recv, (end, end) if dag_ck is not None else (self._dag_start, end)
+        )
         if self._state_key is not None:
             meta = {k: None if v is None else seal_meta(self._state_key, k, v) for k, v in meta.items()}
         self.store.write_batch(blocks, meta)
@@ -1917,9 +1978,37 @@ class Replica:
         self._saved = dict(self._states)
         self._saved_public = public
         self._trees, self._chunk_rc = trees, rc
+        if dag_ck is not None:
+            self._dag_ck, self._dag, self._dag_ck_kept = dag_ck
+            self._dag_start += len(self._dag_entries)
+            self._dag_entries = []
+            self._dag_ck_tried = 0
         self._dag_saved = len(self._dag_entries)
         self._new_blocks = []
         self._recv_force_ck = False
+
+    def _dag_checkpoint(self) -> tuple[bytes, GroupDag, int] | None:
+        """A new checkpoint of the merge engine, when the log since the last one has grown past
+        ``_DAG_CK_MIN`` entries and past the size of that checkpoint (O(1) amortized per entry),
+        and the engine has a cut every author has passed (docs/api.md "Merge log truncation").
+        Returns (saved bytes, the truncated engine, nodes kept)."""
+        n, low = len(self._dag_entries), self.dag_checkpoint_min
+        if n < max(low, self._dag_ck_kept) or n - self._dag_ck_tried < low // 2:
+            return None
+        self._dag_ck_tried = n
+        cut = self._dag.truncation_cut()
+        if cut is None or cut == self._dag_cut():
+            return None
+        w = Writer()
+        w.opaque(cut)
+        w.opaque(self._dag.checkpoint(cut))
+        w.vector(sorted(self._parent_heads), _w_opaque)
+        data = w.getvalue()
+        dag, _ = _open_dag_checkpoint(data)
+        return data, dag, dag.node_count()
+
+    def _dag_cut(self) -> bytes | None:
+        return Reader(self._dag_ck).opaque() if self._dag_ck else None
 
     def _release(self, rc: dict[bytes, int], ref: TreeRef, meta: dict[str, bytes | None]) -> None:
         for cid in ref.chunk_ids():
@@ -1960,7 +2049,7 @@ class Replica:
             meta[f"{self.namespace}/recv/wait"] = waiting
         return ck, end, since, ck_size, waiting
 
-    def _encode(self, recv: tuple[int, int, int, int, bytes]) -> bytes:
+    def _encode(self, recv: tuple[int, int, int, int, bytes], dag: tuple[int, int]) -> bytes:
         """The replica header (contains the signature key: the store's meta table must be
         private or sealed)."""
         w = Writer()
@@ -1980,8 +2069,8 @@ class Replica:
         w.boolean(self._removed)
         w.vector(self._epoch_order, self._w_epoch_meta)
         w.vector([e for e in self._public if e not in self._states], _w_opaque)
-        w.u64(self._dag_start)
-        w.u64(len(self._dag_entries) + self._dag_start)
+        w.u64(dag[0])
+        w.u64(dag[1])
         ck, end, since, ck_size, _ = recv
         w.u64(ck)
         w.u64(end)
@@ -2054,6 +2143,11 @@ class Replica:
         if dag_start > dag_end:
             raise DecodeError("the merge log cursors are inconsistent")
         rep._dag_start = dag_start
+        ck_raw = rep._meta(f"{namespace}/dag/ck")
+        if ck_raw is not None:
+            rep._dag_ck = ck_raw
+        elif dag_start:
+            raise DecodeError("the merge log was truncated but its checkpoint is missing")
         for i in range(dag_start, dag_end):
             entry = rep._meta(rep._dag_key(i))
             if entry is None:
@@ -2061,6 +2155,8 @@ class Replica:
             rep._dag_entries.append(entry)
         try:
             rep._rebuild_dag()
+            if rep._dag_ck:
+                rep._dag_ck_kept = _open_dag_checkpoint(rep._dag_ck)[0].node_count()
         except CrdtMlsError as e:
             raise DecodeError(f"the merge log does not replay: {type(e).__name__}") from None
         rep._dag_saved = len(rep._dag_entries)
