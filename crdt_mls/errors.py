@@ -142,3 +142,8 @@ class RevokedError(DecryptionError):
 
 class StateKeyError(DecryptionError):
     """Sealed replica or CLI state at rest did not open: wrong state key, or the stored value was tampered with."""
+
+
+class MissingBaseError(RemoteInputError):
+    """A merge commit names a base epoch whose public tree this replica does not keep
+    (docs/merge.md 6.4): it cannot recompute the merged tree.  State is unchanged."""

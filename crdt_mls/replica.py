@@ -75,6 +75,7 @@ from crdt_mls.errors import (
     IntegrityError,
     InvalidArgument,
     InvalidState,
+    MissingBaseError,
     OversizeError,
     RemoteInputError,
     StateKeyError,
@@ -82,7 +83,7 @@ from crdt_mls.errors import (
     WelcomeError,
 )
 from crdt_mls.merge.dag import GroupDag
-from crdt_mls.merge.mlsmerge import ParentEpoch, create_merge_commit, join_merge, process_merge_commit
+from crdt_mls.merge.mlsmerge import BaseEpoch, ParentEpoch, create_merge_commit, join_merge, process_merge_commit
 from crdt_mls.merge.records import (
     EVICT_AAD_PREFIX,
     evicted_from_aad,
@@ -1511,9 +1512,13 @@ class Replica:
             raise InvalidState("this member is in no epoch head: a member of another side merges (docs/merge.md 4.1)")
         node_parents = self._parents()
         # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
-        membership = self._dag.state(self._links(node_parents)).membership
+        st = self._dag.state(self._links(node_parents))
         parents = [ParentEpoch.of(h, self._states[h]) for h in heads]
-        message, group = create_merge_commit(parents, membership, rng=self._rng, own_states=self._own_states())
+        # the merge's base (the latest cut, docs/merge.md 5); without its tree: no base
+        base = self._base_epoch(st.base) if st.base is not None else None
+        message, group = create_merge_commit(
+            parents, st.membership, base=base, rng=self._rng, own_states=self._own_states()
+        )
         payload = _merge_payload(heads, message)
         blocks: list[tuple[bytes, bytes]] = []
         if len(payload) > self.inline_limit:
@@ -1536,6 +1541,17 @@ class Replica:
             self._restore(old)
             raise
         return self._merge_events(before, group, ref.cid, heads, self.name)
+
+    def _base_epoch(self, epoch: bytes) -> BaseEpoch | None:
+        """The public tree and membership of a merge's base epoch, if this replica keeps it."""
+        g = self._states.get(epoch)
+        if g is None:
+            return None
+        try:
+            membership = self._dag.state({epoch}).membership
+        except CrdtMlsError:
+            return None
+        return BaseEpoch(epoch, g.tree, membership)
 
     def _own_states(self) -> list[Group]:
         """Every kept state in which this replica is a member: a merged leaf may be one from before
@@ -1583,7 +1599,14 @@ class Replica:
                     # the committer's signed base tree hash; the epoch is then pinned
                     membership = self._pinned_parents_membership(heads)
                     pinned = True
-                group = process_merge_commit(parents, membership, message, own_states=self._own_states())
+                try:
+                    group = process_merge_commit(
+                        parents, membership, message, base=self._base_epoch, own_states=self._own_states()
+                    )
+                except MissingBaseError:
+                    # the merge names a base this replica never held (it joined after it): the
+                    # committer sent it a merge Welcome (docs/merge.md 6.5)
+                    group = join_merge(message, self._own_states() or mine)
             else:
                 others = [g for g in self._states.values() if g.active]
                 group = join_merge(message, others or mine)

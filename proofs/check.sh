@@ -33,8 +33,12 @@ run_spin() {
 if [[ $quick == 1 ]]; then n="-DNOPS=2"; else n="-DNOPS=3"; fi
 run_spin merge-both ok $n
 run_spin merge-seniority ok $n -DSENIORITY
+# the merged-tree rule is safe whatever common ancestor is the base (docs/merge.md 5.1)
+run_spin merge-anybase ok $n -DANYBASE
 # mutants: each breaks one rule; the model must catch it
-run_spin mutant-keep-one cex -DNOPS=2 -DMUTANT_KEEP_ONE
+run_spin mutant-keep-one cex -DNOPS=3 -DMUTANT_KEEP_ONE
+run_spin mutant-no-suspect cex -DNOPS=2 -DMUTANT_NO_SUSPECT
+run_spin mutant-suspect-departed cex -DNOPS=3 -DMUTANT_SUSPECT_DEPARTED
 run_spin mutant-evict-strong cex -DNOPS=2 -DMUTANT_EVICT_STRONG
 run_spin mutant-no-unmerged cex -DNOPS=3 -DMUTANT_NO_UNMERGED
 # the rule before the F1 fix (a concurrent add re-adds a removed person): order-dependent

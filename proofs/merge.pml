@@ -19,9 +19,13 @@
  *    for removal cycles, resolved greedily in the deterministic order);
  *  - nobody disappears without an effective removal; no joiner appears without a non-void add;
  *    a removed member's concurrent commits are void; an eviction of an active member is void;
- *  - the merged base tree of the heads (merged_base_tree in mlsmerge.py: keep a node only if
- *    every head has the same write there and every member who knows it in any head is still
- *    a member; unmerged = members below who do not know it in every head holding them):
+ *  - the merged base tree of the heads (merged_base_tree in mlsmerge.py, docs/merge.md 5):
+ *    relative to the merge's base (the latest common commit of the heads; with -DANYBASE every
+ *    common ancestor, to check that safety does not depend on the base): a node no head
+ *    changed (at it or below it) keeps the base write, one changed by heads that agree takes
+ *    their write, else blank (conflict); re-blank a kept write known in a head holding it to a
+ *    leaf that is not the same member with the same leaf version in the merged tree (rule 4);
+ *    unmerged = members below who know it in no head holding it with the same leaf (rule 5):
  *      KK1 everyone who EVER learned a kept node is a member below it (ground truth K);
  *      KK2 every member below a kept node and not in its unmerged leaves learned it;
  *  - for every possible merge committer: REMOVAL no removed member, keeping every node secret
@@ -70,6 +74,7 @@ byte cv;     /* nondeterministic choices (kept in the state vector) */
 hidden byte tw[(NOPS + 1) * NN];  /* writer of each parent node, 0 = blank */
 hidden byte tu[(NOPS + 1) * NN];  /* unmerged leaves (bitmask over leaves) */
 hidden byte tl[(NOPS + 1) * NL];  /* member + 1 at each leaf, 0 = blank */
+hidden byte tv[(NOPS + 1) * NL];  /* leaf version: writer of the LeafNode (its commit or add) */
 hidden byte kn[NWR * NN];         /* ground truth: members who ever learned (writer, node) */
 hidden byte addleaf[NOPS];
 hidden byte lv[NN];               /* level of each node */
@@ -78,6 +83,8 @@ hidden byte lv[NN];               /* level of each node */
 hidden byte ord[NOPS];
 hidden byte nord;
 hidden byte mem[NMEM];            /* leaf + 1, 0 = not a member */
+hidden byte lver[NMEM];           /* leaf version the replay gives each member (last UPDATE/ADD) */
+hidden byte lverR[NMEM];
 hidden byte remby[NMEM];
 hidden byte addedin[NMEM];
 hidden byte voidm, still, cand, effm, nxt, uni, moved;
@@ -88,7 +95,8 @@ hidden byte rembyR[NMEM];
 hidden byte voidR, grd, grdR;
 hidden byte li, lk, j, k, l, n, o, r, s, x, a, tgt, h, it, vd, ok, nc, tmp, m2;
 hidden byte heads, nheads;
-hidden byte mwr[NN], mun[NN], mlf[NL];
+hidden byte mwr[NN], mun[NN], mlf[NL], mlv[NL], chg[NN];
+hidden byte common, bs, bb, nb;
 hidden byte kh, below, smask, g, incl, att, u, cu;
 hidden byte kept_known, all_inc;
 
@@ -102,9 +110,17 @@ hidden byte kept_known, all_inc;
 #define TW(e, xx)  tw[(e) * NN + (xx)]
 #define TU(e, xx)  tu[(e) * NN + (xx)]
 #define TL(e, ll)  tl[(e) * NL + (ll)]
+#define TV(e, ll)  tv[(e) * NL + (ll)]
+#define SUBLEAVES(xx) (((1 << (1 << lv[xx])) - 1) << (((xx) - SPAN(xx)) / 2))  /* leaf mask below xx */
+#define SUB(xx, yy) ((xx) != (yy) && (xx) - SPAN(xx) <= (yy) && (yy) <= (xx) + SPAN(xx))  /* yy below xx */
 #define KN(w, xx)  kn[(w) * NN + (xx)]
 #define SLOT(e)    ((e) == GEN -> 0 : (e) + 1)
 
+#ifdef ANYBASE
+#define ANY 1
+#else
+#define ANY 0
+#endif
 #ifdef SENIORITY
 #define BOTH 0
 #else
@@ -145,7 +161,7 @@ inline knowers(e, xx) {
 /* ------------------------------------------------------------ rules.py: _simulate */
 inline simulate(E) {
     k = 0;
-    do :: k < NMEM -> mem[k] = (k < NF -> k + 1 : 0); remby[k] = NONE; k++
+    do :: k < NMEM -> mem[k] = (k < NF -> k + 1 : 0); lver[k] = (k < NF -> 1 : 0); remby[k] = NONE; k++
        :: else -> break
     od;
     voidm = 0; moved = 0; n = 0;
@@ -192,10 +208,12 @@ inline simulate(E) {
                       od;
                       moved = moved | (1 << tgt)
                    :: else fi;
-                   mem[tgt] = l + 1
+                   mem[tgt] = l + 1; lver[tgt] = o + 2
                 :: !vd && ISRM(o) && BIT(E, o) && mem[tgt] != 0 -> remby[tgt] = o; mem[tgt] = 0
                 :: else
-                fi
+                fi;
+                /* the committer's UpdatePath is an UPDATE of its leaf: the last in the order wins */
+                if :: mem[a] != 0 -> lver[a] = o + 2 :: else fi
              fi
           :: else
           fi;
@@ -310,11 +328,11 @@ inline build_tree(i) {
     x = 0;
     do :: x < NN -> TW(i + 1, x) = TW(s, x); TU(i + 1, x) = TU(s, x); x++ :: else -> break od;
     l = 0;
-    do :: l < NL -> TL(i + 1, l) = TL(s, l); l++ :: else -> break od;
+    do :: l < NL -> TL(i + 1, l) = TL(s, l); TV(i + 1, l) = TV(s, l); l++ :: else -> break od;
     tgt = tg[i];
     if
     :: ISRM(i) ->  /* RFC 9420 12.1.3: blank the leaf and its direct path */
-       leaf_of(i + 1, tgt); l = tmp; TL(i + 1, l) = 0;
+       leaf_of(i + 1, tgt); l = tmp; TL(i + 1, l) = 0; TV(i + 1, l) = 0;
        x = 1;
        do :: x < NN -> if :: BELOW(x, l) -> TW(i + 1, x) = 0; TU(i + 1, x) = 0 :: else fi; x = x + 2
           :: else -> break
@@ -323,7 +341,7 @@ inline build_tree(i) {
        l = 0;
        do :: l < NL && TL(i + 1, l) != 0 -> l++ :: else -> break od;
        assert(l < NL);
-       addleaf[i] = l; TL(i + 1, l) = tgt + 1;
+       addleaf[i] = l; TL(i + 1, l) = tgt + 1; TV(i + 1, l) = i + 2;
        x = 1;
        do :: x < NN -> if :: BELOW(x, l) && TW(i + 1, x) != 0 -> TU(i + 1, x) = TU(i + 1, x) | (1 << l) :: else fi; x = x + 2
           :: else -> break
@@ -331,7 +349,7 @@ inline build_tree(i) {
     :: else
     fi;
     /* the committer's UpdatePath: every node on its direct path, known to all below */
-    leaf_of(i + 1, au[i]); j = tmp;
+    leaf_of(i + 1, au[i]); j = tmp; TV(i + 1, j) = i + 2;
     x = 1;
     do :: x < NN ->
           if
@@ -351,7 +369,7 @@ inline check_set(M) {
     replay(M);
     voidR = voidm; grdR = grd;
     k = 0;
-    do :: k < NMEM -> memR[k] = mem[k]; rembyR[k] = remby[k]; k++ :: else -> break od;
+    do :: k < NMEM -> memR[k] = mem[k]; rembyR[k] = remby[k]; lverR[k] = lver[k]; k++ :: else -> break od;
     /* 2. the same rules in the arrival order (another topological order) must give the same
        void commits and member set -- except when the removals form a cycle without fixpoint,
        which is resolved greedily in the deterministic order (docs/merge.md 3.4; F5): that
@@ -426,69 +444,162 @@ inline check_set(M) {
 /* the merged base tree of the heads and the merge commit by every possible committer */
 inline check_merge(M) {
     l = 0;
-    do :: l < NL -> mlf[l] = 0; l++ :: else -> break od;
+    do :: l < NL -> mlf[l] = 0; mlv[l] = 0; l++ :: else -> break od;
     k = 0;
-    do :: k < NMEM -> if :: memR[k] != 0 -> mlf[memR[k] - 1] = k + 1 :: else fi; k++ :: else -> break od;
+    do :: k < NMEM -> if :: memR[k] != 0 -> mlf[memR[k] - 1] = k + 1; mlv[memR[k] - 1] = lverR[k] :: else fi; k++
+       :: else -> break
+    od;
+    /* the base: the common commits of the heads form a chain (one epoch parent per commit);
+       the implementation takes the latest; -DANYBASE checks every one and the genesis */
+    common = 255; h = 0;
+    do :: h < NOPS -> if :: BIT(heads, h) -> common = common & past[h] :: else fi; h++
+       :: else -> break
+    od;
+    o = 0;
+    do :: o < NOPS -> if :: BIT(common, o) && !ISC(o) -> common = common & ~(1 << o) :: else fi; o++
+       :: else -> break
+    od;
+    bb = GEN; o = 0;
+    do :: o < NOPS -> if :: BIT(common, o) && (bb == GEN || ht[o] > ht[bb]) -> bb = o :: else fi; o++
+       :: else -> break
+    od;
+#ifndef ANYBASE
+    common = (bb == GEN -> 0 : 1 << bb);
+#endif
+    nb = 0;
+    do :: nb <= NOPS ->
+          bs = NONE;
+          if
+          :: nb == NOPS && (common == 0 || ANY) -> bs = 0
+          :: nb < NOPS && BIT(common, nb) -> bs = nb + 1
+          :: else
+          fi;
+          if :: bs != NONE -> merge_tree(M) :: else fi;
+          nb++
+       :: else -> break
+    od
+}
+
+/* the merged tree over base slot bs, its checks, and every possible committer */
+inline merge_tree(M) {
+    /* rules 2 and 3: chg[x] = heads that changed x or a node below it */
     x = 1;
     do :: x < NN ->
-          mwr[x] = 0; mun[x] = 0;
-          /* same write in every head? */
-          tmp = NONE; ok = 1; h = 0;
+          chg[x] = 0; h = 0;
           do :: h < NOPS ->
                 if
                 :: BIT(heads, h) ->
-                   if :: tmp == NONE -> tmp = TW(h + 1, x)
-                      :: else -> if :: TW(h + 1, x) != tmp -> ok = 0 :: else fi
-                   fi
+                   r = 1;
+                   do :: r < NN ->
+                         if :: (r == x || SUB(x, r)) && TW(h + 1, r) != TW(bs, r) -> chg[x] = chg[x] | (1 << h) :: else fi;
+                         r = r + 2
+                      :: else -> break
+                   od
                 :: else fi; h++
              :: else -> break
           od;
-          if :: tmp == 0 -> ok = 0 :: else fi;
-#ifdef MUTANT_KEEP_ONE
-          /* mutant: keep the first head's write instead of blanking a conflict */
-          h = 0;
-          do :: h < NOPS -> if :: BIT(heads, h) && TW(h + 1, x) != 0 -> tmp = TW(h + 1, x); ok = 1; break :: else -> h++ fi
-             :: else -> break
-          od;
-#endif
-          /* every knower in every head still a member? */
-          h = 0;
-          do :: h < NOPS ->
-                if :: ok && BIT(heads, h) -> knowers(h + 1, x);
-#ifndef MUTANT_NO_REBLANK
-                      if :: (kh & ~smask) != 0 -> ok = 0 :: else fi
-#else
-                      skip  /* mutant: keep nodes known to departed members */
-#endif
-                   :: else fi; h++
-             :: else -> break
-          od;
           if
-          :: ok ->
-             mwr[x] = tmp;
-             /* unmerged: members below not knowing it in every head that holds them */
+          :: chg[x] == 0 -> mwr[x] = TW(bs, x)
+          :: else ->
+             tmp = NONE; ok = 1; h = 0;
+             do :: h < NOPS ->
+                   if
+                   :: BIT(chg[x], h) ->
+                      if :: tmp == NONE -> tmp = TW(h + 1, x)
+                         :: else -> if :: TW(h + 1, x) != tmp -> ok = 0 :: else fi
+                      fi
+                   :: else fi; h++
+                :: else -> break
+             od;
+#ifdef MUTANT_KEEP_ONE
+             ok = 1;  /* mutant: keep the first changing head's write instead of blanking a conflict */
+#endif
+             mwr[x] = (ok -> tmp : 0)
+          fi;
+          x = x + 2
+       :: else -> break
+    od;
+    /* rule 4: a kept write known in a head holding it to a leaf that is not the same member with
+       the same leaf version in the merged tree (removed, voided, moved, updated elsewhere) */
+#ifndef MUTANT_NO_SUSPECT
+    h = 0;
+    do :: h < NOPS ->
+          if
+          :: BIT(heads, h) ->
+             l = 0;
+             do :: l < NL ->
+#ifdef MUTANT_SUSPECT_DEPARTED
+                   /* mutant: the rule before version 2 -- only members who left S count */
+                   if :: TL(h + 1, l) != 0 && memR[TL(h + 1, l) - 1] == 0 ->
+#else
+                   if :: TL(h + 1, l) != 0 && (mlf[l] != TL(h + 1, l) || mlv[l] != TV(h + 1, l)) ->
+#endif
+                         x = 1;
+                         do :: x < NN ->
+                               if :: BELOW(x, l) && TW(h + 1, x) != 0 && !BIT(TU(h + 1, x), l) && mwr[x] == TW(h + 1, x) -> mwr[x] = 0
+                                  :: else fi; x = x + 2
+                            :: else -> break
+                         od
+                      :: else fi; l++
+                :: else -> break
+             od
+          :: else fi; h++
+       :: else -> break
+    od;
+#endif
+    x = 1;
+    do :: x < NN ->
+          mun[x] = 0;
+          if
+          :: mwr[x] != 0 ->
+             tmp = mwr[x];
+             /* rule 5: unmerged = members below who know it in no head holding it (same leaf) */
              l = 0;
              do :: l < NL ->
                    if
                    :: mlf[l] != 0 && BELOW(x, l) ->
-                      a = mlf[l] - 1; nc = 0; vd = 0; h = 0;
+                      vd = 1; h = 0;
                       do :: h < NOPS ->
-                            if
-                            :: BIT(heads, h) ->
-                               in_tree(h + 1, a);
-                               if
-                               :: ok -> nc++; knowers(h + 1, x); if :: !BIT(kh, a) -> vd = 1 :: else fi
-                               :: else fi;
-                               ok = 1
-                            :: else fi; h++
+                            if :: BIT(heads, h) && TW(h + 1, x) == tmp && TL(h + 1, l) == mlf[l] && TV(h + 1, l) == mlv[l] && !BIT(TU(h + 1, x), l) -> vd = 0
+                               :: else fi; h++
                          :: else -> break
                       od;
 #ifndef MUTANT_NO_UNMERGED
-                      if :: nc == 0 || vd -> mun[x] = mun[x] | (1 << l) :: else fi
+                      if :: vd -> mun[x] = mun[x] | (1 << l) :: else fi
 #endif
                    :: else fi; l++
                 :: else -> break
-             od;
+             od
+          :: else
+          fi;
+          x = x + 2
+       :: else -> break
+    od;
+    /* rule 5, RFC 9420 12.4.3.1: a leaf unmerged at a node is unmerged at every non-blank node
+       between (the implementation blanks the lower node; never needed: asserted here) */
+    x = 1;
+    do :: x < NN ->
+          if
+          :: mwr[x] != 0 ->
+             r = 1;
+             do :: r < NN ->
+#ifdef ORDER_REPAIR
+                   /* as the implementation: blank the lower node */
+                   if :: SUB(x, r) && mwr[r] != 0 && (mun[x] & ~mun[r] & SUBLEAVES(r)) != 0 -> mwr[r] = 0; mun[r] = 0 :: else fi;
+#else
+                   if :: SUB(x, r) && mwr[r] != 0 -> assert((mun[x] & ~mun[r] & SUBLEAVES(r)) == 0) :: else fi;
+#endif
+                   r = r + 2
+                :: else -> break
+             od
+          :: else fi; x = x + 2
+       :: else -> break
+    od;
+    x = 1;
+    do :: x < NN ->
+          if
+          :: mwr[x] != 0 ->
+             tmp = mwr[x];
              /* KK1: everyone who ever learned the kept node is a member below it */
              below = 0; l = 0;
              do :: l < NL -> if :: mlf[l] != 0 && BELOW(x, l) -> below = below | (1 << (mlf[l] - 1)) :: else fi; l++
@@ -618,7 +729,7 @@ init {
         x = 0;
         do :: x < NN -> TW(0, x) = 0; TU(0, x) = 0; x++ :: else -> break od;
         l = 0;
-        do :: l < NL -> TL(0, l) = (l < NF -> l + 1 : 0); l++ :: else -> break od;
+        do :: l < NL -> TL(0, l) = (l < NF -> l + 1 : 0); TV(0, l) = (l < NF -> 1 : 0); l++ :: else -> break od;
         x = 0;
         do :: x < NWR * NN -> kn[x] = 0; x++ :: else -> break od;
         TW(0, 1) = 1; TW(0, 3) = 1; TW(0, 7) = 1;

@@ -18,6 +18,13 @@ tests/proofs/test_z3_rules.py runs each as a test.
 5. removal fixpoint (rules.replay): for every antitone "still effective" function on three
    candidate removals, the iteration with cycle detection ends in a fixpoint or a detected
    cycle within its bound (``len(candidates) + 2`` rounds).
+6. the merged-tree node rule relative to a base (docs/merge.md 5 rules 2-3): over three
+   parents, with "changed" flags consistent with the values (a value other than the base's is
+   a change; an unchanged-looking value is a change only when it is blank, written and blanked
+   again), the rule does not depend on the order of the parents, returns the base value, a
+   parent's value or blank, keeps the value of a single changing parent, keeps a value every
+   parent holds, blanks when two changing parents differ, and never returns a value that a
+   changing parent does not hold.
 """
 
 from __future__ import annotations
@@ -59,6 +66,42 @@ def check_join_semilattice() -> tuple[bool, str]:
     nary = z3.If(z3.And(a == b, b == c), a, z3.BitVecVal(BLANK, 8))
     folds = [join(join(p[0], p[1]), p[2]) == nary for p in itertools.permutations(vals)]
     return _prove(z3.And(laws, *folds))
+
+
+def node_rule(base: z3.BitVecRef, vals: list[z3.BitVecRef], changed: list[z3.BoolRef]) -> z3.BitVecRef:
+    """docs/merge.md 5 rules 2-3 for one node: the common value of the changing parents, the
+    base's if none changed, else blank (values 8-bit, blank = 0)."""
+    blank = z3.BitVecVal(BLANK, 8)
+    any_changed = z3.Or(*changed)
+    # the first changing parent's value, then: do all changing parents agree with it?
+    first = blank
+    for v, c in reversed(list(zip(vals, changed, strict=True))):
+        first = z3.If(c, v, first)
+    agree = z3.And(*(z3.Implies(c, v == first) for v, c in zip(vals, changed, strict=True)))
+    return z3.If(z3.Not(any_changed), base, z3.If(agree, first, blank))
+
+
+def check_base_rule() -> tuple[bool, str]:
+    """Property 6: the base-relative node rule (see the module docstring)."""
+    base = z3.BitVec("base", 8)
+    vals = list(z3.BitVecs("v1 v2 v3", 8))
+    changed = list(z3.Bools("c1 c2 c3"))
+    blank = z3.BitVecVal(BLANK, 8)
+    # consistency of the changed flags with the values (upward closure only adds blank-again)
+    consistent = z3.And(
+        *(z3.Implies(v != base, c) for v, c in zip(vals, changed, strict=True)),
+        *(z3.Implies(z3.And(c, v == base), v == blank) for v, c in zip(vals, changed, strict=True)),
+    )
+    r = node_rule(base, vals, changed)
+    perms = [
+        node_rule(base, [vals[i] for i in p], [changed[i] for i in p]) == r for p in itertools.permutations(range(3))
+    ]
+    origin = z3.Or(r == base, r == blank, *(r == v for v in vals))
+    single = z3.Implies(z3.And(changed[0], z3.Not(changed[1]), z3.Not(changed[2])), r == vals[0])
+    common = z3.Implies(z3.And(vals[0] == vals[1], vals[1] == vals[2]), r == vals[0])
+    conflict = z3.Implies(z3.And(changed[0], changed[1], vals[0] != vals[1]), r == blank)
+    held = z3.And(*(z3.Implies(z3.And(c, r != blank), r == v) for v, c in zip(vals, changed, strict=True)))
+    return _prove(z3.Implies(consistent, z3.And(*perms, origin, single, common, conflict, held)))
 
 
 def check_merge_init_order() -> tuple[bool, str]:
@@ -219,6 +262,7 @@ CHECKS: dict[str, Callable[[], tuple[bool, str]]] = {
     "seniority_total": check_seniority_total,
     "joiner_collisions": check_joiner_collisions,
     "removal_fixpoint": check_removal_fixpoint,
+    "base_rule": check_base_rule,
 }
 
 

@@ -74,12 +74,17 @@ Event = EpochAdded | HeadsChanged | OperationVoided
 @dataclass(frozen=True, slots=True)
 class MergeState:
     """S(heads): the membership plus what the merges decided: ``void`` every commit of the causal
-    past voided by a merge (cumulative), ``moved`` the joiners the last merge moved."""
+    past voided by a merge (cumulative), ``moved`` the joiners the last merge moved, ``base`` the
+    cut the merge's replay started from."""
 
     heads: frozenset[bytes]
     membership: Membership
     void: frozenset[bytes]
     moved: frozenset[bytes]
+    #: the latest cut the replay of several heads started from, when it is in the past of every
+    #: head: the merge commit's base epoch (docs/merge.md 5); ``None`` for one head, or when the
+    #: replay started from a pinned root that some head does not descend from (section 4.1)
+    base: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -502,7 +507,9 @@ class GroupDag:
             rank=self.rank,
             mode=self.mutual_removal,
         )
-        return MergeState(heads, result.membership, base.void | result.void, result.moved)
+        return MergeState(
+            heads, result.membership, base.void | result.void, result.moved, cut if root is None else None
+        )
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)

@@ -20,6 +20,7 @@ a re-add after a removal is a new *instance* (``Member.added_in`` differs).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
@@ -119,14 +120,26 @@ class Membership:
     ``members`` lists them by leaf index.  Lookups are O(1); deriving the next state copies two
     dicts (C speed) instead of rebuilding and sorting, so a linear commit stays cheap at 50,000
     members.
+
+    *Diffs.*  A membership derived from another one (`apply_commit`, `replay`) remembers it,
+    weakly, with the keys the derivation may have changed; `diff` follows these links to a common
+    ancestor, so the difference between S(heads) and the state it was replayed from costs
+    O(changes), not O(members) (the merged ratchet tree is built from it, docs/merge.md 5).
+    Links are weak references: they never keep an old state alive, and when one is gone `diff`
+    falls back to comparing every member.
     """
 
-    __slots__ = ("_by_key", "_by_leaf", "_sorted")
+    __slots__ = ("__weakref__", "_by_key", "_by_leaf", "_origin", "_sorted", "_touched")
+
+    #: longest chain of derivations `diff` follows before comparing every member instead
+    MAX_DIFF_DEPTH = 64
 
     def __init__(self, members: Iterable[Member] = ()) -> None:
         self._by_key: dict[bytes, Member] = {m.key: m for m in members}
         self._by_leaf: dict[int, bytes] | None = None
         self._sorted: tuple[Member, ...] | None = None
+        self._origin: weakref.ref[Membership] | None = None
+        self._touched: frozenset[bytes] = frozenset()
 
     @classmethod
     def of(cls, members: Iterable[Member]) -> Membership:
@@ -140,11 +153,51 @@ class Membership:
         return out
 
     @classmethod
-    def _from_maps(cls, by_key: dict[bytes, Member], by_leaf: dict[int, bytes]) -> Membership:
+    def _from_maps(cls, by_key: dict[bytes, Member], by_leaf: dict[int, bytes] | None) -> Membership:
         out = cls()
         out._by_key = by_key
         out._by_leaf = by_leaf
         return out
+
+    def _derived_from(self, origin: Membership, touched: Iterable[bytes]) -> Membership:
+        """Record that this membership equals ``origin`` except possibly at the ``touched`` keys
+        (a superset of the keys whose `Member` differs); returns ``self``."""
+        if origin is not self:
+            self._origin = weakref.ref(origin)
+            self._touched = frozenset(touched)
+        return self
+
+    def _ancestry(self) -> dict[int, tuple[Membership, frozenset[bytes]]]:
+        """id -> (ancestor, keys touched between it and ``self``), ``self`` included."""
+        out: dict[int, tuple[Membership, frozenset[bytes]]] = {id(self): (self, frozenset())}
+        cur: Membership = self
+        acc: frozenset[bytes] = frozenset()
+        for _ in range(self.MAX_DIFF_DEPTH):
+            ref = cur._origin
+            parent = ref() if ref is not None else None
+            if parent is None or id(parent) in out:
+                break
+            acc = acc | cur._touched
+            out[id(parent)] = (parent, acc)
+            cur = parent
+        return out
+
+    def diff(self, other: Membership) -> frozenset[bytes]:
+        """Signature keys whose `Member` differs between the two memberships (present in one
+        only, or another leaf, LeafNode or provenance).  O(changes) when one was derived from the
+        other or both from a common state that is still alive (class docstring), else O(members)."""
+        if other is self:
+            return frozenset()
+        mine = self._ancestry()
+        theirs = other._ancestry()
+        best: frozenset[bytes] | None = None
+        for k, (_m, acc) in mine.items():
+            hit = theirs.get(k)
+            if hit is not None and (best is None or len(acc) + len(hit[1]) < len(best)):
+                best = acc | hit[1]
+        a, b = self._by_key, other._by_key
+        keys: Iterable[bytes] = best if best is not None else a.keys() | b.keys()
+        return frozenset(k for k in keys if a.get(k) != b.get(k))
 
     def _leaves(self) -> dict[int, bytes]:
         if self._by_leaf is None:
@@ -168,6 +221,11 @@ class Membership:
 
     def get(self, key: bytes) -> Member | None:
         return self._by_key.get(key)
+
+    def at_leaf(self, leaf: int) -> Member | None:
+        """The member at ``leaf``, if any (O(1) once the leaf index is built)."""
+        key = self._leaves().get(leaf)
+        return None if key is None else self._by_key[key]
 
     def __contains__(self, key: object) -> bool:
         return key in self._by_key
@@ -214,13 +272,11 @@ def apply_commit(state: Membership, rec: OpRecord) -> Membership:
         # no leaf is taken: the leaf index map is rebuilt lazily if a later commit needs it
         for ch in rec.changes:
             _apply_change(by_key, None, rec.cid, ch, effective=True, moved=set())
-        out = Membership()
-        out._by_key = by_key
-        return out
+        return Membership._from_maps(by_key, None)._derived_from(state, (ch.member for ch in rec.changes))
     by_leaf = dict(state._leaves())
     for ch in rec.changes:
         _apply_change(by_key, by_leaf, rec.cid, ch, effective=True, moved=set())
-    return Membership._from_maps(by_key, by_leaf)
+    return Membership._from_maps(by_key, by_leaf)._derived_from(state, (ch.member for ch in rec.changes))
 
 
 def _apply_change(
@@ -321,6 +377,8 @@ def replay(
         seen.append(effective)
         effective = nxt
         result = _simulate(base, commits, candidates, effective, concurrent, mode)
+    # every key whose Member can differ from ``base`` is named by a change (moves are ADDs)
+    result.membership._derived_from(base, (ch.member for rec in commits for ch in rec.changes or ()))
     return result
 
 

@@ -64,10 +64,24 @@ def test_model_two_operations_every_order(tmp_path: Path, mode: str) -> None:
 
 
 @needs_spin
+def test_model_safety_does_not_depend_on_the_base(tmp_path: Path) -> None:
+    """Every common ancestor of the heads (not only the latest) as the merge's base."""
+    out = run_pan(tmp_path, "-DNOPS=2", "-DANYBASE")
+    assert errors(out) == 0, out[-3000:]
+    assert "Search not completed" not in out
+
+
+@needs_spin
 @pytest.mark.parametrize(
     ("mutant", "nops", "violated"),
     [
-        ("MUTANT_KEEP_ONE", 2, "kept_known"),  # keep a conflicting write: PCS/removal broken
+        # keep a node two branches changed differently: a member then knows a lower node (of one
+        # branch) but not the kept one above it (the RFC 9420 unmerged-leaves order breaks)
+        ("MUTANT_KEEP_ONE", 3, "mun["),
+        ("MUTANT_NO_SUSPECT", 2, "below"),  # no re-blank of outsiders' knowledge: KK1 broken
+        # re-blank only members who left S (the rule before version 2): a joiner added twice at
+        # two leaves keeps a node it learned at the other leaf (KK1)
+        ("MUTANT_SUSPECT_DEPARTED", 3, "below"),
         ("MUTANT_EVICT_STRONG", 2, "rembyR"),  # evictions of active members stand
         ("MUTANT_NO_UNMERGED", 3, "kn["),  # joiners not listed as unmerged: key knowledge broken
         ("MUTANT_READD", 3, "memR"),  # the rule before the F1 fix: a concurrent add re-adds a removed person
@@ -82,9 +96,10 @@ def test_model_catches_broken_rules(tmp_path: Path, mutant: str, nops: int, viol
 
 @needs_spin
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["both", "seniority"])
+@pytest.mark.parametrize("mode", ["both", "seniority", "anybase"])
 def test_model_three_operations_every_order(tmp_path: Path, mode: str) -> None:
-    out = run_pan(tmp_path, "-DNOPS=3", *(["-DSENIORITY"] if mode == "seniority" else []), opt="-O2")
+    flags = {"both": [], "seniority": ["-DSENIORITY"], "anybase": ["-DANYBASE"]}[mode]
+    out = run_pan(tmp_path, "-DNOPS=3", *flags, opt="-O2")
     assert errors(out) == 0, out[-3000:]
     assert "Search not completed" not in out
     assert stored_states(out) > 1_000_000

@@ -50,3 +50,27 @@ def test_keep_later_is_not_order_independent() -> None:
 
     ok, msg = rz._prove(keep_later(a, b) == keep_later(b, a))
     assert not ok and msg.startswith("counterexample")
+
+
+def test_base_rule_encoding_can_fail() -> None:
+    # "keep the first changing parent's value" (no blank on conflict): z3 finds a conflict kept
+    import z3
+
+    base = z3.BitVec("base", 8)
+    v1, v2 = z3.BitVecs("v1 v2", 8)
+    c1, c2 = z3.Bools("c1 c2")
+
+    def keep_first(vals: list[z3.BitVecRef], changed: list[z3.BoolRef]) -> z3.BitVecRef:
+        out = base
+        for v, c in reversed(list(zip(vals, changed, strict=True))):
+            out = z3.If(c, v, out)
+        return out
+
+    r = keep_first([v1, v2], [c1, c2])
+    ok, msg = rz._prove(z3.Implies(z3.And(c1, c2, v1 != v2), r == 0))
+    assert not ok and msg.startswith("counterexample")
+    # and the real rule is symmetric while keep-first is not
+    ok, _ = rz._prove(keep_first([v1, v2], [c1, c2]) == keep_first([v2, v1], [c2, c1]))
+    assert not ok
+    ok, msg = rz._prove(rz.node_rule(base, [v1, v2], [c1, c2]) == rz.node_rule(base, [v2, v1], [c2, c1]))
+    assert ok, msg

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from crdt_mls.errors import CrdtMlsError
 from crdt_mls.merge.dag import GroupDag
 from crdt_mls.merge.mlsmerge import (
+    BaseEpoch,
     ParentEpoch,
     create_merge_commit,
     join_merge,
@@ -277,16 +278,25 @@ class World:
         default the omniscient one."""
         hs = tuple(sorted(self.dag.heads() if heads is None else heads))
         seen_nodes = self.dag.frontier() if heads is None else frozenset((*hs, *seen))
-        st = (view or self.dag).state(seen_nodes)
+        dag = view or self.dag
+        st = dag.state(seen_nodes)
         seen = tuple(seen_nodes)
         parents = self.parent_epochs(name, hs)
-        msg, g = create_merge_commit(parents, st.membership, rng=self.r, own_states=self.own_states(name))
+        # the merge's base: the latest cut, from the merger's own DAG (docs/merge.md 5)
+        cut = None if st.base is None else BaseEpoch(st.base, self.trees[st.base], dag.state({st.base}).membership)
+        msg, g = create_merge_commit(parents, st.membership, base=cut, rng=self.r, own_states=self.own_states(name))
         cid = cid_of("merge", msg)
         self.provenance[cid] = seal_provenance(g, st.membership, rng=self._prov_rng.randbytes)
         self._keep(name, cid, g)
         self.trees[cid] = g.tree
         self.gcs[cid] = g.group_context
-        base = merged_base_tree(g.suite, parents, st.membership)
+        base = merged_base_tree(g.suite, parents, st.membership, cut)
+        self.bases[cid] = cut
+        # the merged epoch's tree passes a joiner's checks (RFC 9420 12.4.3.1: parent hashes,
+        # unmerged leaves), so later members can join it from an ordinary Welcome
+        g.tree.verify_unmerged_leaves()
+        g.tree.verify_parent_hashes()
+        g.tree.verify_key_uniqueness()
         s, prev, nparents = self._node(name, seen)
         rec = commit_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, base, g.tree)
         # a member who joined from the merge Welcome builds the same record from the new tree alone
@@ -299,13 +309,21 @@ class World:
         for other in members - {name}:
             ps = self.parent_epochs(other, hs)
             if all(p.group is not None for p in ps):
-                ng = process_merge_commit(ps, st.membership, msg, own_states=self.own_states(other))
+                ng = process_merge_commit(ps, st.membership, msg, base=self.base_of, own_states=self.own_states(other))
             else:
                 ng = join_merge(msg, self.own_states(other))
             self._keep(other, cid, ng)
         return cid
 
     merge_messages: dict[bytes, bytes] = field(default_factory=dict)
+    #: the base each merge commit was built on (None: no common cut in the merger's view)
+    bases: dict[bytes, BaseEpoch | None] = field(default_factory=dict)
+
+    def base_of(self, epoch: bytes) -> BaseEpoch | None:
+        """A receiver's lookup of a merge's base epoch: every member keeps every public tree here."""
+        tree = self.trees.get(epoch)
+        return None if tree is None else BaseEpoch(epoch, tree, self.dag.state({epoch}).membership)
+
     path_context: dict[bytes, bytes] = field(default_factory=dict)
     commit_messages: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
 

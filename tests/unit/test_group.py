@@ -701,3 +701,55 @@ def test_with_secret_tree_is_replace() -> None:
     for f in fields(Group):
         assert getattr(fast, f.name) is getattr(slow, f.name)
     assert fast == slow and fast.to_bytes() == slow.to_bytes()
+
+
+def _deep_state(g: Group) -> tuple[object, ...]:
+    """Everything a state holds, read through the public accessors (tree node by node, caches
+    included) and its serialization."""
+    t = g.tree
+    return (
+        g.to_bytes(),
+        list(t.nodes()),
+        t.tree_hash(),
+        [t.resolution(x) for x in range(t.width)],
+        sorted(t.encryption_keys()),
+        t.free_leaf(),
+        t.credential_support(),
+    )
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+def test_deriving_states_never_changes_the_old_state(private: bool) -> None:
+    """Group states share their ratchet tree and secret tree copy-on-write: commits, adds,
+    removes, updates, processed messages, application traffic and rejected input derived from
+    a state leave that state (and its caches) exactly as they were."""
+    h = Harness(seed=f"derive-{private}")
+    h.add("m0", 6)
+    g0, g1, g2 = h.members["m0"], h.members["m1"], h.members["m2"]
+    before = {name: _deep_state(g) for name, g in (("m0", g0), ("m1", g1), ("m2", g2))}
+    # a chain of states derived from g0 and g1, and several siblings of the same parent state
+    c1, _, a = g0.commit(private=private, rng=h.rng)
+    c2, _, _b = g0.commit(remove=[h.leaf("m3")], private=private, rng=h.rng)
+    kp = h.new_kp("late")
+    c3, _, _c = g0.commit(add=[kp.public_message()], force_path=False, private=private, rng=h.rng)
+    p, g2u = g2.propose_update(private=private, rng=h.rng)
+    for c in (c1, c2, c3):
+        r, _ = g1.process(c)
+        r.protect_application(b"x")
+    g1p, _ = g1.process(p)
+    c4, _, _d = g1p.commit(private=private, rng=h.rng)
+    g2u.process(c4)
+    _m, _a2 = a.protect_application(b"hello")
+    bad = bytearray(c1)
+    bad[-5] ^= 1
+    for _ in range(2):
+        m0, g0x = g0.protect_application(b"app", rng=h.rng)
+        g1.unprotect(m0)
+        with pytest.raises(RemoteInputError):
+            g1.process(bytes(bad))
+    for name, g in (("m0", g0), ("m1", g1), ("m2", g2)):
+        assert _deep_state(g) == before[name]
+    # and the old states still work: g1 processes the first commit like before
+    r1, _ = g1.process(c1)
+    assert r1.epoch_authenticator == a.epoch_authenticator
+    assert isinstance(g0x, Group)

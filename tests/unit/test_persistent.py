@@ -134,6 +134,44 @@ def test_pmap_copy_on_write() -> None:
     assert a == a.copy() and a != b and a == dict(a.items())
 
 
+def test_pmap_bucket_sizes() -> None:
+    for bits in (0, 3, 16):
+        m: PMap[int, int] = PMap(((i, -i) for i in range(500)), bucket_bits=bits)
+        c = m.copy()
+        c[7] = 7
+        assert m[7] == -7 and c[7] == 7 and len(m) == len(c) == 500
+        assert sorted(m) == list(range(500))
+    with pytest.raises(ValueError):
+        PMap(bucket_bits=25)
+
+
+def test_pmap_grows_with_its_size_and_copies_keep_their_buckets() -> None:
+    m: PMap[int, int] = PMap()
+    small = m.bucket_count
+    snapshots: list[tuple[PMap[int, int], dict[int, int]]] = []
+    model: dict[int, int] = {}
+    for i in range(20_000):
+        m[i] = i
+        model[i] = i
+        if i % 997 == 0:
+            snapshots.append((m.copy(), dict(model)))
+            m[i] = -i  # a write right after the copy: copy-on-write across a later growth
+            model[i] = -i
+    assert m.bucket_count > small
+    assert dict(m.items()) == model and len(m) == 20_000
+    for snap, expected in snapshots:
+        assert dict(snap.items()) == expected and len(snap) == len(expected)
+    built = PMap((i, i) for i in range(20_000))  # sized from the items at once
+    assert built.bucket_count >= 1024 and dict(built.items()) == {i: i for i in range(20_000)}
+
+
+def test_pvec_iter_written_skips_blank_chunks() -> None:
+    v: PVec[int | None] = PVec.blank(10 * CHUNK)
+    v.set(3 * CHUNK + 1, 5)
+    written = list(v.iter_written())
+    assert len(written) == CHUNK and written.count(5) == 1
+
+
 # ------------------------------------------------------------ Hypothesis models
 
 
@@ -191,7 +229,8 @@ class PMapModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.maps: list[PMap[bytes, int]] = [PMap()]
+        # few buckets: many keys share one, so copy-on-write of a shared bucket is exercised
+        self.maps: list[PMap[bytes, int]] = [PMap(bucket_bits=2)]
         self.models: list[dict[bytes, int]] = [{}]
 
     @rule(src=st.integers(0, 7))
