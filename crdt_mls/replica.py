@@ -1543,15 +1543,16 @@ class Replica:
         return self._merge_events(before, group, ref.cid, heads, self.name)
 
     def _base_epoch(self, epoch: bytes) -> BaseEpoch | None:
-        """The public tree and membership of a merge's base epoch, if this replica keeps it."""
-        g = self._states.get(epoch)
-        if g is None:
+        """The public tree and membership of a merge's base epoch, if this replica keeps it
+        (with its secrets, or only its public tree: `epoch_tree`)."""
+        tree = self.epoch_tree(epoch)
+        if tree is None:
             return None
         try:
             membership = self._dag.state({epoch}).membership
         except CrdtMlsError:
             return None
-        return BaseEpoch(epoch, g.tree, membership)
+        return BaseEpoch(epoch, tree, membership)
 
     def _own_states(self) -> list[Group]:
         """Every kept state in which this replica is a member: a merged leaf may be one from before

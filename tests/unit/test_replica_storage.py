@@ -231,3 +231,37 @@ def test_public_trees_of_dropped_epochs_are_kept_for_merges() -> None:
     on_disk = {k for k in store.iter_meta_keys() if k.startswith("replica/tree/")}
     assert on_disk == {f"replica/tree/{c.hex()}" for c in again._chunk_rc}
     assert again._chunk_rc == alice._chunk_rc
+
+
+def test_a_merge_base_whose_secrets_were_dropped_comes_from_its_public_tree() -> None:
+    """Alice sees a fork at epoch E, then more commits on one branch from a member who had not
+    seen the fork: E's secrets are dropped (max_epochs=1), its public tree is kept, and the
+    merge is built over E as its base (docs/merge.md 5); everybody processes it."""
+    alice = Replica("alice", MemoryStore(), max_epochs=1, rng=random.Random(31).randbytes)
+    alice.start_group()
+    bob, carol = make("bob", 32), make("carol", 33)
+    alice.add([bob.key_package(), carol.key_package()])
+    out = alice.take_outgoing()
+    bob.receive(out)
+    carol.receive(out)
+    base = alice.epoch_id
+    alice.update()
+    a1 = alice.take_outgoing()
+    bob.receive(a1)
+    carol.update()  # concurrent with alice's update, on E
+    c = carol.take_outgoing()
+    alice.receive(c)
+    bob.update()  # bob has not seen carol's commit: a second commit on alice's branch
+    a2 = bob.take_outgoing()
+    alice.receive(a2)
+    bob.receive(c)
+    carol.receive(a1 + a2)
+    assert base not in alice._states and alice.epoch_tree(base) is not None
+    st = alice.dag.state(alice._links(alice._parents()))
+    assert st.base == base and alice._base_epoch(base) is not None
+    assert alice.merge_rank() is not None
+    alice.merge()
+    m = alice.take_outgoing()
+    for r in (bob, carol):
+        r.receive(m)
+    assert len({(r.epoch_id, r.export_secret("b")) for r in (alice, bob, carol)}) == 1
