@@ -817,6 +817,15 @@ _LEAF_SETTERS: tuple[Callable[[object, object], None], ...] = ()
 _LIFETIMES: dict[bytes, Lifetime] = {}
 
 
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    """The slot descriptors' setters of a frozen slotted dataclass, to build instances of
+    parsed values without running ``__init__`` (which sets each field via object.__setattr__)."""
+    out: list[Callable[[object, object], None]] = []
+    for name in names:
+        out.append(getattr(cls, name).__set__)
+    return tuple(out)
+
+
 def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
     global _LEAF_SETTERS
     if not _LEAF_SETTERS:
@@ -927,6 +936,60 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
 _new_object = object.__new__
 
 
+def _p_key_package(buf: bytes, start: int, end: int, cap: int) -> tuple[KeyPackage, int]:
+    """A KeyPackage (RFC 9420 section 10) at ``buf[start:]``, with its encoding kept; the
+    checks of the generic decoder (`KeyPackage.decode_slow`)."""
+    if start + 4 > end:
+        raise _trunc(start)
+    version = (buf[start] << 8) | buf[start + 1]
+    suite = (buf[start + 2] << 8) | buf[start + 3]
+    pos = start + 4
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        init_key = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        init_key, pos = _p_opaque(buf, pos, end, cap)
+    leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
+    if pos < end and buf[pos] == 0:
+        extensions: tuple[Extension, ...] = ()
+        pos += 1
+    else:
+        ext_data, pos = _p_opaque(buf, pos, end, cap)
+        extensions = _p_extensions(ext_data, cap)
+    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
+        stop = pos + 2 + n
+        if stop > end:
+            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
+        signature = buf[pos + 2 : stop]
+        pos = stop
+    else:
+        signature, pos = _p_opaque(buf, pos, end, cap)
+    if len(_CAPS_CACHE) > 256:
+        _CAPS_CACHE.clear()
+    kp = _new_object(KeyPackage)
+    s0, s1, s2, s3, s4, s5, s6, s7 = _KP_SETTERS or _kp_setters()
+    s0(kp, version)
+    s1(kp, suite)
+    s2(kp, init_key)
+    s3(kp, leaf)
+    s4(kp, extensions)
+    s5(kp, signature)
+    s6(kp, buf[start:pos])
+    s7(kp, False)
+    return kp, pos
+
+
+_KP_SETTERS: tuple[Callable[[object, object], None], ...] = ()
+
+
+def _kp_setters() -> tuple[Callable[[object, object], None], ...]:
+    global _KP_SETTERS
+    names = [f.name for f in dataclass_fields(KeyPackage)]
+    assert names[-2:] == ["_raw", "_signatures_ok"]
+    _KP_SETTERS = _slot_setters(KeyPackage, *names)
+    return _KP_SETTERS
+
+
 def _p_check_opaque_list(data: bytes, cap: int) -> None:
     pos = 0
     end = len(data)
@@ -1009,7 +1072,11 @@ def _encode_ciphertexts(cts: Sequence[HPKECiphertext]) -> bytes:
 def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECiphertext, ...]:
     """Parse the items of ``HPKECiphertext x<V>`` in ``buf[pos:end]`` (same checks as the
     generic decoder: each field an ``opaque<V>`` with a minimal varint within the limit)."""
-    out: list[tuple[bytes, bytes]] = []
+    # objects are built through the slot setters: one allocation per ciphertext (a large
+    # UpdatePath has one ciphertext per member, and every allocation counts towards GC)
+    new = _new_object
+    set_kem_output, set_ciphertext = _CT_SETTERS
+    out: list[HPKECiphertext] = []
     append = out.append
     while pos < end:
         # inline fast path for one-byte length headers (fields shorter than 64 bytes)
@@ -1024,8 +1091,14 @@ def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECi
             pos += 1 + n
         else:
             ciphertext, pos = _p_opaque(buf, pos, end, cap)
-        append((kem_output, ciphertext))
-    return HPKECiphertext.many(out)
+        ct = new(HPKECiphertext)
+        set_kem_output(ct, kem_output)
+        set_ciphertext(ct, ciphertext)
+        append(ct)
+    return tuple(out)
+
+
+_CT_SETTERS = _slot_setters(HPKECiphertext, "kem_output", "ciphertext")
 
 
 def _read_ciphertexts(r: Reader) -> tuple[HPKECiphertext, ...]:
@@ -1121,30 +1194,8 @@ class KeyPackage:
     @classmethod
     def decode(cls, r: Reader) -> KeyPackage:
         buf, start, end = r.view()
-        cap = r.max_vector
-        if start + 4 > end:
-            raise _trunc(start)
-        version = (buf[start] << 8) | buf[start + 1]
-        suite = (buf[start + 2] << 8) | buf[start + 3]
-        pos = start + 4
-        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
-            init_key = buf[pos + 1 : pos + 1 + n]
-            pos += 1 + n
-        else:
-            init_key, pos = _p_opaque(buf, pos, end, cap)
-        leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
-        if pos < end and buf[pos] == 0:
-            extensions: tuple[Extension, ...] = ()
-            pos += 1
-        else:
-            ext_data, pos = _p_opaque(buf, pos, end, cap)
-            extensions = _p_extensions(ext_data, cap)
-        signature, pos = _p_opaque(buf, pos, end, cap)
+        kp, pos = _p_key_package(buf, start, end, r.max_vector)
         r.seek(pos)
-        if len(_CAPS_CACHE) > 256:
-            _CAPS_CACHE.clear()
-        kp = cls(version, suite, init_key, leaf, extensions, signature)
-        object.__setattr__(kp, "_raw", buf[start:pos])
         return kp
 
     @classmethod
@@ -1974,16 +2025,26 @@ def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
     cap = r.max_vector
     body, stop = _p_opaque(buf, pos, end, cap)
     r.seek(stop)
-    refs: list[bytes] = []
-    pairs: list[tuple[bytes, bytes]] = []
+    new = _new_object
+    set_kem_output, set_ciphertext = _CT_SETTERS
+    set_new_member, set_secrets = _EGS_SETTERS
+    out: list[EncryptedGroupSecrets] = []
     pos, end = 0, len(body)
     while pos < end:
         ref, pos = _p_opaque(body, pos, end, cap)
         kem_output, pos = _p_opaque(body, pos, end, cap)
         ciphertext, pos = _p_opaque(body, pos, end, cap)
-        refs.append(ref)
-        pairs.append((kem_output, ciphertext))
-    return tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(pairs), strict=True)))
+        ct = new(HPKECiphertext)
+        set_kem_output(ct, kem_output)
+        set_ciphertext(ct, ciphertext)
+        entry = new(EncryptedGroupSecrets)
+        set_new_member(entry, ref)
+        set_secrets(entry, ct)
+        out.append(entry)
+    return tuple(out)
+
+
+_EGS_SETTERS = _slot_setters(EncryptedGroupSecrets, "new_member", "encrypted_group_secrets")
 
 
 @dataclass(frozen=True, slots=True)
@@ -2021,6 +2082,7 @@ _BODY_FORMAT: dict[type, WireFormat] = {
     KeyPackage: WireFormat.MLS_KEY_PACKAGE,
 }
 _FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
+_KEY_PACKAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_KEY_PACKAGE.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -2063,4 +2125,10 @@ class MLSMessage:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MLSMessage:
+        if data[:4] == _KEY_PACKAGE_HEADER and isinstance(data, bytes):
+            # published KeyPackages (an add-all commit parses one per member): no Reader
+            kp, pos = _p_key_package(data, 4, len(data), DEFAULT_MAX_VECTOR)
+            if pos != len(data):
+                raise DecodeError(f"{len(data) - pos} trailing bytes after the encoded value")
+            return cls(kp)
         return decode_with(cls.decode, data)

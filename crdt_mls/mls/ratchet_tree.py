@@ -193,7 +193,7 @@ class RatchetTree:
     _keys: PMap[bytes, int] | None
     #: no blank leaf has an index below this
     _free_hint: int
-    #: facts about all leaves for O(1) leaf validation; rebuilt after any leaf changes
+    #: facts about all leaves for O(1) leaf validation; built on first use, then maintained
     _leaf_summary: _LeafSummary | None
     #: whether ``_leaf_summary`` is this tree's own (not shared with a copy)
     _owns_summary: bool
@@ -271,7 +271,7 @@ class RatchetTree:
 
     def to_wire(self) -> list[Node | None]:
         """The `ratchet_tree` extension node list, trailing blanks stripped."""
-        end = self._nodes.rfind(lambda _i, v: v is not None, len(self._nodes) - 1) + 1
+        end = self._nodes.rfind_not_none(len(self._nodes) - 1) + 1
         return list(self._nodes.iter_from(0))[:end]
 
     def encode(self) -> bytes:
@@ -432,6 +432,23 @@ class RatchetTree:
         self._put(x, value)
         self._invalidate(x)
 
+    def set_path_nodes(self, leaf_index: int, values: Iterable[tuple[int, ParentNode | None]]) -> None:
+        """Set parent nodes on the direct path of a leaf and invalidate the path's caches once
+        (an UpdatePath merge, RFC 9420 section 7.5): O(log n) instead of one invalidation of
+        the path per node."""
+        self._check_leaf(leaf_index)
+        x = 2 * leaf_index
+        on_path = set(direct_path(x, self.n_leaves))
+        items = list(values)
+        for p, v in items:
+            if p not in on_path:
+                raise InvalidArgument(f"node {p} is not on the direct path of leaf {leaf_index}")
+            if v is not None and not isinstance(v, ParentNode):
+                raise InvalidArgument(f"node {p} must be a parent node")
+        for p, v in items:
+            self._put(p, v)
+        self._invalidate(x)
+
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
         self._check_leaf(leaf_index)
         self.set_node(2 * leaf_index, leaf)
@@ -456,16 +473,16 @@ class RatchetTree:
     def _truncate(self) -> None:
         """Shrink to the smallest ``2^d`` leaves with ``2^d`` > rightmost non-blank leaf (section 7.7)."""
         nodes = self._nodes
-        r = max(0, nodes.rfind(lambda _i, v: v is not None, len(nodes) - 1, 2))
+        r = max(0, nodes.rfind_not_none(len(nodes) - 1, 2))
         leaves = 1
         while leaves < r // 2 + 1:
             leaves *= 2
         width = 2 * leaves - 1
         if width < len(nodes):
-            x = nodes.rfind(lambda i, v: v is not None or i < width, len(nodes) - 1)
+            x = nodes.rfind_not_none(len(nodes) - 1)
             while x >= width:
                 self._put(x, None)
-                x = nodes.rfind(lambda i, v: v is not None or i < width, x - 1)
+                x = nodes.rfind_not_none(x - 1)
             nodes.resize(width)
             self._hashes.resize(width)
             self._res.resize(width)

@@ -238,3 +238,41 @@ def test_tbs_of_rebuilt_leaf_equals_cached_tbs() -> None:
     assert changed._raw is None
     assert changed.tbs(b"g", 1) == leaf.tbs(b"g", 1)
     assert changed.to_bytes() != leaf.to_bytes()
+
+
+def _from_bytes_outcome(fn: Callable[[bytes], Any], data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", fn(data)
+    except OversizeError:
+        return "oversize", None
+    except DecodeError:
+        return "error", None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_key_package_message_fast_path_same_verdict(case: tuple[str, bytes]) -> None:
+    """`MLSMessage.from_bytes` parses KeyPackage messages without a Reader: same verdicts and
+    values as the generic MLSMessage decoder."""
+    name, body = case
+    if name != "key_package":
+        return
+    data = b"\x00\x01\x00\x05" + body
+    got = _from_bytes_outcome(MLSMessage.from_bytes, data)
+    want = _from_bytes_outcome(lambda d: decode_with(MLSMessage.decode, d), data)
+    assert got[0] == want[0]
+    if got[0] == "ok":
+        assert got[1] == want[1]
+        assert got[1].to_bytes() == data
+        assert codec.encode(fresh(got[1])) == data
+
+
+def test_key_package_message_fast_path_rejects_trailing_bytes() -> None:
+    body = next(d for n, d in CORPUS if n == "key_package")
+    data = b"\x00\x01\x00\x05" + body
+    assert isinstance(MLSMessage.from_bytes(data).body, KeyPackage)
+    for extra in (b"\x00", b"\x01\x02"):
+        with pytest.raises(DecodeError, match="trailing"):
+            MLSMessage.from_bytes(data + extra)
+    with pytest.raises(DecodeError):
+        MLSMessage.from_bytes(data[:-1])

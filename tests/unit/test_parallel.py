@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, SignatureError
+from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, ProtocolError, SignatureError
 from crdt_mls.mls import parallel
 from crdt_mls.mls.group import Group
 from crdt_mls.mls.messages import KeyPackage, LeafNode, MLSMessage, PublicMessage
@@ -266,3 +266,19 @@ def test_commits_are_byte_identical_for_any_number_of_threads(workers: Callable[
         after, _ = joined.process(sparse)
         assert after.epoch_authenticator == g2.epoch_authenticator
     assert all(o == outputs[0] for o in outputs)
+
+
+def test_first_malformed_key_package_in_a_batch_is_the_one_reported(workers: Callable[[int], None]) -> None:
+    rng = det_rng("parse")
+    pubs = [make_key_package(1, b"z%d" % i, rng=rng).public_message() for i in range(40)]
+    creator = Group.create(1, b"c", rng=rng)
+    not_a_key_package = creator.group_info()
+    truncated = pubs[13][:-3]
+    for w in WORKER_COUNTS:
+        workers(w)
+        with pytest.raises(DecodeError):
+            creator.commit(add=[*pubs[:13], truncated, *pubs[14:30], not_a_key_package, *pubs[31:]], rng=rng)
+        with pytest.raises(ProtocolError, match="not a KeyPackage"):
+            creator.commit(add=[*pubs[:5], not_a_key_package, *pubs[6:13], truncated, *pubs[14:]], rng=rng)
+        with pytest.raises(InvalidArgument):
+            creator.commit(add=[*pubs[:20], 42, *pubs[21:]], rng=rng)  # type: ignore[list-item]
