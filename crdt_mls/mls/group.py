@@ -92,6 +92,7 @@ from crdt_mls.mls.messages import (
     decode_proposal,
     encode_proposal,
     find_extension,
+    welcome_for_member,
 )
 from crdt_mls.mls.proposals import (
     DEFAULT_EXTENSION_TYPES,
@@ -525,6 +526,8 @@ class Group:
         """
         if isinstance(welcome, Welcome):
             w = welcome
+        elif (ours := welcome_for_member(welcome, key_package.ref) if isinstance(welcome, bytes) else None) is not None:
+            w = ours  # only our EncryptedGroupSecrets kept (the whole message is checked)
         else:
             body = _parse(welcome).body
             if not isinstance(body, Welcome):
