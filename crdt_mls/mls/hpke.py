@@ -517,34 +517,39 @@ class Hpke:
         -> [(enc, ciphertext)], exactly as ``[self.seal(pk, info, aad, pt, rng) for pk, pt in jobs]``.
 
         For the X25519 KEM the ephemeral keys are drawn from ``rng`` first (one 32-byte
-        draw per job, in job order: the same draws the serial loop makes) and the seals then
-        run on the worker threads of `crdt_mls.mls.parallel` (libsodium releases the GIL).
-        The first malformed public key (in job order) raises the same `DecodeError` as `seal`.
+        draw per job, in job order: the same draws the serial loop makes) and the scalar
+        multiplications run on the worker threads of `crdt_mls.mls.parallel` (libsodium
+        releases the GIL).  The first malformed public key (in job order) raises the same
+        `DecodeError` as `seal`.
         """
-        return self.seal_many_then(jobs, info, aad, _pair, rng)
+        return self.seal_many_then([pk for pk, _ in jobs], [pt for _, pt in jobs], info, aad, _pair, rng)
 
     def seal_many_then(
         self,
-        jobs: Sequence[tuple[bytes, bytes]],
+        public_keys: Sequence[bytes],
+        plaintexts: Sequence[bytes],
         info: bytes,
         aad: bytes,
         post: Callable[[int, bytes, bytes], R],
         rng: Rng = os.urandom,
     ) -> list[R]:
-        """`seal_many` with ``post(i, enc, ciphertext)`` applied to each result (in job order)."""
-        if not isinstance(self.kem.group, _X25519) or len(jobs) < _PARALLEL_SEALS:
-            return [post(i, *self.seal(pk, info, aad, pt, rng)) for i, (pk, pt) in enumerate(jobs)]
-        seeds = [rng(32) for _ in jobs]
+        """`seal_many` of ``public_keys[i]`` and ``plaintexts[i]``, with ``post(i, enc,
+        ciphertext)`` applied to each result (in order)."""
+        n = len(public_keys)
+        if len(plaintexts) != n:
+            raise InvalidArgument("one plaintext per public key")
+        if not isinstance(self.kem.group, _X25519) or n < _PARALLEL_SEALS:
+            return [post(i, *self.seal(public_keys[i], info, aad, plaintexts[i], rng)) for i in range(n)]
+        seeds = [rng(32) for _ in range(n)]
         for sk in seeds:
             if len(sk) != 32:
                 raise InvalidArgument("rng returned the wrong number of bytes")
-        peers = [pk for pk, _pt in jobs]
         # the scalar multiplications on the worker threads (libsodium, GIL released) ...
         pairs = parallel.map_ranges(
-            lambda lo, hi: sodium.x25519_pairs_range(seeds, peers, lo, hi), len(jobs), min_items=_PARALLEL_SEALS
+            lambda lo, hi: sodium.x25519_pairs_range(seeds, public_keys, lo, hi), n, min_items=_PARALLEL_SEALS
         )
         # ... the key schedules and AEADs (GIL-bound) in this thread
-        return _X25519Sealer(self, info, aad).finish(jobs, pairs, post)
+        return _X25519Sealer(self, info, aad).finish(public_keys, plaintexts, pairs, post)
 
     def open(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         """OpenBase (RFC 9180 section 6.1); `DecryptionError` on any failure caused by the input."""
@@ -607,11 +612,12 @@ class _X25519Sealer:
 
     def finish(
         self,
-        jobs: Sequence[tuple[bytes, bytes]],
-        pairs: Sequence[tuple[bytes, bytes] | None],
+        public_keys: Sequence[bytes],
+        plaintexts: Sequence[bytes],
+        pairs: Sequence[bytes | None],
         post: Callable[[int, bytes, bytes], R],
     ) -> list[R]:
-        """ExtractAndExpand, KeySchedule and Seal for each job from its ``(enc, dh)``; the
+        """ExtractAndExpand, KeySchedule and Seal for each job from its ``enc || dh``; the
         first bad public key (in job order) raises the `DecodeError` `Hpke.seal` raises."""
         mac = _hmac_new
         kem_hash, kdf_hash, zero = self._kem_hash, self._kdf_hash, self._zero
@@ -619,18 +625,18 @@ class _X25519Sealer:
         nk, nn, nsecret, aead, aad = self._nk, self._nn, self._nsecret, self._aead, self._aad
         out: list[R] = []
         for i, pair in enumerate(pairs):
-            pk_r, plaintext = jobs[i]
+            pk_r = public_keys[i]
             if pair is None:
                 if len(pk_r) != 32:
                     raise DecodeError(f"malformed HPKE public key ({len(pk_r)} bytes)")
                 raise DecodeError("HPKE public key is a low-order point")
-            enc, dh = pair
-            prk = mac(zero, eae + dh, kem_hash).digest()
+            enc = pair[:32]
+            prk = mac(zero, eae + pair[32:], kem_hash).digest()
             shared = mac(prk, ss_info + enc + pk_r + b"\x01", kem_hash).digest()[:nsecret]
             secret = mac(shared, secret_label, kdf_hash).digest()
             key = mac(secret, key_info, kdf_hash).digest()[:nk]
             nonce = mac(secret, nonce_info, kdf_hash).digest()[:nn]
-            out.append(post(i, enc, aead(key).encrypt(nonce, plaintext, aad)))
+            out.append(post(i, enc, aead(key).encrypt(nonce, plaintexts[i], aad)))
         return out
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "PathSecret",
     "content_type_of",
     "read_ratchet_tree",
+    "welcome_for_member",
     "write_ratchet_tree",
     "Add",
     "ApplicationId",
@@ -332,8 +333,17 @@ def _vec_len(n: int) -> int:
     return n + (1 if n < 0x40 else 2 if n < 0x4000 else 4)
 
 
-#: Capabilities already decoded, by their encoding (immutable values; bounded, cleared when full).
-_CAPS_CACHE: dict[bytes, Capabilities] = {}
+@dataclass(frozen=True, slots=True)
+class _CapsEntry:
+    """A decoded Capabilities value with its encoding (a parser cache entry)."""
+
+    raw: bytes
+    value: Capabilities
+
+
+#: Capabilities already decoded, by their encoding (immutable values; bounded, cleared when
+#: full); the key ``b""`` holds the last one used.
+_CAPS_CACHE: dict[bytes, _CapsEntry] = {}
 
 
 def _to_bytes(v: _Encodable) -> bytes:
@@ -835,7 +845,7 @@ def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
     return _LEAF_SETTERS
 
 
-def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Capabilities]) -> tuple[LeafNode, int]:
+def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, _CapsEntry]) -> tuple[LeafNode, int]:
     # Short vectors (length < 64, one header byte) are read inline, as are two-byte headers
     # of the signature; everything else goes through `_p_opaque`, which performs the full
     # set of checks (the inline paths check truncation, the limit and minimality the same way).
@@ -863,21 +873,33 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
         ccontent, pos = _p_opaque(buf, pos, end, cap)
     if ctype == CredentialType.X509:
         _p_check_opaque_list(ccontent, cap)
-    credential = Credential(ctype, ccontent)
-    start = pos
-    for _ in range(5):  # the five uint16 vectors of Capabilities, checked in order as the generic decoder does
-        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
-            pos += 1 + n
-        else:
-            body, pos = _p_opaque(buf, pos, end, cap)
-            n = len(body)
-        if n & 1:
-            raise DecodeError(f"truncated input: a uint16 vector of {n} bytes at offset {pos - n}")
-    raw_caps = buf[start:pos]
-    capabilities = caps_cache.get(raw_caps)
-    if capabilities is None:
-        capabilities = decode_with(Capabilities.decode, raw_caps, cap)
-        caps_cache[raw_caps] = capabilities
+    credential = _new_object(Credential)
+    set_ctype, set_content = _CRED_SETTERS
+    set_ctype(credential, ctype)
+    set_content(credential, ccontent)
+    # Capabilities: most leaves repeat the previous leaf's bytes; a parse is determined by the
+    # bytes it reads, so an equal prefix parses to the same value (and length), and no inner
+    # vector of an encoding within the limit exceeds the limit
+    last = caps_cache.get(b"")
+    if last is not None and len(last.raw) <= cap and pos + len(last.raw) <= end and buf.startswith(last.raw, pos):
+        capabilities = last.value
+        pos += len(last.raw)
+    else:
+        start = pos
+        for _ in range(5):  # the five uint16 vectors, checked in order as the generic decoder does
+            if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+                pos += 1 + n
+            else:
+                body, pos = _p_opaque(buf, pos, end, cap)
+                n = len(body)
+            if n & 1:
+                raise DecodeError(f"truncated input: a uint16 vector of {n} bytes at offset {pos - n}")
+        raw_caps = buf[start:pos]
+        cached = caps_cache.get(raw_caps)
+        if cached is None:
+            cached = caps_cache[raw_caps] = _CapsEntry(raw_caps, decode_with(Capabilities.decode, raw_caps, cap))
+        caps_cache[b""] = cached
+        capabilities = cached.value
     if pos >= end:
         raise _trunc(pos)
     src_value = buf[pos]
@@ -934,6 +956,7 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
 
 
 _new_object = object.__new__
+_CRED_SETTERS = _slot_setters(Credential, "credential_type", "content")
 
 
 def _p_key_package(buf: bytes, start: int, end: int, cap: int) -> tuple[KeyPackage, int]:
@@ -1000,7 +1023,7 @@ def _p_check_opaque_list(data: bytes, cap: int) -> None:
 def _parse_tree(buf: bytes, cap: int) -> list[Node | None]:
     out: list[Node | None] = []
     append = out.append
-    caps_cache: dict[bytes, Capabilities] = {}
+    caps_cache: dict[bytes, _CapsEntry] = {}
     pos = 0
     end = len(buf)
     while pos < end:
@@ -2018,9 +2041,10 @@ def _encode_group_secrets_list(secrets: Sequence[EncryptedGroupSecrets]) -> byte
     return b"".join(parts)
 
 
-def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
+def _read_group_secrets_list(r: Reader, only: bytes | None = None) -> tuple[EncryptedGroupSecrets, ...]:
     """Read ``EncryptedGroupSecrets secrets<V>`` with a specialised parser (the checks of
-    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit)."""
+    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit).
+    With ``only``, every entry is checked but only those for KeyPackageRef ``only`` are kept."""
     buf, pos, end = r.view()
     cap = r.max_vector
     body, stop = _p_opaque(buf, pos, end, cap)
@@ -2034,6 +2058,8 @@ def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
         ref, pos = _p_opaque(body, pos, end, cap)
         kem_output, pos = _p_opaque(body, pos, end, cap)
         ciphertext, pos = _p_opaque(body, pos, end, cap)
+        if only is not None and ref != only:
+            continue
         ct = new(HPKECiphertext)
         set_kem_output(ct, kem_output)
         set_ciphertext(ct, ciphertext)
@@ -2045,6 +2071,21 @@ def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
 
 
 _EGS_SETTERS = _slot_setters(EncryptedGroupSecrets, "new_member", "encrypted_group_secrets")
+
+
+def welcome_for_member(data: bytes, new_member: bytes) -> Welcome | None:
+    """Decode MLSMessage bytes holding a Welcome (RFC 9420 sections 6, 12.4.3.1) keeping only
+    the EncryptedGroupSecrets for KeyPackageRef ``new_member`` (a joiner needs no other: a
+    Welcome of 50,000 members then costs no 100,000 objects).  The whole encoding is checked
+    as `MLSMessage.from_bytes` checks it.  None if ``data`` does not start with the mls10
+    mls_welcome header (use `MLSMessage.from_bytes` then)."""
+    if not isinstance(data, bytes) or data[:4] != _WELCOME_HEADER:
+        return None
+    r = Reader(data)
+    r.seek(4)
+    welcome = Welcome(r.u16(), _read_group_secrets_list(r, only=new_member), r.opaque())
+    r.finish()
+    return welcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -2083,6 +2124,7 @@ _BODY_FORMAT: dict[type, WireFormat] = {
 }
 _FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
 _KEY_PACKAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_KEY_PACKAGE.to_bytes(2, "big")
+_WELCOME_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_WELCOME.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)

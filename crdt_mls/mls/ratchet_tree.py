@@ -784,14 +784,16 @@ class RatchetTree:
 
     def verify_key_uniqueness(self) -> None:
         """Encryption keys unique across all nodes, signature keys across leaves (section 7.3)."""
-        present = [(x, v) for x, v in enumerate(self.nodes()) if v is not None]
-        enc = [v.encryption_key for _x, v in present]
-        sig = [v.signature_key for _x, v in present if isinstance(v, LeafNode)]
+        nodes = self.nodes()
+        enc = [v.encryption_key for v in nodes if v is not None]
+        sig = [v.signature_key for v in nodes if isinstance(v, LeafNode)]
         if len(set(enc)) == len(enc) and len(set(sig)) == len(sig):
             return
         seen_enc: set[bytes] = set()
         seen_sig: set[bytes] = set()
-        for x, v in present:  # name the first duplicate, in node order
+        for x, v in enumerate(nodes):  # name the first duplicate, in node order
+            if v is None:
+                continue
             if v.encryption_key in seen_enc:
                 raise TreeError(f"encryption key of node {x} appears twice in the tree")
             seen_enc.add(v.encryption_key)
@@ -806,12 +808,19 @@ class RatchetTree:
         The signatures are checked in one batch (on the worker threads of
         `crdt_mls.mls.parallel`); the error names the lowest failing leaf, as a serial loop would.
         """
-        members = list(self.members())
-        jobs = [(leaf.signature_key, "LeafNodeTBS", leaf.tbs(group_id, i), leaf.signature) for i, leaf in members]
-        ok = self.suite.verify_with_label_many(jobs)
+        # parallel lists of bytes (no per-leaf tuples kept alive for the garbage collector)
+        indices: list[int] = []
+        keys: list[bytes] = []
+        contents: list[bytes] = []
+        signatures: list[bytes] = []
+        for i, leaf in self.members():
+            indices.append(i)
+            keys.append(leaf.signature_key)
+            contents.append(leaf.tbs(group_id, i))
+            signatures.append(leaf.signature)
+        ok = self.suite.verify_labeled_many(keys, "LeafNodeTBS", contents, signatures)
         if not all(ok):
-            bad = members[ok.index(False)][0]
-            raise SignatureError(f"LeafNode signature of leaf {bad} does not verify")
+            raise SignatureError(f"LeafNode signature of leaf {indices[ok.index(False)]} does not verify")
 
     def verify_integrity(self, group_id: bytes, tree_hash: bytes | None = None) -> None:
         """The tree checks a joiner runs (RFC 9420 section 12.4.3.1), except credential

@@ -350,16 +350,18 @@ class CipherSuite:
 
     def encrypt_with_label_many_then(
         self,
-        jobs: Sequence[tuple[bytes, bytes]],
+        public_keys: Sequence[bytes],
+        plaintexts: Sequence[bytes],
         label: str,
         context: bytes,
         post: Callable[[int, bytes, bytes], R],
         rng: Rng = os.urandom,
     ) -> list[R]:
-        """`encrypt_with_label_many` with ``post(i, kem_output, ciphertext)`` applied to each
-        result inside the batch."""
+        """`encrypt_with_label_many` of ``public_keys[i]`` and ``plaintexts[i]`` with
+        ``post(i, kem_output, ciphertext)`` applied to each result."""
         info = _label(label) + _vec(context)
-        return self._hpke.seal_many_then([(bytes(pk), pt) for pk, pt in jobs], info, b"", post, rng)
+        keys = [bytes(pk) for pk in public_keys]
+        return self._hpke.seal_many_then(keys, plaintexts, info, b"", post, rng)
 
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
@@ -408,24 +410,50 @@ class CipherSuite:
         Ed25519 batches run on the worker threads of `crdt_mls.mls.parallel` (libsodium
         releases the GIL); other schemes run in the calling thread.
         """
+        out = [False] * len(jobs)
+        by_label: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_label.setdefault(job[1], []).append(i)
+        for label, idx in by_label.items():
+            ok = self.verify_labeled_many(
+                [jobs[i][0] for i in idx], label, [jobs[i][2] for i in idx], [jobs[i][3] for i in idx]
+            )
+            for i, good in zip(idx, ok, strict=True):
+                out[i] = good
+        return out
+
+    def verify_labeled_many(
+        self,
+        public_keys: Sequence[bytes],
+        label: str,
+        contents: Sequence[bytes],
+        signatures: Sequence[bytes],
+    ) -> list[bool]:
+        """VerifyWithLabel (RFC 9420 section 5.1.2) of ``signatures[i]`` over ``contents[i]``
+        with ``public_keys[i]``, all with one label -> whether each verifies (a malformed key or
+        signature is False).  Ed25519 batches run on the worker threads of
+        `crdt_mls.mls.parallel`, other schemes in the calling thread."""
+        n = len(public_keys)
+        if len(contents) != n or len(signatures) != n:
+            raise InvalidArgument("one content and one signature per public key")
+        lbl = _label(label)
         if isinstance(self._sig, _Ed25519):
             # signature || labeled message built here; only libsodium runs on the worker threads
-            signed: list[bytes | None] = []
-            keys: list[bytes] = []
-            for pk, label, content, sig in jobs:
-                if len(pk) != 32 or len(sig) != 64:
-                    signed.append(None)
-                    keys.append(b"")
-                    continue
-                signed.append(b"".join((sig, _label(label), encode_varint(len(content)), content)))
-                keys.append(bytes(pk))
+            signed: list[bytes | None] = [None] * n
+            keys: list[bytes] = [b""] * n
+            join = b"".join
+            for i in range(n):
+                pk, sig, content = public_keys[i], signatures[i], contents[i]
+                if len(pk) == 32 and len(sig) == 64:
+                    signed[i] = join((sig, lbl, encode_varint(len(content)), content))
+                    keys[i] = bytes(pk)
             return parallel.map_ranges(
-                lambda lo, hi: sodium.ed25519_open_range(signed, keys, lo, hi), len(jobs), min_items=_PARALLEL_VERIFIES
+                lambda lo, hi: sodium.ed25519_open_range(signed, keys, lo, hi), n, min_items=_PARALLEL_VERIFIES
             )
         out: list[bool] = []
-        for pk, label, content, sig in jobs:
+        for i in range(n):
             try:
-                self._sig.verify(pk, _label(label) + _vec(content), sig)
+                self._sig.verify(public_keys[i], lbl + _vec(contents[i]), signatures[i])
             except (SignatureError, DecodeError):
                 out.append(False)
             else:

@@ -271,7 +271,8 @@ def create_update_path(
     ctx = gc.to_bytes()
     # every (recipient key, path secret) of the whole path in one batch, in the order of the
     # serial loop (node by node, resolution order), so rng is drawn in that order
-    jobs: list[tuple[bytes, bytes]] = []
+    recipients: list[bytes] = []
+    secrets: list[bytes] = []
     counts: list[int] = []
     for p, s in fdp:
         res = new.resolution_excluding(s, excluded)
@@ -279,9 +280,10 @@ def create_update_path(
         for r in res:
             v = new.node(r)
             assert v is not None
-            jobs.append((v.encryption_key, secret))
+            recipients.append(v.encryption_key)
+            secrets.append(secret)
         counts.append(len(res))
-    cts = suite.encrypt_with_label_many_then(jobs, _PATH_LABEL, ctx, _ciphertext, rng=rng)
+    cts = suite.encrypt_with_label_many_then(recipients, secrets, _PATH_LABEL, ctx, _ciphertext, rng=rng)
     nodes: list[UpdatePathNode] = []
     start = 0
     for pub, count in zip(pubs, counts, strict=True):

@@ -199,14 +199,16 @@ def check_key_packages(items: Sequence[_T], parse: Callable[[_T], KeyPackage]) -
             suite = get_cipher_suite(suite_id)
         except UnsupportedError:
             continue  # verify_key_package reports it
-        jobs: list[tuple[bytes, str, bytes, bytes]] = []
-        for kp in todo:
-            leaf = kp.leaf_node
-            jobs.append((leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature))
-            jobs.append((leaf.signature_key, "LeafNodeTBS", leaf.tbs(), leaf.signature))
-        ok = suite.verify_with_label_many(jobs)
-        for i, kp in enumerate(todo):
-            if ok[2 * i] and ok[2 * i + 1]:
+        keys = [kp.leaf_node.signature_key for kp in todo]
+        kp_ok = suite.verify_labeled_many(
+            keys, "KeyPackageTBS", [kp.tbs() for kp in todo], [kp.signature for kp in todo]
+        )
+        leaves = [kp.leaf_node for kp in todo]
+        leaf_ok = suite.verify_labeled_many(
+            keys, "LeafNodeTBS", [lf.tbs() for lf in leaves], [lf.signature for lf in leaves]
+        )
+        for kp, good, good_leaf in zip(todo, kp_ok, leaf_ok, strict=True):
+            if good and good_leaf:
                 object.__setattr__(kp, "_signatures_ok", True)
     return kps
 
@@ -354,16 +356,18 @@ def build_welcome(
     # GroupSecrets differ only by path secret: encode each distinct one once
     psk_ids = tuple(psks)
     encoded: dict[bytes | None, bytes] = {}
-    jobs: list[tuple[bytes, bytes]] = []
+    init_keys: list[bytes] = []
+    plaintexts: list[bytes] = []
     for kp, path_secret in recipients:
         plaintext = encoded.get(path_secret)
         if plaintext is None:
             plaintext = encoded[path_secret] = codec.encode(GroupSecrets(joiner_secret, path_secret, psk_ids))
-        jobs.append((kp.init_key, plaintext))
+        init_keys.append(kp.init_key)
+        plaintexts.append(plaintext)
 
     def entry(i: int, kem_output: bytes, ciphertext: bytes) -> EncryptedGroupSecrets:
         ref = key_package_ref(suite, recipients[i][0])
         return EncryptedGroupSecrets(ref, HPKECiphertext(kem_output, ciphertext))
 
-    secrets = suite.encrypt_with_label_many_then(jobs, "Welcome", encrypted_group_info, entry, rng=rng)
+    secrets = suite.encrypt_with_label_many_then(init_keys, plaintexts, "Welcome", encrypted_group_info, entry, rng=rng)
     return Welcome(suite.suite_id, tuple(secrets), encrypted_group_info)

@@ -33,6 +33,7 @@ from crdt_mls.mls.messages import (
     Welcome,
     decode_ratchet_tree,
     encode_proposal_or_ref,
+    welcome_for_member,
     write_ratchet_tree,
     write_ratchet_tree_slow,
 )
@@ -276,3 +277,38 @@ def test_key_package_message_fast_path_rejects_trailing_bytes() -> None:
             MLSMessage.from_bytes(data + extra)
     with pytest.raises(DecodeError):
         MLSMessage.from_bytes(data[:-1])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_welcome_for_member_same_verdict_as_full_decode(case: tuple[str, bytes]) -> None:
+    """A joiner decodes the Welcome keeping only its own entry: the same inputs are rejected
+    (same error class) and the entry kept is the one the full decode holds."""
+    name, body = case
+    if name != "welcome":
+        return
+    data = b"\x00\x01\x00\x03" + body
+    full = _from_bytes_outcome(MLSMessage.from_bytes, data)
+    for ref in _refs_of(full[1]):
+        got = _from_bytes_outcome(lambda d, ref=ref: welcome_for_member(d, ref), data)
+        assert got[0] == full[0]
+        if got[0] == "ok":
+            w = full[1].body
+            assert got[1] == Welcome(
+                w.cipher_suite, tuple(e for e in w.secrets if e.new_member == ref), w.encrypted_group_info
+            )
+
+
+def _refs_of(msg: Any) -> list[bytes]:
+    if msg is None or not isinstance(msg.body, Welcome) or not msg.body.secrets:
+        return [b"no such ref"]
+    return [msg.body.secrets[0].new_member, msg.body.secrets[-1].new_member, b"no such ref"]
+
+
+def test_welcome_for_member_only_handles_welcome_messages() -> None:
+    body = next(d for n, d in CORPUS if n == "welcome")
+    assert welcome_for_member(b"\x00\x01\x00\x05" + body, b"r") is None  # a KeyPackage header
+    assert welcome_for_member(b"\x00\x02\x00\x03" + body, b"r") is None  # another version
+    assert welcome_for_member(bytearray(b"\x00\x01\x00\x03" + body), b"r") is None  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="trailing"):
+        welcome_for_member(b"\x00\x01\x00\x03" + body + b"\x00", b"r")
