@@ -39,7 +39,7 @@ from crdt_mls.merge.rules import (
     replay,
 )
 
-__all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeState", "OperationVoided"]
+__all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeHistory", "MergeState", "OperationVoided"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,18 @@ class MergeState:
     base: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MergeHistory:
+    """What S(heads) is computed from (docs/merge.md section 4.2): the latest ``cut``, its state
+    ``base`` and the ``records`` of the commits above it in the heads' past, in the
+    deterministic order.  A merge committer hands it (sealed) to the members who join the
+    merge from its Welcome, so that they compute every later S(heads) like everyone else."""
+
+    cut: bytes
+    base: Membership
+    records: tuple[OpRecord, ...]
+
+
 @dataclass(slots=True)
 class _Node:
     rec: OpRecord
@@ -121,6 +133,9 @@ class GroupDag:
         self._states: OrderedDict[frozenset[bytes], MergeState] = OrderedDict()
         self._roots: dict[bytes, MergeState] = {}
         self._opaque: set[bytes] = set()
+        #: roots whose own record this replica cannot replay (pinned from a Welcome): a region walk
+        #: stops there; a merge's history (`add_joined_merge`) supplies their records
+        self._opaque_roots: set[bytes] = set()
         self.genesis = b""
         if genesis is None:
             return
@@ -339,7 +354,7 @@ class GroupDag:
             if m.added_in == rec.cid:
                 continue
             n = self._nodes.get(m.added_in)
-            if n is None or not (n.rec.is_commit or m.added_in in self._opaque):
+            if n is None or not self._is_commit(m.added_in):
                 raise ProtocolError("the root's provenance names a commit this replica does not know")
             if clock.get(n.rec.author, -1) < n.rec.seq:
                 raise ProtocolError("the root's provenance names a commit outside the root's causal past")
@@ -347,7 +362,140 @@ class GroupDag:
         if not self.genesis:
             self.genesis = rec.cid
         self._roots[rec.cid] = MergeState(frozenset({rec.cid}), membership, frozenset(), frozenset())
+        self._opaque_roots.add(rec.cid)
         return [EpochAdded(rec.cid, rec.epochs, membership), HeadsChanged(self.heads())]
+
+    def add_joined_merge(self, rec: OpRecord, history: MergeHistory, expected: Membership) -> list[Event]:
+        """A merge commit this member joined from its merge Welcome (it was not in every parent
+        epoch), with the merge's history sealed by its committer (docs/merge.md section 4.2).
+
+        The history is installed: the cut's state is pinned if this replica cannot compute it
+        (else it must agree), every commit above the cut that is opaque here becomes a readable
+        record (so is a pinned root's own record), each checked against the node this replica
+        holds (author, seq, prev, parents, epochs) and validated like `add`.  Then the merge
+        commit is added like any readable commit, and S of it must be ``expected`` (the members,
+        leaves and LeafNodes of the Welcome's tree).  From then on this replica replays regions
+        through the merge like the members who read everything, instead of stopping at a pinned
+        root.  Raises `ProtocolError` (nothing changed) for a history that is not exactly that."""
+        if rec.cid in self._nodes:
+            return []
+        if not rec.is_merge:
+            raise InvalidArgument("add_joined_merge takes a merge commit")
+        snapshot = self._snapshot()
+        try:
+            self._install_history(history)
+            try:
+                events = self.add(rec)
+            except InvalidState:
+                raise ProtocolError("the merge's history does not cover the commits its region needs") from None
+            got = {(m.key, m.leaf, m.data) for m in self.state({rec.cid}).membership.members}
+            if got != {(m.key, m.leaf, m.data) for m in expected.members}:
+                raise ProtocolError("the merge's history does not give the members of the merge Welcome's tree")
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        return events
+
+    def _install_history(self, h: MergeHistory) -> None:
+        cut = self._nodes.get(h.cut)
+        if cut is None or not self._is_commit(h.cut):
+            raise ProtocolError("a merge history's cut is not a commit this replica holds")
+        try:
+            mine = self.state({h.cut}).membership
+        except InvalidState:
+            for m in h.base.members:  # provenance: the cut itself or a commit of its past
+                n = self._nodes.get(m.added_in)
+                if m.added_in != h.cut and (
+                    n is None or not self._is_commit(m.added_in) or not self.in_past(m.added_in, h.cut)
+                ):
+                    raise ProtocolError("a merge history names a provenance outside the cut's past") from None
+            self._opaque.discard(h.cut)
+            self._opaque_roots.add(h.cut)
+            self._roots[h.cut] = MergeState(frozenset({h.cut}), h.base, frozenset(), frozenset())
+        else:
+            if {(m.key, m.leaf, m.data) for m in mine.members} != {(m.key, m.leaf, m.data) for m in h.base.members}:
+                raise ProtocolError("a merge history's cut state differs from this replica's")
+        upgraded: list[OpRecord] = []
+        last: tuple[int, bytes] | None = None
+        for r in h.records:
+            n = self._nodes.get(r.cid)
+            if n is None or not r.is_commit:
+                raise ProtocolError("a merge history names a commit this replica does not hold")
+            if last is not None and self.rank(r.cid) <= last:
+                raise ProtocolError("a merge history's records are not in the deterministic order")
+            last = self.rank(r.cid)
+            if not self.in_past(h.cut, r.cid):
+                raise ProtocolError("a merge history's record is not above its cut")
+            old = n.rec
+            if (r.author, r.seq, r.prev, tuple(r.parents), frozenset(r.epochs)) != (
+                old.author,
+                old.seq,
+                old.prev,
+                tuple(old.parents),
+                frozenset(old.epochs),
+            ):
+                raise ProtocolError("a merge history's record does not match the node this replica holds")
+            if r.cid in self._opaque:
+                self._nodes[r.cid] = _Node(r, n.height, n.clock, n.frontier)
+                self._opaque.discard(r.cid)
+                self._commits.append(r.cid)
+                for e in r.epochs:
+                    self._children.setdefault(e, []).append(r.cid)
+                self._rtips.add(r.cid)
+                upgraded.append(r)
+            elif r.cid in self._opaque_roots:
+                self._nodes[r.cid] = _Node(r, n.height, n.clock, n.frontier)
+                self._opaque_roots.discard(r.cid)
+            elif old != r:
+                raise ProtocolError("a merge history's record differs from the commit this replica read")
+        self._states.clear()
+        for r in upgraded:  # validated like `add` once all of them are in
+            try:
+                base = self.state(_links(r) if r.is_merge else r.epochs)
+            except InvalidState:
+                raise ProtocolError("a merge history's record needs commits it does not supply") from None
+            if r.author not in base.membership:
+                raise ProtocolError("a merge history's commit is by a non-member of its parent state")
+            assert r.changes is not None
+            if r.is_merge and any(c.kind != ChangeKind.UPDATE or c.member != r.author for c in r.changes):
+                raise ProtocolError("a merge commit only updates its committer's leaf")
+            _check_changes(base.membership, r.changes)
+
+    def _is_commit(self, cid: bytes) -> bool:
+        """A commit node, readable, opaque or pinned (a pinned cut may have no readable record)."""
+        return self._nodes[cid].rec.is_commit or cid in self._opaque or cid in self._roots
+
+    def _snapshot(self) -> tuple[object, ...]:
+        return (
+            dict(self._nodes),
+            list(self._commits),
+            {k: list(v) for k, v in self._children.items()},
+            set(self._heads),
+            set(self._tips),
+            set(self._rtips),
+            {k: dict(v) for k, v in self._by_author.items()},
+            OrderedDict(self._states),
+            dict(self._roots),
+            set(self._opaque),
+            set(self._opaque_roots),
+            self.genesis,
+        )
+
+    def _restore(self, snap: tuple[object, ...]) -> None:
+        (
+            self._nodes,
+            self._commits,
+            self._children,
+            self._heads,
+            self._tips,
+            self._rtips,
+            self._by_author,
+            self._states,
+            self._roots,
+            self._opaque,
+            self._opaque_roots,
+            self.genesis,
+        ) = snap  # type: ignore[assignment]
 
     def add(self, rec: OpRecord) -> list[Event]:
         """Accept one delivered operation; returns events.  Raises on invalid input, unchanged."""
@@ -428,8 +576,10 @@ class GroupDag:
         cs = set(cids)
         return frozenset(c for c in cs if not any(self.in_past(c, d) for d in cs if d != c))
 
-    def _merge(self, heads: frozenset[bytes]) -> MergeState:
-        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md section 4)."""
+    def _region(self, heads: frozenset[bytes]) -> tuple[bytes, list[bytes], frozenset[bytes], bool]:
+        """The latest cut of ``heads`` and the commits above it in their past, in the deterministic
+        order (docs/merge.md section 4), the maximal commits of ``heads``, and whether the cut is
+        a pinned root that some head does not descend from (the fallback of section 4.1)."""
         chs = self._maximal(c for h in heads for c in self._nodes[h].frontier)
         # walk the epoch DAG down from the heads by decreasing height; when a single commit is
         # left to visit, every path from the heads passes through it: it is the latest cut, and
@@ -443,12 +593,13 @@ class GroupDag:
             _, c = heapq.heappop(heap)
             if root is not None and self.in_past(c, root):
                 continue  # covered by the pinned root's state
-            if c in self._roots:
+            if c in self._opaque_roots:
                 if root is not None:
                     raise InvalidState("S(heads) spans two pinned roots; wait for a merge Welcome")
-                # a root the other branches do not pass through (a member that joined a merge from
-                # its Welcome, docs/merge.md 4.1): its pinned state is the base, and the commits
-                # this replica can read that are not in its past are replayed on top of it
+                # a root whose own record this replica cannot replay and that the other branches
+                # do not pass through (legacy: a member that joined a merge from its Welcome without
+                # the merge's history, docs/merge.md 4.1): its pinned state is the base, and the
+                # commits this replica can read that are not in its past are replayed on top of it
                 root = c
                 continue
             if c in self._opaque:
@@ -461,9 +612,24 @@ class GroupDag:
         if root is not None:
             above = [c for c in above if not self.in_past(c, root)]
         cut = root if root is not None else heap[0][1]
+        return cut, sorted(above, key=self.rank), chs, root is not None
+
+    def history(self, heads: Iterable[bytes]) -> MergeHistory:
+        """What a replica needs to compute S(``heads``) the way this one does (docs/merge.md 4.2):
+        the latest cut, its state, and the records of the commits above it.  A merge committer
+        seals it (`crdt_mls.merge.provenance.seal_history`) for the members who join the merge from
+        its Welcome; they install it with `add_joined_merge`."""
+        hs = self._maximal(heads)
+        cut, todo, _chs, _fallback = self._region(hs)
+        base = self.state({cut})
+        return MergeHistory(cut, base.membership, tuple(self._nodes[c].rec for c in todo))
+
+    def _merge(self, heads: frozenset[bytes]) -> MergeState:
+        """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md section 4)."""
+        cut, todo, chs, fallback = self._region(heads)
+        above = todo
         region_set = {c for c in above if not self._in_all(c, chs)}
         base = self.state({cut})
-        todo = sorted(above, key=self.rank)
         recs = [self._nodes[c].rec for c in todo]
 
         def concurrent(a: OpRecord, b: OpRecord) -> bool:
@@ -487,9 +653,7 @@ class GroupDag:
             rank=self.rank,
             mode=self.mutual_removal,
         )
-        return MergeState(
-            heads, result.membership, base.void | result.void, result.moved, cut if root is None else None
-        )
+        return MergeState(heads, result.membership, base.void | result.void, result.moved, None if fallback else cut)
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)

@@ -41,17 +41,22 @@ import os
 from collections.abc import Callable
 
 from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument, ProtocolError, SignatureError
+from crdt_mls.merge.dag import MergeHistory
+from crdt_mls.merge.records import decode_member, decode_record, encode_member, encode_record
 from crdt_mls.merge.rules import Member, Membership
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.group import Group
 
-__all__ = ["open_provenance", "seal_provenance"]
+__all__ = ["open_history", "open_provenance", "seal_history", "seal_provenance"]
 
 Rng = Callable[[int], bytes]
 _LABEL = "ProvenanceTBS"
 _EXPORT_LABEL = b"crdt-mls provenance"
 _AAD = b"crdt-mls provenance"
+_H_LABEL = "MergeHistoryTBS"
+_H_EXPORT_LABEL = b"crdt-mls merge history"
+_H_AAD = b"crdt-mls merge history"
 _SALT = 32
 
 
@@ -70,9 +75,9 @@ def _tbs(group: Group, added: list[tuple[bytes, list[int]]]) -> bytes:
     return w.getvalue()
 
 
-def _key_nonce(group: Group, salt: bytes) -> tuple[bytes, bytes]:
+def _key_nonce(group: Group, salt: bytes, label: bytes = _EXPORT_LABEL) -> tuple[bytes, bytes]:
     suite = group.suite
-    raw = group.export_secret(_EXPORT_LABEL, salt, suite.aead_key_length + suite.aead_nonce_length)
+    raw = group.export_secret(label, salt, suite.aead_key_length + suite.aead_nonce_length)
     return raw[: suite.aead_key_length], raw[suite.aead_key_length :]
 
 
@@ -135,3 +140,78 @@ def open_provenance(group: Group, sealed: bytes, root: bytes, committer: bytes) 
     if members:
         raise ProtocolError("the provenance leaves out members of the tree")
     return Membership.of(out)
+
+
+# ----------------------------------------------------------------------------- merge history
+#
+# struct {
+#     opaque cut<V>;          // the latest cut of the merge's causal parents
+#     Member base<V>;         // S(cut), with provenance (added_in) of every member
+#     OpRecord records<V>;    // the commits above the cut, in the deterministic order
+#     opaque signature<V>;    // SignWithLabel(committer, "MergeHistoryTBS",
+#                             //               opaque GroupContext<V> || cut || base || records)
+# } SignedMergeHistory;
+# sealed = salt (32) || AEAD.Seal(key, nonce, "crdt-mls merge history", SignedMergeHistory),
+# key || nonce = MLS-Exporter("crdt-mls merge history", salt, Nk + Nn) of the merged epoch
+
+
+def _history_body(h: MergeHistory) -> bytes:
+    w = Writer()
+    w.opaque(h.cut)
+    w.vector(h.base.members, encode_member)
+    w.vector(h.records, encode_record)
+    return w.getvalue()
+
+
+def _history_tbs(group: Group, body: bytes) -> bytes:
+    w = Writer()
+    w.opaque(group.group_context.to_bytes())
+    return w.getvalue() + body
+
+
+def seal_history(group: Group, history: MergeHistory, *, rng: Rng = os.urandom) -> bytes:
+    """The merge committer, in its merged state ``group``, seals the history its S(heads) came
+    from (`GroupDag.history` of the merge commit's causal parents) for the members who join the
+    merge from its Welcome (docs/merge.md section 4.2).  Only members of the merged epoch can open
+    it; it is signed by the committer and bound to the epoch's GroupContext."""
+    body = _history_body(history)
+    suite = group.suite
+    signature = suite.sign_with_label(group.signature_priv, _H_LABEL, _history_tbs(group, body))
+    w = Writer()
+    w.opaque(signature)
+    salt = rng(_SALT)
+    key, nonce = _key_nonce(group, salt, _H_EXPORT_LABEL)
+    return salt + suite.aead_seal(key, nonce, _H_AAD, body + w.getvalue())
+
+
+def open_history(group: Group, sealed: bytes, committer: bytes) -> MergeHistory:
+    """A member who joined a merged epoch from the merge Welcome (its state there: ``group``)
+    opens the history sealed by the merge's ``committer`` (signature key), for
+    `GroupDag.add_joined_merge` (which checks it against the nodes it holds and the Welcome's
+    tree).  Raises `DecryptionError`, `DecodeError` or `SignatureError`."""
+    suite = group.suite
+    if len(sealed) <= _SALT:
+        raise DecodeError("sealed merge history is too short")
+    key, nonce = _key_nonce(group, bytes(sealed[:_SALT]), _H_EXPORT_LABEL)
+    try:
+        raw = suite.aead_open(key, nonce, _H_AAD, bytes(sealed[_SALT:]))
+    except DecryptionError:
+        raise DecryptionError("cannot decrypt the merge history: not sealed in this epoch") from None
+    r = Reader(raw)
+    cut = r.opaque()
+    members = r.vector(decode_member)
+    records = tuple(r.vector(decode_record))
+    end = len(raw) - r.remaining()
+    signature = r.opaque()
+    r.finish()
+    try:
+        suite.verify_with_label(committer, _H_LABEL, _history_tbs(group, raw[:end]), signature)
+    except (SignatureError, DecodeError):
+        raise SignatureError("the merge history is not signed by the merge's committer") from None
+    if not cut:
+        raise DecodeError("empty cut in a merge history")
+    try:
+        base = Membership.of(members)
+    except InvalidArgument as e:
+        raise ProtocolError(f"a merge history's cut state is not a membership: {e}") from None
+    return MergeHistory(cut, base, records)

@@ -92,6 +92,7 @@ from crdt_mls.mls.messages import (
     decode_proposal,
     encode_proposal,
     find_extension,
+    welcome_for_member,
 )
 from crdt_mls.mls.proposals import (
     DEFAULT_EXTENSION_TYPES,
@@ -121,6 +122,7 @@ from crdt_mls.mls.welcome import (
     ALL_SUITES,
     KeyPackagePrivate,
     build_welcome,
+    check_key_packages,
     decrypt_group_info,
     open_group_secrets,
     sign_group_info,
@@ -524,6 +526,8 @@ class Group:
         """
         if isinstance(welcome, Welcome):
             w = welcome
+        elif (ours := welcome_for_member(welcome, key_package.ref) if isinstance(welcome, bytes) else None) is not None:
+            w = ours  # only our EncryptedGroupSecrets kept (the whole message is checked)
         else:
             body = _parse(welcome).body
             if not isinstance(body, Welcome):
@@ -1069,13 +1073,14 @@ class Group:
         gc = self.group_context
         me = Sender.member(self.own_leaf)
         by_value: list[Proposal] = [*proposals]
-        by_value.extend(Add(_key_package(kp)) for kp in add)
+        # KeyPackages parsed and their signatures checked in one parallel batch
+        by_value.extend(Add(kp) for kp in check_key_packages(add, _key_package))
         by_value.extend(Remove(i) for i in remove)
         refs = self._pending_for_commit(by_value) if include_pending else []
         entries = [ProposalEntry(c.proposal, c.sender, c.ref) for c in refs]
         entries.extend(ProposalEntry(p, me) for p in by_value)
-        # the KeyPackage signatures of many Adds are checked in one parallel batch first
-        verify_key_package_signatures([e.proposal.key_package for e in entries if isinstance(e.proposal, Add)])
+        # the signatures of Adds by reference too (those by value are marked already)
+        verify_key_package_signatures([c.proposal.key_package for c in refs if isinstance(c.proposal, Add)])
         validate_proposal_list(suite, self.tree, gc, entries, me, now=now)
         if resumption_psk is not None:
             # the reinit/branch PSK of a new group's first commit (RFC 9420 sections 11.2, 11.3);

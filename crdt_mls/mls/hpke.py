@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nacl.bindings as _nacl
 from cryptography.exceptions import InvalidTag
@@ -31,14 +31,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crdt_mls.errors import DecodeError, DecryptionError, InvalidArgument
-from crdt_mls.mls import parallel
+from crdt_mls.mls import parallel, sodium
 
 try:  # the C function behind hmac.digest, without its per-call dispatch
     from _hashlib import hmac_digest as _hmac_digest
+    from _hashlib import hmac_new as _hmac_new  # HMAC object: faster for short inputs, keeps the GIL
 except ImportError:  # pragma: no cover - CPython without OpenSSL
     _hmac_digest = hmac.digest  # type: ignore[assignment]
+    _hmac_new = hmac.new  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
+R = TypeVar("R")
 
 _HPKE_V1 = b"HPKE-v1"
 _ZERO = {n: bytes(n) for n in (32, 48, 64)}
@@ -514,18 +517,39 @@ class Hpke:
         -> [(enc, ciphertext)], exactly as ``[self.seal(pk, info, aad, pt, rng) for pk, pt in jobs]``.
 
         For the X25519 KEM the ephemeral keys are drawn from ``rng`` first (one 32-byte
-        draw per job, in job order: the same draws the serial loop makes) and the seals then
-        run on the worker threads of `crdt_mls.mls.parallel` (libsodium releases the GIL).
-        The first malformed public key (in job order) raises the same `DecodeError` as `seal`.
+        draw per job, in job order: the same draws the serial loop makes) and the scalar
+        multiplications run on the worker threads of `crdt_mls.mls.parallel` (libsodium
+        releases the GIL).  The first malformed public key (in job order) raises the same
+        `DecodeError` as `seal`.
         """
-        if not isinstance(self.kem.group, _X25519) or len(jobs) < _PARALLEL_SEALS:
-            return [self.seal(pk, info, aad, pt, rng) for pk, pt in jobs]
-        seeds = [rng(32) for _ in jobs]
+        return self.seal_many_then([pk for pk, _ in jobs], [pt for _, pt in jobs], info, aad, _pair, rng)
+
+    def seal_many_then(
+        self,
+        public_keys: Sequence[bytes],
+        plaintexts: Sequence[bytes],
+        info: bytes,
+        aad: bytes,
+        post: Callable[[int, bytes, bytes], R],
+        rng: Rng = os.urandom,
+    ) -> list[R]:
+        """`seal_many` of ``public_keys[i]`` and ``plaintexts[i]``, with ``post(i, enc,
+        ciphertext)`` applied to each result (in order)."""
+        n = len(public_keys)
+        if len(plaintexts) != n:
+            raise InvalidArgument("one plaintext per public key")
+        if not isinstance(self.kem.group, _X25519) or n < _PARALLEL_SEALS:
+            return [post(i, *self.seal(public_keys[i], info, aad, plaintexts[i], rng)) for i in range(n)]
+        seeds = [rng(32) for _ in range(n)]
         for sk in seeds:
             if len(sk) != 32:
                 raise InvalidArgument("rng returned the wrong number of bytes")
-        sealer = _X25519Sealer(self, info, aad)
-        return parallel.map_ranges(lambda lo, hi: sealer.run(jobs, seeds, lo, hi), len(jobs), min_items=_PARALLEL_SEALS)
+        # the scalar multiplications on the worker threads (libsodium, GIL released) ...
+        pairs = parallel.map_ranges(
+            lambda lo, hi: sodium.x25519_pairs_range(seeds, public_keys, lo, hi), n, min_items=_PARALLEL_SEALS
+        )
+        # ... the key schedules and AEADs (GIL-bound) in this thread
+        return _X25519Sealer(self, info, aad).finish(public_keys, plaintexts, pairs, post)
 
     def open(self, sk_r: bytes, enc: bytes, info: bytes, aad: bytes, ciphertext: bytes) -> bytes:
         """OpenBase (RFC 9180 section 6.1); `DecryptionError` on any failure caused by the input."""
@@ -586,31 +610,38 @@ class _X25519Sealer:
         self._aead = aead._cls
         self._aad = bytes(aad)
 
-    def run(
-        self, jobs: Sequence[tuple[bytes, bytes]], seeds: Sequence[bytes], lo: int, hi: int
-    ) -> list[tuple[bytes, bytes]]:
-        base, mult, mac = _nacl.crypto_scalarmult_base, _nacl.crypto_scalarmult, _hmac_digest
+    def finish(
+        self,
+        public_keys: Sequence[bytes],
+        plaintexts: Sequence[bytes],
+        pairs: Sequence[bytes | None],
+        post: Callable[[int, bytes, bytes], R],
+    ) -> list[R]:
+        """ExtractAndExpand, KeySchedule and Seal for each job from its ``enc || dh``; the
+        first bad public key (in job order) raises the `DecodeError` `Hpke.seal` raises."""
+        mac = _hmac_new
         kem_hash, kdf_hash, zero = self._kem_hash, self._kdf_hash, self._zero
         eae, ss_info, secret_label, key_info, nonce_info = self._eae, self._ss, self._secret, self._key, self._nonce
         nk, nn, nsecret, aead, aad = self._nk, self._nn, self._nsecret, self._aead, self._aad
-        out: list[tuple[bytes, bytes]] = []
-        for i in range(lo, hi):
-            pk_r, plaintext = jobs[i]
-            if len(pk_r) != 32:
-                raise DecodeError(f"malformed HPKE public key ({len(pk_r)} bytes)")
-            sk = seeds[i]
-            enc = base(sk)
-            try:
-                dh = mult(sk, pk_r)
-            except Exception:  # libsodium rejects an all-zero (low-order) result
-                raise DecodeError("HPKE public key is a low-order point") from None
-            prk = mac(zero, eae + dh, kem_hash)
-            shared = mac(prk, ss_info + enc + pk_r + b"\x01", kem_hash)[:nsecret]
-            secret = mac(shared, secret_label, kdf_hash)
-            key = mac(secret, key_info, kdf_hash)[:nk]
-            nonce = mac(secret, nonce_info, kdf_hash)[:nn]
-            out.append((enc, aead(key).encrypt(nonce, plaintext, aad)))
+        out: list[R] = []
+        for i, pair in enumerate(pairs):
+            pk_r = public_keys[i]
+            if pair is None:
+                if len(pk_r) != 32:
+                    raise DecodeError(f"malformed HPKE public key ({len(pk_r)} bytes)")
+                raise DecodeError("HPKE public key is a low-order point")
+            enc = pair[:32]
+            prk = mac(zero, eae + pair[32:], kem_hash).digest()
+            shared = mac(prk, ss_info + enc + pk_r + b"\x01", kem_hash).digest()[:nsecret]
+            secret = mac(shared, secret_label, kdf_hash).digest()
+            key = mac(secret, key_info, kdf_hash).digest()[:nk]
+            nonce = mac(secret, nonce_info, kdf_hash).digest()[:nn]
+            out.append(post(i, enc, aead(key).encrypt(nonce, plaintexts[i], aad)))
         return out
+
+
+def _pair(_i: int, enc: bytes, ciphertext: bytes) -> tuple[bytes, bytes]:
+    return enc, ciphertext
 
 
 __all__ = [

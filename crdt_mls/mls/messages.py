@@ -31,6 +31,7 @@ __all__ = [
     "PathSecret",
     "content_type_of",
     "read_ratchet_tree",
+    "welcome_for_member",
     "write_ratchet_tree",
     "Add",
     "ApplicationId",
@@ -332,8 +333,17 @@ def _vec_len(n: int) -> int:
     return n + (1 if n < 0x40 else 2 if n < 0x4000 else 4)
 
 
-#: Capabilities already decoded, by their encoding (immutable values; bounded, cleared when full).
-_CAPS_CACHE: dict[bytes, Capabilities] = {}
+@dataclass(frozen=True, slots=True)
+class _CapsEntry:
+    """A decoded Capabilities value with its encoding (a parser cache entry)."""
+
+    raw: bytes
+    value: Capabilities
+
+
+#: Capabilities already decoded, by their encoding (immutable values; bounded, cleared when
+#: full); the key ``b""`` holds the last one used.
+_CAPS_CACHE: dict[bytes, _CapsEntry] = {}
 
 
 def _to_bytes(v: _Encodable) -> bytes:
@@ -817,6 +827,15 @@ _LEAF_SETTERS: tuple[Callable[[object, object], None], ...] = ()
 _LIFETIMES: dict[bytes, Lifetime] = {}
 
 
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[object, object], None], ...]:
+    """The slot descriptors' setters of a frozen slotted dataclass, to build instances of
+    parsed values without running ``__init__`` (which sets each field via object.__setattr__)."""
+    out: list[Callable[[object, object], None]] = []
+    for name in names:
+        out.append(getattr(cls, name).__set__)
+    return tuple(out)
+
+
 def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
     global _LEAF_SETTERS
     if not _LEAF_SETTERS:
@@ -826,7 +845,7 @@ def _leaf_setters() -> tuple[Callable[[object, object], None], ...]:
     return _LEAF_SETTERS
 
 
-def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Capabilities]) -> tuple[LeafNode, int]:
+def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, _CapsEntry]) -> tuple[LeafNode, int]:
     # Short vectors (length < 64, one header byte) are read inline, as are two-byte headers
     # of the signature; everything else goes through `_p_opaque`, which performs the full
     # set of checks (the inline paths check truncation, the limit and minimality the same way).
@@ -854,21 +873,33 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
         ccontent, pos = _p_opaque(buf, pos, end, cap)
     if ctype == CredentialType.X509:
         _p_check_opaque_list(ccontent, cap)
-    credential = Credential(ctype, ccontent)
-    start = pos
-    for _ in range(5):  # the five uint16 vectors of Capabilities, checked in order as the generic decoder does
-        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
-            pos += 1 + n
-        else:
-            body, pos = _p_opaque(buf, pos, end, cap)
-            n = len(body)
-        if n & 1:
-            raise DecodeError(f"truncated input: a uint16 vector of {n} bytes at offset {pos - n}")
-    raw_caps = buf[start:pos]
-    capabilities = caps_cache.get(raw_caps)
-    if capabilities is None:
-        capabilities = decode_with(Capabilities.decode, raw_caps, cap)
-        caps_cache[raw_caps] = capabilities
+    credential = _new_object(Credential)
+    set_ctype, set_content = _CRED_SETTERS
+    set_ctype(credential, ctype)
+    set_content(credential, ccontent)
+    # Capabilities: most leaves repeat the previous leaf's bytes; a parse is determined by the
+    # bytes it reads, so an equal prefix parses to the same value (and length), and no inner
+    # vector of an encoding within the limit exceeds the limit
+    last = caps_cache.get(b"")
+    if last is not None and len(last.raw) <= cap and pos + len(last.raw) <= end and buf.startswith(last.raw, pos):
+        capabilities = last.value
+        pos += len(last.raw)
+    else:
+        start = pos
+        for _ in range(5):  # the five uint16 vectors, checked in order as the generic decoder does
+            if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+                pos += 1 + n
+            else:
+                body, pos = _p_opaque(buf, pos, end, cap)
+                n = len(body)
+            if n & 1:
+                raise DecodeError(f"truncated input: a uint16 vector of {n} bytes at offset {pos - n}")
+        raw_caps = buf[start:pos]
+        cached = caps_cache.get(raw_caps)
+        if cached is None:
+            cached = caps_cache[raw_caps] = _CapsEntry(raw_caps, decode_with(Capabilities.decode, raw_caps, cap))
+        caps_cache[b""] = cached
+        capabilities = cached.value
     if pos >= end:
         raise _trunc(pos)
     src_value = buf[pos]
@@ -925,6 +956,61 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, Ca
 
 
 _new_object = object.__new__
+_CRED_SETTERS = _slot_setters(Credential, "credential_type", "content")
+
+
+def _p_key_package(buf: bytes, start: int, end: int, cap: int) -> tuple[KeyPackage, int]:
+    """A KeyPackage (RFC 9420 section 10) at ``buf[start:]``, with its encoding kept; the
+    checks of the generic decoder (`KeyPackage.decode_slow`)."""
+    if start + 4 > end:
+        raise _trunc(start)
+    version = (buf[start] << 8) | buf[start + 1]
+    suite = (buf[start + 2] << 8) | buf[start + 3]
+    pos = start + 4
+    if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
+        init_key = buf[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+    else:
+        init_key, pos = _p_opaque(buf, pos, end, cap)
+    leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
+    if pos < end and buf[pos] == 0:
+        extensions: tuple[Extension, ...] = ()
+        pos += 1
+    else:
+        ext_data, pos = _p_opaque(buf, pos, end, cap)
+        extensions = _p_extensions(ext_data, cap)
+    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
+        stop = pos + 2 + n
+        if stop > end:
+            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
+        signature = buf[pos + 2 : stop]
+        pos = stop
+    else:
+        signature, pos = _p_opaque(buf, pos, end, cap)
+    if len(_CAPS_CACHE) > 256:
+        _CAPS_CACHE.clear()
+    kp = _new_object(KeyPackage)
+    s0, s1, s2, s3, s4, s5, s6, s7 = _KP_SETTERS or _kp_setters()
+    s0(kp, version)
+    s1(kp, suite)
+    s2(kp, init_key)
+    s3(kp, leaf)
+    s4(kp, extensions)
+    s5(kp, signature)
+    s6(kp, buf[start:pos])
+    s7(kp, False)
+    return kp, pos
+
+
+_KP_SETTERS: tuple[Callable[[object, object], None], ...] = ()
+
+
+def _kp_setters() -> tuple[Callable[[object, object], None], ...]:
+    global _KP_SETTERS
+    names = [f.name for f in dataclass_fields(KeyPackage)]
+    assert names[-2:] == ["_raw", "_signatures_ok"]
+    _KP_SETTERS = _slot_setters(KeyPackage, *names)
+    return _KP_SETTERS
 
 
 def _p_check_opaque_list(data: bytes, cap: int) -> None:
@@ -937,7 +1023,7 @@ def _p_check_opaque_list(data: bytes, cap: int) -> None:
 def _parse_tree(buf: bytes, cap: int) -> list[Node | None]:
     out: list[Node | None] = []
     append = out.append
-    caps_cache: dict[bytes, Capabilities] = {}
+    caps_cache: dict[bytes, _CapsEntry] = {}
     pos = 0
     end = len(buf)
     while pos < end:
@@ -1009,7 +1095,11 @@ def _encode_ciphertexts(cts: Sequence[HPKECiphertext]) -> bytes:
 def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECiphertext, ...]:
     """Parse the items of ``HPKECiphertext x<V>`` in ``buf[pos:end]`` (same checks as the
     generic decoder: each field an ``opaque<V>`` with a minimal varint within the limit)."""
-    out: list[tuple[bytes, bytes]] = []
+    # objects are built through the slot setters: one allocation per ciphertext (a large
+    # UpdatePath has one ciphertext per member, and every allocation counts towards GC)
+    new = _new_object
+    set_kem_output, set_ciphertext = _CT_SETTERS
+    out: list[HPKECiphertext] = []
     append = out.append
     while pos < end:
         # inline fast path for one-byte length headers (fields shorter than 64 bytes)
@@ -1024,8 +1114,14 @@ def _parse_ciphertexts(buf: bytes, pos: int, end: int, cap: int) -> tuple[HPKECi
             pos += 1 + n
         else:
             ciphertext, pos = _p_opaque(buf, pos, end, cap)
-        append((kem_output, ciphertext))
-    return HPKECiphertext.many(out)
+        ct = new(HPKECiphertext)
+        set_kem_output(ct, kem_output)
+        set_ciphertext(ct, ciphertext)
+        append(ct)
+    return tuple(out)
+
+
+_CT_SETTERS = _slot_setters(HPKECiphertext, "kem_output", "ciphertext")
 
 
 def _read_ciphertexts(r: Reader) -> tuple[HPKECiphertext, ...]:
@@ -1121,30 +1217,8 @@ class KeyPackage:
     @classmethod
     def decode(cls, r: Reader) -> KeyPackage:
         buf, start, end = r.view()
-        cap = r.max_vector
-        if start + 4 > end:
-            raise _trunc(start)
-        version = (buf[start] << 8) | buf[start + 1]
-        suite = (buf[start + 2] << 8) | buf[start + 3]
-        pos = start + 4
-        if pos < end and (n := buf[pos]) < 0x40 and n <= cap and pos + 1 + n <= end:
-            init_key = buf[pos + 1 : pos + 1 + n]
-            pos += 1 + n
-        else:
-            init_key, pos = _p_opaque(buf, pos, end, cap)
-        leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
-        if pos < end and buf[pos] == 0:
-            extensions: tuple[Extension, ...] = ()
-            pos += 1
-        else:
-            ext_data, pos = _p_opaque(buf, pos, end, cap)
-            extensions = _p_extensions(ext_data, cap)
-        signature, pos = _p_opaque(buf, pos, end, cap)
+        kp, pos = _p_key_package(buf, start, end, r.max_vector)
         r.seek(pos)
-        if len(_CAPS_CACHE) > 256:
-            _CAPS_CACHE.clear()
-        kp = cls(version, suite, init_key, leaf, extensions, signature)
-        object.__setattr__(kp, "_raw", buf[start:pos])
         return kp
 
     @classmethod
@@ -1967,23 +2041,51 @@ def _encode_group_secrets_list(secrets: Sequence[EncryptedGroupSecrets]) -> byte
     return b"".join(parts)
 
 
-def _read_group_secrets_list(r: Reader) -> tuple[EncryptedGroupSecrets, ...]:
+def _read_group_secrets_list(r: Reader, only: bytes | None = None) -> tuple[EncryptedGroupSecrets, ...]:
     """Read ``EncryptedGroupSecrets secrets<V>`` with a specialised parser (the checks of
-    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit)."""
+    the generic decoder: three ``opaque<V>`` per item, minimal varints, the vector limit).
+    With ``only``, every entry is checked but only those for KeyPackageRef ``only`` are kept."""
     buf, pos, end = r.view()
     cap = r.max_vector
     body, stop = _p_opaque(buf, pos, end, cap)
     r.seek(stop)
-    refs: list[bytes] = []
-    pairs: list[tuple[bytes, bytes]] = []
+    new = _new_object
+    set_kem_output, set_ciphertext = _CT_SETTERS
+    set_new_member, set_secrets = _EGS_SETTERS
+    out: list[EncryptedGroupSecrets] = []
     pos, end = 0, len(body)
     while pos < end:
         ref, pos = _p_opaque(body, pos, end, cap)
         kem_output, pos = _p_opaque(body, pos, end, cap)
         ciphertext, pos = _p_opaque(body, pos, end, cap)
-        refs.append(ref)
-        pairs.append((kem_output, ciphertext))
-    return tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(pairs), strict=True)))
+        if only is not None and ref != only:
+            continue
+        ct = new(HPKECiphertext)
+        set_kem_output(ct, kem_output)
+        set_ciphertext(ct, ciphertext)
+        entry = new(EncryptedGroupSecrets)
+        set_new_member(entry, ref)
+        set_secrets(entry, ct)
+        out.append(entry)
+    return tuple(out)
+
+
+_EGS_SETTERS = _slot_setters(EncryptedGroupSecrets, "new_member", "encrypted_group_secrets")
+
+
+def welcome_for_member(data: bytes, new_member: bytes) -> Welcome | None:
+    """Decode MLSMessage bytes holding a Welcome (RFC 9420 sections 6, 12.4.3.1) keeping only
+    the EncryptedGroupSecrets for KeyPackageRef ``new_member`` (a joiner needs no other: a
+    Welcome of 50,000 members then costs no 100,000 objects).  The whole encoding is checked
+    as `MLSMessage.from_bytes` checks it.  None if ``data`` does not start with the mls10
+    mls_welcome header (use `MLSMessage.from_bytes` then)."""
+    if not isinstance(data, bytes) or data[:4] != _WELCOME_HEADER:
+        return None
+    r = Reader(data)
+    r.seek(4)
+    welcome = Welcome(r.u16(), _read_group_secrets_list(r, only=new_member), r.opaque())
+    r.finish()
+    return welcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -2021,6 +2123,8 @@ _BODY_FORMAT: dict[type, WireFormat] = {
     KeyPackage: WireFormat.MLS_KEY_PACKAGE,
 }
 _FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
+_KEY_PACKAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_KEY_PACKAGE.to_bytes(2, "big")
+_WELCOME_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_WELCOME.to_bytes(2, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -2063,4 +2167,10 @@ class MLSMessage:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MLSMessage:
+        if data[:4] == _KEY_PACKAGE_HEADER and isinstance(data, bytes):
+            # published KeyPackages (an add-all commit parses one per member): no Reader
+            kp, pos = _p_key_package(data, 4, len(data), DEFAULT_MAX_VECTOR)
+            if pos != len(data):
+                raise DecodeError(f"{len(data) - pos} trailing bytes after the encoded value")
+            return cls(kp)
         return decode_with(cls.decode, data)

@@ -23,7 +23,7 @@ are shared between copies and must be immutable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar, overload
 
@@ -221,20 +221,27 @@ class PVec(Sequence[T]):
                 chunk[length & _MASK :] = [None] * (CHUNK - (length & _MASK))
         self._len = length
 
-    def rfind(self, pred: Callable[[int, T], bool], start: int, step: int = 1) -> int:
-        """Largest index ``i <= start`` with ``(start - i) % step == 0`` and ``pred(i, self[i])``,
-        or -1; blank chunks are skipped whole."""
+    def rfind_not_none(self, start: int, step: int = 1) -> int:
+        """Largest index ``i <= start`` with ``(start - i) % step == 0`` and ``self[i] is not
+        None``, or -1 (``step`` 1 or 2).  Chunks without such an entry are skipped at C speed."""
+        if step not in (1, 2):
+            raise ValueError("step must be 1 or 2")
         i = start
+        if i >= self._len:
+            i -= ((i - self._len) // step + 1) * step
         while i >= 0:
-            ci = i >> _BITS
-            chunk = self._chunks[ci]
-            if chunk is _BLANK:
-                lo = ci << _BITS
-                i -= ((i - lo) // step + 1) * step
+            lo = i & ~_MASK
+            off = i - lo
+            first = off % step
+            chunk = self._chunks[i >> _BITS]
+            count = (off - first) // step + 1
+            if chunk is _BLANK or chunk[first : off + 1 : step].count(None) == count:
+                i = lo + first - step
                 continue
-            if pred(i, chunk[i & _MASK]):
-                return i
-            i -= step
+            for j in range(off, -1, -step):
+                if chunk[j] is not None:
+                    return lo + j
+            raise AssertionError("unreachable: the chunk holds a non-None entry")  # pragma: no cover
         return -1
 
 

@@ -193,7 +193,7 @@ class RatchetTree:
     _keys: PMap[bytes, int] | None
     #: no blank leaf has an index below this
     _free_hint: int
-    #: facts about all leaves for O(1) leaf validation; rebuilt after any leaf changes
+    #: facts about all leaves for O(1) leaf validation; built on first use, then maintained
     _leaf_summary: _LeafSummary | None
     #: whether ``_leaf_summary`` is this tree's own (not shared with a copy)
     _owns_summary: bool
@@ -271,7 +271,7 @@ class RatchetTree:
 
     def to_wire(self) -> list[Node | None]:
         """The `ratchet_tree` extension node list, trailing blanks stripped."""
-        end = self._nodes.rfind(lambda _i, v: v is not None, len(self._nodes) - 1) + 1
+        end = self._nodes.rfind_not_none(len(self._nodes) - 1) + 1
         return list(self._nodes.iter_from(0))[:end]
 
     def encode(self) -> bytes:
@@ -432,6 +432,23 @@ class RatchetTree:
         self._put(x, value)
         self._invalidate(x)
 
+    def set_path_nodes(self, leaf_index: int, values: Iterable[tuple[int, ParentNode | None]]) -> None:
+        """Set parent nodes on the direct path of a leaf and invalidate the path's caches once
+        (an UpdatePath merge, RFC 9420 section 7.5): O(log n) instead of one invalidation of
+        the path per node."""
+        self._check_leaf(leaf_index)
+        x = 2 * leaf_index
+        on_path = set(direct_path(x, self.n_leaves))
+        items = list(values)
+        for p, v in items:
+            if p not in on_path:
+                raise InvalidArgument(f"node {p} is not on the direct path of leaf {leaf_index}")
+            if v is not None and not isinstance(v, ParentNode):
+                raise InvalidArgument(f"node {p} must be a parent node")
+        for p, v in items:
+            self._put(p, v)
+        self._invalidate(x)
+
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
         self._check_leaf(leaf_index)
         self.set_node(2 * leaf_index, leaf)
@@ -456,16 +473,16 @@ class RatchetTree:
     def _truncate(self) -> None:
         """Shrink to the smallest ``2^d`` leaves with ``2^d`` > rightmost non-blank leaf (section 7.7)."""
         nodes = self._nodes
-        r = max(0, nodes.rfind(lambda _i, v: v is not None, len(nodes) - 1, 2))
+        r = max(0, nodes.rfind_not_none(len(nodes) - 1, 2))
         leaves = 1
         while leaves < r // 2 + 1:
             leaves *= 2
         width = 2 * leaves - 1
         if width < len(nodes):
-            x = nodes.rfind(lambda i, v: v is not None or i < width, len(nodes) - 1)
+            x = nodes.rfind_not_none(len(nodes) - 1)
             while x >= width:
                 self._put(x, None)
-                x = nodes.rfind(lambda i, v: v is not None or i < width, x - 1)
+                x = nodes.rfind_not_none(x - 1)
             nodes.resize(width)
             self._hashes.resize(width)
             self._res.resize(width)
@@ -767,14 +784,16 @@ class RatchetTree:
 
     def verify_key_uniqueness(self) -> None:
         """Encryption keys unique across all nodes, signature keys across leaves (section 7.3)."""
-        present = [(x, v) for x, v in enumerate(self.nodes()) if v is not None]
-        enc = [v.encryption_key for _x, v in present]
-        sig = [v.signature_key for _x, v in present if isinstance(v, LeafNode)]
+        nodes = self.nodes()
+        enc = [v.encryption_key for v in nodes if v is not None]
+        sig = [v.signature_key for v in nodes if isinstance(v, LeafNode)]
         if len(set(enc)) == len(enc) and len(set(sig)) == len(sig):
             return
         seen_enc: set[bytes] = set()
         seen_sig: set[bytes] = set()
-        for x, v in present:  # name the first duplicate, in node order
+        for x, v in enumerate(nodes):  # name the first duplicate, in node order
+            if v is None:
+                continue
             if v.encryption_key in seen_enc:
                 raise TreeError(f"encryption key of node {x} appears twice in the tree")
             seen_enc.add(v.encryption_key)
@@ -789,12 +808,19 @@ class RatchetTree:
         The signatures are checked in one batch (on the worker threads of
         `crdt_mls.mls.parallel`); the error names the lowest failing leaf, as a serial loop would.
         """
-        members = list(self.members())
-        jobs = [(leaf.signature_key, "LeafNodeTBS", leaf.tbs(group_id, i), leaf.signature) for i, leaf in members]
-        ok = self.suite.verify_with_label_many(jobs)
+        # parallel lists of bytes (no per-leaf tuples kept alive for the garbage collector)
+        indices: list[int] = []
+        keys: list[bytes] = []
+        contents: list[bytes] = []
+        signatures: list[bytes] = []
+        for i, leaf in self.members():
+            indices.append(i)
+            keys.append(leaf.signature_key)
+            contents.append(leaf.tbs(group_id, i))
+            signatures.append(leaf.signature)
+        ok = self.suite.verify_labeled_many(keys, "LeafNodeTBS", contents, signatures)
         if not all(ok):
-            bad = members[ok.index(False)][0]
-            raise SignatureError(f"LeafNode signature of leaf {bad} does not verify")
+            raise SignatureError(f"LeafNode signature of leaf {indices[ok.index(False)]} does not verify")
 
     def verify_integrity(self, group_id: bytes, tree_hash: bytes | None = None) -> None:
         """The tree checks a joiner runs (RFC 9420 section 12.4.3.1), except credential

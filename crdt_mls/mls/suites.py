@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nacl.bindings as _nacl
 from cryptography.exceptions import InvalidSignature
@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crdt_mls.errors import DecodeError, InvalidArgument, SignatureError, UnsupportedError
 from crdt_mls.mls import hpke as _hpke
-from crdt_mls.mls import parallel
+from crdt_mls.mls import parallel, sodium
 from crdt_mls.mls.codec import encode_varint
 
 try:  # the C function behind hmac.digest, without its per-call dispatch
@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
     _hmac_digest = hmac.digest  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
+R = TypeVar("R")
 
 _MLS_PREFIX = b"MLS 1.0 "
 
@@ -119,26 +120,6 @@ class _Ed25519:
 
 #: Batches of at least this many signature checks use the worker threads.
 _PARALLEL_VERIFIES = 16
-
-
-def _ed25519_verify_range(jobs: Sequence[tuple[bytes, str, bytes, bytes]], lo: int, hi: int) -> list[bool]:
-    """VerifyWithLabel with Ed25519 (RFC 9420 section 5.1.2, RFC 8032) of ``jobs[lo:hi]`` =
-    (public key, label, content, signature); libsodium takes signature || message."""
-    sign_open = _nacl.crypto_sign_open
-    join = b"".join
-    out: list[bool] = []
-    for i in range(lo, hi):
-        pk, label, content, sig = jobs[i]
-        if len(pk) != 32 or len(sig) != 64:
-            out.append(False)
-            continue
-        try:
-            sign_open(join((sig, _label(label), encode_varint(len(content)), content)), bytes(pk))
-        except Exception:  # nacl BadSignatureError / ValueError for an invalid point
-            out.append(False)
-        else:
-            out.append(True)
-    return out
 
 
 @lru_cache(maxsize=256)
@@ -367,6 +348,21 @@ class CipherSuite:
         info = _label(label) + _vec(context)
         return self._hpke.seal_many([(bytes(pk), pt) for pk, pt in jobs], info, b"", rng)
 
+    def encrypt_with_label_many_then(
+        self,
+        public_keys: Sequence[bytes],
+        plaintexts: Sequence[bytes],
+        label: str,
+        context: bytes,
+        post: Callable[[int, bytes, bytes], R],
+        rng: Rng = os.urandom,
+    ) -> list[R]:
+        """`encrypt_with_label_many` of ``public_keys[i]`` and ``plaintexts[i]`` with
+        ``post(i, kem_output, ciphertext)`` applied to each result."""
+        info = _label(label) + _vec(context)
+        keys = [bytes(pk) for pk in public_keys]
+        return self._hpke.seal_many_then(keys, plaintexts, info, b"", post, rng)
+
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:
@@ -414,14 +410,50 @@ class CipherSuite:
         Ed25519 batches run on the worker threads of `crdt_mls.mls.parallel` (libsodium
         releases the GIL); other schemes run in the calling thread.
         """
+        out = [False] * len(jobs)
+        by_label: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_label.setdefault(job[1], []).append(i)
+        for label, idx in by_label.items():
+            ok = self.verify_labeled_many(
+                [jobs[i][0] for i in idx], label, [jobs[i][2] for i in idx], [jobs[i][3] for i in idx]
+            )
+            for i, good in zip(idx, ok, strict=True):
+                out[i] = good
+        return out
+
+    def verify_labeled_many(
+        self,
+        public_keys: Sequence[bytes],
+        label: str,
+        contents: Sequence[bytes],
+        signatures: Sequence[bytes],
+    ) -> list[bool]:
+        """VerifyWithLabel (RFC 9420 section 5.1.2) of ``signatures[i]`` over ``contents[i]``
+        with ``public_keys[i]``, all with one label -> whether each verifies (a malformed key or
+        signature is False).  Ed25519 batches run on the worker threads of
+        `crdt_mls.mls.parallel`, other schemes in the calling thread."""
+        n = len(public_keys)
+        if len(contents) != n or len(signatures) != n:
+            raise InvalidArgument("one content and one signature per public key")
+        lbl = _label(label)
         if isinstance(self._sig, _Ed25519):
+            # signature || labeled message built here; only libsodium runs on the worker threads
+            signed: list[bytes | None] = [None] * n
+            keys: list[bytes] = [b""] * n
+            join = b"".join
+            for i in range(n):
+                pk, sig, content = public_keys[i], signatures[i], contents[i]
+                if len(pk) == 32 and len(sig) == 64:
+                    signed[i] = join((sig, lbl, encode_varint(len(content)), content))
+                    keys[i] = bytes(pk)
             return parallel.map_ranges(
-                lambda lo, hi: _ed25519_verify_range(jobs, lo, hi), len(jobs), min_items=_PARALLEL_VERIFIES
+                lambda lo, hi: sodium.ed25519_open_range(signed, keys, lo, hi), n, min_items=_PARALLEL_VERIFIES
             )
         out: list[bool] = []
-        for pk, label, content, sig in jobs:
+        for i in range(n):
             try:
-                self._sig.verify(pk, _label(label) + _vec(content), sig)
+                self._sig.verify(public_keys[i], lbl + _vec(contents[i]), signatures[i])
             except (SignatureError, DecodeError):
                 out.append(False)
             else:

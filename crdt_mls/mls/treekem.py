@@ -194,9 +194,13 @@ def _merge_path(tree: RatchetTree, leaf_index: int, fdp: list[tuple[int, int]], 
     ``tree`` must already have the direct path blanked (RFC 9420 sections 7.5 and 7.9).
     """
     ph = b""
+    path: list[tuple[int, ParentNode]] = []
     for (p, s), pub in zip(reversed(fdp), reversed(public_keys), strict=True):
-        tree.set_node(p, ParentNode(pub, ph, ()))
+        path.append((p, ParentNode(pub, ph, ())))
+        # the copath subtree of s does not contain the path, so its hash is not affected by
+        # the nodes set below: all of them are set at once (one cache invalidation)
         ph = tree.parent_hash_from(pub, ph, tree.tree_hash(s))
+    tree.set_path_nodes(leaf_index, path)
     return ph
 
 
@@ -267,7 +271,8 @@ def create_update_path(
     ctx = gc.to_bytes()
     # every (recipient key, path secret) of the whole path in one batch, in the order of the
     # serial loop (node by node, resolution order), so rng is drawn in that order
-    jobs: list[tuple[bytes, bytes]] = []
+    recipients: list[bytes] = []
+    secrets: list[bytes] = []
     counts: list[int] = []
     for p, s in fdp:
         res = new.resolution_excluding(s, excluded)
@@ -275,14 +280,14 @@ def create_update_path(
         for r in res:
             v = new.node(r)
             assert v is not None
-            jobs.append((v.encryption_key, secret))
+            recipients.append(v.encryption_key)
+            secrets.append(secret)
         counts.append(len(res))
-    sealed = suite.encrypt_with_label_many(jobs, _PATH_LABEL, ctx, rng=rng)
-    cts = HPKECiphertext.many(sealed)
+    cts = suite.encrypt_with_label_many_then(recipients, secrets, _PATH_LABEL, ctx, _ciphertext, rng=rng)
     nodes: list[UpdatePathNode] = []
     start = 0
     for pub, count in zip(pubs, counts, strict=True):
-        nodes.append(UpdatePathNode(pub, cts[start : start + count]))
+        nodes.append(UpdatePathNode(pub, tuple(cts[start : start + count])))
         start += count
 
     keys = TreePrivateKeys(leaf_index, node_keys)
@@ -294,6 +299,10 @@ def create_update_path(
         commit_secret=commit_secret,
         path_secrets=path_secrets,
     )
+
+
+def _ciphertext(_i: int, kem_output: bytes, ciphertext: bytes) -> HPKECiphertext:
+    return HPKECiphertext(kem_output, ciphertext)
 
 
 def apply_update_path(

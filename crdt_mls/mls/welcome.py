@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import starmap
+from typing import TypeVar
 
 from crdt_mls.errors import (
     DecodeError,
@@ -50,6 +50,7 @@ __all__ = [
     "ALL_SUITES",
     "KeyPackagePrivate",
     "build_welcome",
+    "check_key_packages",
     "decrypt_group_info",
     "key_package_ref",
     "make_key_package",
@@ -175,41 +176,52 @@ def verify_key_package(key_package: KeyPackage, now: int | None = None) -> None:
             raise ProposalError("KeyPackage lifetime does not cover the current time")
 
 
-def verify_key_package_signatures(key_packages: Sequence[KeyPackage]) -> int:
-    """Check the two signatures of many KeyPackages at once (RFC 9420 section 10.1:
-    KeyPackageTBS and the leaf's LeafNodeTBS), on the worker threads of
-    `crdt_mls.mls.parallel`; returns how many KeyPackages passed.
+_T = TypeVar("_T")
 
-    Raises nothing: each KeyPackage whose two signatures verify is marked, and
-    `verify_key_package` then skips its signature checks (they depend only on the immutable
-    KeyPackage); any other KeyPackage is checked again, with the usual errors, by
-    `verify_key_package`.  Call it before validating a batch of Add proposals.
+
+def check_key_packages(items: Sequence[_T], parse: Callable[[_T], KeyPackage]) -> list[KeyPackage]:
+    """``[parse(x) for x in items]``, then the two signatures of every KeyPackage (RFC 9420
+    section 10.1: KeyPackageTBS and the leaf's LeafNodeTBS) checked in one batch on the worker
+    threads of `crdt_mls.mls.parallel`.
+
+    Only ``parse`` raises (the error of the first failing item, as the serial loop would).  A
+    KeyPackage whose signatures verify is marked, and `verify_key_package` then skips its
+    signature checks (they depend only on the immutable KeyPackage); any other is checked
+    again, with the usual errors, by `verify_key_package`.
     """
+    kps = [parse(x) for x in items]
     by_suite: dict[int, list[KeyPackage]] = {}
-    for kp in key_packages:
-        if not kp._signatures_ok:
+    for kp in kps:
+        if not kp._signatures_ok and kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
             by_suite.setdefault(kp.cipher_suite, []).append(kp)
-    passed = len(key_packages) - sum(len(v) for v in by_suite.values())
-    for suite_id, kps in by_suite.items():
+    for suite_id, todo in by_suite.items():
         try:
             suite = get_cipher_suite(suite_id)
         except UnsupportedError:
-            continue
-        jobs: list[tuple[bytes, str, bytes, bytes]] = []
-        for kp in kps:
-            leaf = kp.leaf_node
-            try:
-                leaf_tbs = leaf.tbs()
-            except InvalidArgument:  # not a key_package leaf: verify_key_package reports it
-                leaf_tbs = b""
-            jobs.append((leaf.signature_key, "KeyPackageTBS", kp.tbs(), kp.signature))
-            jobs.append((leaf.signature_key, "LeafNodeTBS", leaf_tbs, leaf.signature))
-        ok = suite.verify_with_label_many(jobs)
-        for i, kp in enumerate(kps):
-            if ok[2 * i] and ok[2 * i + 1] and kp.leaf_node.leaf_node_source == LeafNodeSource.KEY_PACKAGE:
+            continue  # verify_key_package reports it
+        keys = [kp.leaf_node.signature_key for kp in todo]
+        kp_ok = suite.verify_labeled_many(
+            keys, "KeyPackageTBS", [kp.tbs() for kp in todo], [kp.signature for kp in todo]
+        )
+        leaves = [kp.leaf_node for kp in todo]
+        leaf_ok = suite.verify_labeled_many(
+            keys, "LeafNodeTBS", [lf.tbs() for lf in leaves], [lf.signature for lf in leaves]
+        )
+        for kp, good, good_leaf in zip(todo, kp_ok, leaf_ok, strict=True):
+            if good and good_leaf:
                 object.__setattr__(kp, "_signatures_ok", True)
-                passed += 1
-    return passed
+    return kps
+
+
+def verify_key_package_signatures(key_packages: Sequence[KeyPackage]) -> int:
+    """Check the signatures of many KeyPackages in one parallel batch (see
+    `check_key_packages`); returns how many are marked as verified.  Raises nothing."""
+    checked = check_key_packages(key_packages, _same)
+    return sum(1 for kp in checked if kp._signatures_ok)
+
+
+def _same(kp: KeyPackage) -> KeyPackage:
+    return kp
 
 
 def make_key_package(
@@ -344,13 +356,18 @@ def build_welcome(
     # GroupSecrets differ only by path secret: encode each distinct one once
     psk_ids = tuple(psks)
     encoded: dict[bytes | None, bytes] = {}
-    jobs: list[tuple[bytes, bytes]] = []
+    init_keys: list[bytes] = []
+    plaintexts: list[bytes] = []
     for kp, path_secret in recipients:
         plaintext = encoded.get(path_secret)
         if plaintext is None:
             plaintext = encoded[path_secret] = codec.encode(GroupSecrets(joiner_secret, path_secret, psk_ids))
-        jobs.append((kp.init_key, plaintext))
-    sealed = suite.encrypt_with_label_many(jobs, "Welcome", encrypted_group_info, rng=rng)
-    refs = [key_package_ref(suite, kp) for kp, _ in recipients]
-    secrets = tuple(starmap(EncryptedGroupSecrets, zip(refs, HPKECiphertext.many(sealed), strict=True)))
-    return Welcome(suite.suite_id, secrets, encrypted_group_info)
+        init_keys.append(kp.init_key)
+        plaintexts.append(plaintext)
+
+    def entry(i: int, kem_output: bytes, ciphertext: bytes) -> EncryptedGroupSecrets:
+        ref = key_package_ref(suite, recipients[i][0])
+        return EncryptedGroupSecrets(ref, HPKECiphertext(kem_output, ciphertext))
+
+    secrets = suite.encrypt_with_label_many_then(init_keys, plaintexts, "Welcome", encrypted_group_info, entry, rng=rng)
+    return Welcome(suite.suite_id, tuple(secrets), encrypted_group_info)

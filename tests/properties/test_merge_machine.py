@@ -46,11 +46,11 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from crdt_mls.errors import CrdtMlsError, ReplayError
+from crdt_mls.errors import CrdtMlsError, InvalidState, ReplayError
 from crdt_mls.merge.dag import GroupDag
 from crdt_mls.merge.rules import ChangeKind, MutualRemoval, OpRecord
 from crdt_mls.mls import treemath
@@ -170,6 +170,8 @@ class MergeMachine(RuleBasedStateMachine):
         self.joiners = 0
         self.checked_epochs: set[bytes] = set()
         self.adversary_version = -1
+        self.joiners_version = -1
+        self.joiner_checks = 0
         #: application messages by record CID, and who decrypted which (exactly once)
         self.sent: dict[bytes, Sent] = {}
         self.decrypted: set[tuple[str, bytes]] = set()
@@ -461,6 +463,31 @@ class MergeMachine(RuleBasedStateMachine):
                 assert knowers == expected, (x, sorted(knowers), sorted(expected))
 
     @invariant()
+    def joiners_agree(self) -> None:
+        """Members added after the genesis keep their own DAG (`World.view`: what they cannot
+        read is opaque, the epochs they joined are pinned roots with the sealed provenance,
+        docs/merge.md 3.5, 4.1): whenever a joiner can compute S of its heads, it is what an
+        omniscient DAG computes for the same heads (members, leaves, LeafNodes, provenance)."""
+        if self.world is None or len(self.w.records) == self.joiners_version:
+            return
+        w = self.w
+        self.joiners_version = len(w.records)
+        for j in range(1, self.joiners + 1):
+            name = f"j{j}"
+            if not any(n == name for (n, _e) in w.states):
+                continue
+            view = w.view(name)
+            try:
+                mine = view.state()
+            except InvalidState:
+                continue  # it needs a commit it cannot read: it waits for a merge Welcome
+            ref = w.dag.state(view.frontier())
+            self.joiner_checks += 1
+            got = {(m.key, m.leaf, m.data, m.added_in) for m in mine.membership.members}
+            want = {(m.key, m.leaf, m.data, m.added_in) for m in ref.membership.members}
+            assert got == want, (name, "a joiner computes another S(heads)")
+
+    @invariant()
     def outsiders_know_no_node_of_any_epoch(self) -> None:
         if self.world is None:
             return
@@ -523,6 +550,45 @@ class MergeMachine(RuleBasedStateMachine):
             assert w.dag.heads() == {m}
             w.check_epoch(m)  # every member holds it, same secrets, and everyone can talk
         assert len(w.dag.heads()) == 1
+        self._coverage()
+
+    def _coverage(self) -> None:
+        """What this example exercised (``--hypothesis-show-statistics``; the report's coverage)."""
+        w = self.w
+        dag = w.dag
+        recs = [dag.record(c) for c in dag.commits()]
+        merges = [r for r in recs if r.is_merge]
+        final = dag.state()
+        void = set()
+        for h in dag.commits():  # every commit voided by some merge of the history
+            void |= dag.state({h}).void
+        event(f"mode {w.mode.name}")
+        event(f"merges: {min(len(merges), 3)}{'+' if len(merges) >= 3 else ''}")
+        if any(any(dag.record(e).is_merge for e in r.epochs) for r in merges):
+            event("merge of merges")
+        if any(w.merge_messages[r.cid] and self._has_welcome(r.cid) for r in merges):
+            event("merge Welcome used")
+        if void:
+            event("void commits")
+        evicted_stayed = any(
+            ch.kind == ChangeKind.EVICT and ch.member in final.membership
+            for r in recs
+            if r.cid not in void
+            for ch in r.changes or ()
+        )
+        if evicted_stayed:
+            event("an evicted member stayed (eviction void)")
+        if any(dag.record(c).author in final.membership for c in void):
+            event("a member with a void commit stayed")
+        if self.sent:
+            event("messages sent")
+        if self.joiner_checks:
+            event("joiner view compared")
+
+    def _has_welcome(self, cid: bytes) -> bool:
+        from crdt_mls.merge.mlsmerge import MergeMessage
+
+        return bool(MergeMessage.from_bytes(self.w.merge_messages[cid]).welcome)
 
 
 TestMergeMachineQuick = MergeMachine.TestCase

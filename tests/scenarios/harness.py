@@ -23,7 +23,7 @@ from crdt_mls.merge.mlsmerge import (
     parents_hash,
     process_merge_commit,
 )
-from crdt_mls.merge.provenance import open_provenance, seal_provenance
+from crdt_mls.merge.provenance import open_history, open_provenance, seal_history, seal_provenance
 from crdt_mls.merge.records import commit_record, evicted_from_aad, eviction_aad, genesis_record, merge_record
 from crdt_mls.merge.rules import MutualRemoval, OpRecord
 from crdt_mls.mls.group import Group
@@ -58,6 +58,8 @@ class World:
     genesis: bytes = field(init=False)
     #: epoch id -> the provenance its committer sealed for members joining there (docs/merge.md 3.5)
     provenance: dict[bytes, bytes] = field(default_factory=dict)
+    #: merge epoch id -> the history its committer sealed for members joining from the merge Welcome
+    history: dict[bytes, bytes] = field(default_factory=dict)
     _prov_rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -286,7 +288,6 @@ class World:
         cut = None if st.base is None else BaseEpoch(st.base, self.trees[st.base], dag.state({st.base}).membership)
         msg, g = create_merge_commit(parents, st.membership, base=cut, rng=self.r, own_states=self.own_states(name))
         cid = cid_of("merge", msg)
-        self.provenance[cid] = seal_provenance(g, st.membership, rng=self._prov_rng.randbytes)
         self._keep(name, cid, g)
         self.trees[cid] = g.tree
         self.gcs[cid] = g.group_context
@@ -301,6 +302,11 @@ class World:
         rec = commit_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, base, g.tree)
         # a member who joined from the merge Welcome builds the same record from the new tree alone
         assert rec == merge_record(cid, g.leaf_node.signature_key, s, prev, nparents, hs, g.tree)
+        # members joining from the merge Welcome get the history S came from (docs/merge.md 4.2)
+        links = (*rec.parents, *((rec.prev,) if rec.prev is not None else ()))
+        history = (view or self.dag).history(links)
+        self.history[cid] = seal_history(g, history, rng=self._prov_rng.randbytes)
+        self.provenance[cid] = seal_provenance(g, st.membership, rng=self._prov_rng.randbytes)
         self._emit(name, rec)
         self.merge_messages[cid] = msg
         phash = parents_hash(g.suite, parents)
@@ -329,18 +335,26 @@ class World:
 
     # ------------------------------------------------------------------ checks
 
-    def view(self, name: str, *, provenance: bool = True) -> GroupDag:
-        """``name``'s own DAG: what it can read is a record, the rest opaque, the epochs it joined
-        by Welcome or merge Welcome are pinned roots (docs/merge.md section 4.1) whose members'
-        provenance comes from the committer's sealed provenance (3.5; ``provenance=False``: the
-        root for everyone, as `membership_from_tree`)."""
+    def view(self, name: str, *, provenance: bool = True, history: bool = True, until: bytes | None = None) -> GroupDag:
+        """``name``'s own DAG: what it can read is a record, the rest opaque, the epoch it joined
+        by Welcome is a pinned root (docs/merge.md section 4.1) whose members' provenance comes
+        from the committer's sealed provenance (3.5; ``provenance=False``: the root for everyone,
+        as `membership_from_tree`); a merge it joined from the merge Welcome comes with the
+        merge's sealed history (4.2; ``history=False``: pinned from the tree, the old way).
+        ``until``: stop before that record."""
         from crdt_mls.merge.records import membership_from_tree
 
         dag = GroupDag.for_joiner(mutual_removal=self.mode)
         mine = {e for (n, e) in self.states if n == name}
         for rec in self.records:
+            if rec.cid == until:
+                break
             joined_here = rec.is_commit and rec.cid in mine and not (rec.epochs and all(e in mine for e in rec.epochs))
-            if joined_here:
+            if joined_here and rec.is_merge and history:
+                g = self.states[(name, rec.cid)]
+                hist = open_history(g, self.history[rec.cid], rec.author)
+                dag.add_joined_merge(rec, hist, membership_from_tree(self.trees[rec.cid], rec.cid))
+            elif joined_here:
                 sealed = self.provenance.get(rec.cid) if provenance else None
                 if sealed is not None:
                     ms = open_provenance(self.states[(name, rec.cid)], sealed, rec.cid, rec.author)

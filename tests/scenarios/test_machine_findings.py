@@ -74,9 +74,9 @@ def test_f8_member_whose_commits_are_all_void_can_merge(seed: int) -> None:
     (c1,) = [c for c in probe.dag.commits() if probe.dag.record(c).author == probe.key("m2")]
     assert m2 is not None and c1 in st.void  # the situation the test is about
     heads = probe.dag.heads()
-    assert all(
-        (g := probe.states.get(("m2", h))) is None or g.leaf_node.to_bytes() != m2.data for h in heads
-    ), "some head state holds m2's merged leaf: the scenario no longer tests the finding"
+    assert all((g := probe.states.get(("m2", h))) is None or g.leaf_node.to_bytes() != m2.data for h in heads), (
+        "some head state holds m2's merged leaf: the scenario no longer tests the finding"
+    )
     order = [probe.name_of(k) for k in probe.dag.merge_order()]
     assert set(order) == {"m0", "m2", "j1"}
     for merger in order:
@@ -104,3 +104,75 @@ def test_merge_order_lists_only_members_of_a_head() -> None:
     m = w.merge(w.name_of(order[0]))
     assert "m3" in w.members(m)
     w.check_epoch(m)
+
+
+def _names(w: World, dag: GroupDag, heads: set[bytes] | None = None) -> set[str]:
+    return {w.name_of(m.key) for m in dag.state(heads).membership.members}
+
+
+def test_f10_joiner_of_one_branch_replays_through_the_merge_it_joined() -> None:
+    """j1 is added on one branch while m3 adds j2 on the other; m1 merges both (j1 joins from the
+    merge Welcome), and concurrently with that merge m0 removes m3 on j1's branch.  Everyone who
+    reads the whole history voids m3's concurrent add of j2 (strong remove, docs/merge.md 3.4);
+    j1 must compute the same S, although it never read m3's commit: the merge's sealed history
+    (4.2) gives it the records.  Without it j1 keeps j2 (it replayed only what lies outside the
+    merge it joined, on top of the merge's state) and would fail every later merge it is in."""
+    w = World(["m0", "m1", "m2", "m3"], seed=1)
+    g = w.genesis
+    a = w.commit("m0", g, add=("j1",))
+    b = w.commit("m3", g, add=("j2",))
+    m = w.merge("m1", tuple(sorted((a, b))))
+    x = w.commit("m0", a, remove=("m3",))
+    assert w.dag.heads() == {m, x}
+    j1 = w.view("j1")
+    assert b in j1.commits()  # the history made m3's commit readable for j1
+    assert _names(w, j1) == _names(w, w.dag) == {"m0", "m1", "m2", "j1"}
+    assert j1.state().void == w.dag.state().void
+    legacy = w.view("j1", history=False)
+    assert _names(w, legacy) == {"m0", "m1", "m2", "j1", "j2"}  # the old divergence
+    # j1's own S(heads) gives the next merge's base tree hash (given the base's public tree: j1,
+    # not in the base epoch, also gets the merge Welcome, docs/merge.md 6.5)
+    from crdt_mls.merge.mlsmerge import process_merge_commit
+
+    m2 = w.merge("m2")
+    w.check_epoch(m2)
+    rec = w.dag.record(m2)
+    links = (*rec.parents, *((rec.prev,) if rec.prev is not None else ()))
+    own = w.view("j1")
+    g2 = process_merge_commit(
+        w.parent_epochs("j1", rec.epochs), own.state(links).membership, w.merge_messages[m2], base=w.base_of
+    )
+    assert g2.epoch_authenticator == w.states[("j1", m2)].epoch_authenticator
+
+
+def test_f10_second_healing_round_replays_the_whole_partition() -> None:
+    """A partition in which the sides cannot read each other heals in two rounds (docs/merge.md
+    4.1).  Side C removes Bob, who meanwhile added Frank on side A; round 1 (Alice) merges what
+    she reads, so Frank is in; round 2 (Carol) must void Bob's add of Frank like anyone reading
+    both sides would: with the history of round 1 she replays the whole partition instead of
+    only her side on top of round 1 (the old deviation, docs/merge.md 10)."""
+    w = World(["alice", "bob", "carol", "dave"], seed=1)
+    g = w.genesis
+    d0 = w.activity("dave", g)
+    b0 = w.activity("bob", g)
+    a1 = w.commit("alice", g, evict=("carol", "dave"))
+    c1 = w.commit("carol", g, evict=("alice",))
+    a2 = w.commit("bob", a1, add=("frank",))
+    c2 = w.commit("carol", c1, remove=("bob",))
+    alice = w.view("alice")
+    assert c2 not in alice.commits()
+    m1 = w.merge("alice", (a2, c1), seen=(d0, b0), view=alice)
+    assert w.members(m1) == {"alice", "bob", "carol", "dave", "frank"}
+    w.check_epoch(m1)
+    carol = w.view("carol")
+    assert a2 in carol.commits()  # from round 1's history
+    assert _names(w, carol, {m1, c2}) == _names(w, w.dag, {m1, c2}) == {"alice", "carol", "dave"}
+    assert "frank" in _names(w, w.view("carol", history=False), {m1, c2})  # the old deviation
+    m2 = w.merge("carol", (m1, c2), view=carol)
+    assert w.members(m2) == {"alice", "carol", "dave"}
+    w.check_epoch(m2)
+    for gone in ("bob", "frank"):
+        assert not w.knows(gone, m2)
+        assert w.adversary_opens(w.stolen_keys(gone), m2) == 0
+    for name in ("alice", "carol", "dave"):
+        assert w.view(name).heads() == {m2}

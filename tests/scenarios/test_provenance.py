@@ -88,7 +88,10 @@ def test_member_who_joined_a_merge_from_its_welcome_agrees_on_seniority() -> Non
     assert joiner.state({merge_cid}).membership.keys() == w.dag.state({merge_cid}).membership.keys()
     assert _summary(joiner) == _summary(w.view("bob")) == _summary(w.dag)
     assert "dave" not in _names(w, joiner)
-    blind = w.view("eve", provenance=False)
+    # the merge's history carries the cut state with provenance; without it, the sealed
+    # provenance of the merge root does the same; without either, the joiner diverges
+    assert _summary(w.view("eve", history=False)) == _summary(w.dag)
+    blind = w.view("eve", provenance=False, history=False)
     assert "carol" not in _names(w, blind)
 
 
@@ -191,3 +194,75 @@ def test_add_root_rejects_provenance_outside_the_roots_past() -> None:
         assert c2 not in dag  # nothing changed
     dag.add_root(rec, _with_added_in(good, w.key("bob"), w.genesis))
     assert c2 in dag and dag.state({c2}).membership.get(w.key("bob")).added_in == w.genesis  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ merge history (docs/merge.md 4.2)
+
+
+def _history_world() -> tuple[World, bytes]:
+    """j1 (added on one branch) joins m1's merge of both branches from its Welcome."""
+    w = World(["m0", "m1", "m2", "m3"], seed=1)
+    g = w.genesis
+    a = w.commit("m0", g, add=("j1",))
+    b = w.commit("m3", g, add=("j2",))
+    m = w.merge("m1", tuple(sorted((a, b))))
+    return w, m
+
+
+def _fingerprint(dag: GroupDag) -> tuple[object, ...]:
+    return (dag.heads(), dag.commits(), dag.frontier(), dag.readable_frontier())
+
+
+def test_history_opens_only_in_the_merged_epoch_and_from_the_committer() -> None:
+    from crdt_mls.merge.provenance import open_history
+
+    w, m = _history_world()
+    j1 = w.states[("j1", m)]
+    hist = open_history(j1, w.history[m], w.key("m1"))
+    assert hist.cut == w.genesis and {r.cid for r in hist.records} == set(w.dag.record(m).epochs)
+    with pytest.raises(SignatureError):
+        open_history(j1, w.history[m], w.key("m0"))
+    a = w.dag.record(m).epochs[0]
+    if ("j1", a) in w.states:
+        with pytest.raises(DecryptionError):
+            open_history(w.states[("j1", a)], w.history[m], w.key("m1"))
+    for bad in (w.history[m][:20], w.history[m][:-1]):
+        with pytest.raises((DecodeError, DecryptionError)):
+            open_history(j1, bad, w.key("m1"))
+
+
+def test_add_joined_merge_rejects_a_history_that_is_not_exactly_the_merges() -> None:
+    from dataclasses import replace
+
+    from crdt_mls.merge.dag import MergeHistory
+    from crdt_mls.merge.provenance import open_history
+
+    w, m = _history_world()
+    rec = w.dag.record(m)
+    expected = membership_from_tree(w.trees[m], m)
+    hist = open_history(w.states[("j1", m)], w.history[m], w.key("m1"))
+    b = next(r for r in hist.records if r.author == w.key("m3"))
+    others = tuple(r for r in hist.records if r is not b)
+    assert b.changes
+    hostile = [
+        replace(hist, records=others),  # a record the region needs is missing
+        replace(hist, records=tuple(r if r is not b else replace(b, changes=()) for r in hist.records)),  # altered
+        replace(hist, records=tuple(r if r is not b else replace(b, seq=b.seq + 1) for r in hist.records)),
+        replace(hist, records=hist.records[::-1]),  # not in the deterministic order
+        replace(hist, cut=rec.epochs[0]),  # a cut that is not the merge's
+        MergeHistory(hist.cut, Membership(list(hist.base.members)[1:]), hist.records),  # another cut state
+    ]
+    for h in hostile:
+        dag = w.view("j1", until=m)
+        before = _fingerprint(dag)
+        with pytest.raises(ProtocolError):
+            dag.add_joined_merge(rec, h, expected)
+        assert _fingerprint(dag) == before and m not in dag  # nothing changed
+        dag.add_joined_merge(rec, hist, expected)  # the true history still goes in
+        assert dag.heads() == {m}
+    # a history that is fine but does not give the Welcome's tree
+    dag = w.view("j1", until=m)
+    wrong = Membership([mm for mm in expected.members if mm.key != w.key("j2")])
+    with pytest.raises(ProtocolError):
+        dag.add_joined_merge(rec, hist, wrong)
+    assert m not in dag

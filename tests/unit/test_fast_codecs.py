@@ -33,6 +33,7 @@ from crdt_mls.mls.messages import (
     Welcome,
     decode_ratchet_tree,
     encode_proposal_or_ref,
+    welcome_for_member,
     write_ratchet_tree,
     write_ratchet_tree_slow,
 )
@@ -238,3 +239,76 @@ def test_tbs_of_rebuilt_leaf_equals_cached_tbs() -> None:
     assert changed._raw is None
     assert changed.tbs(b"g", 1) == leaf.tbs(b"g", 1)
     assert changed.to_bytes() != leaf.to_bytes()
+
+
+def _from_bytes_outcome(fn: Callable[[bytes], Any], data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", fn(data)
+    except OversizeError:
+        return "oversize", None
+    except DecodeError:
+        return "error", None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_key_package_message_fast_path_same_verdict(case: tuple[str, bytes]) -> None:
+    """`MLSMessage.from_bytes` parses KeyPackage messages without a Reader: same verdicts and
+    values as the generic MLSMessage decoder."""
+    name, body = case
+    if name != "key_package":
+        return
+    data = b"\x00\x01\x00\x05" + body
+    got = _from_bytes_outcome(MLSMessage.from_bytes, data)
+    want = _from_bytes_outcome(lambda d: decode_with(MLSMessage.decode, d), data)
+    assert got[0] == want[0]
+    if got[0] == "ok":
+        assert got[1] == want[1]
+        assert got[1].to_bytes() == data
+        assert codec.encode(fresh(got[1])) == data
+
+
+def test_key_package_message_fast_path_rejects_trailing_bytes() -> None:
+    body = next(d for n, d in CORPUS if n == "key_package")
+    data = b"\x00\x01\x00\x05" + body
+    assert isinstance(MLSMessage.from_bytes(data).body, KeyPackage)
+    for extra in (b"\x00", b"\x01\x02"):
+        with pytest.raises(DecodeError, match="trailing"):
+            MLSMessage.from_bytes(data + extra)
+    with pytest.raises(DecodeError):
+        MLSMessage.from_bytes(data[:-1])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_welcome_for_member_same_verdict_as_full_decode(case: tuple[str, bytes]) -> None:
+    """A joiner decodes the Welcome keeping only its own entry: the same inputs are rejected
+    (same error class) and the entry kept is the one the full decode holds."""
+    name, body = case
+    if name != "welcome":
+        return
+    data = b"\x00\x01\x00\x03" + body
+    full = _from_bytes_outcome(MLSMessage.from_bytes, data)
+    for ref in _refs_of(full[1]):
+        got = _from_bytes_outcome(lambda d, ref=ref: welcome_for_member(d, ref), data)
+        assert got[0] == full[0]
+        if got[0] == "ok":
+            w = full[1].body
+            assert got[1] == Welcome(
+                w.cipher_suite, tuple(e for e in w.secrets if e.new_member == ref), w.encrypted_group_info
+            )
+
+
+def _refs_of(msg: Any) -> list[bytes]:
+    if msg is None or not isinstance(msg.body, Welcome) or not msg.body.secrets:
+        return [b"no such ref"]
+    return [msg.body.secrets[0].new_member, msg.body.secrets[-1].new_member, b"no such ref"]
+
+
+def test_welcome_for_member_only_handles_welcome_messages() -> None:
+    body = next(d for n, d in CORPUS if n == "welcome")
+    assert welcome_for_member(b"\x00\x01\x00\x05" + body, b"r") is None  # a KeyPackage header
+    assert welcome_for_member(b"\x00\x02\x00\x03" + body, b"r") is None  # another version
+    assert welcome_for_member(bytearray(b"\x00\x01\x00\x03" + body), b"r") is None  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="trailing"):
+        welcome_for_member(b"\x00\x01\x00\x03" + body + b"\x00", b"r")

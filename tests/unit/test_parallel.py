@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, SignatureError
+from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, ProtocolError, SignatureError
 from crdt_mls.mls import parallel
 from crdt_mls.mls.group import Group
 from crdt_mls.mls.messages import KeyPackage, LeafNode, MLSMessage, PublicMessage
@@ -266,3 +266,45 @@ def test_commits_are_byte_identical_for_any_number_of_threads(workers: Callable[
         after, _ = joined.process(sparse)
         assert after.epoch_authenticator == g2.epoch_authenticator
     assert all(o == outputs[0] for o in outputs)
+
+
+def test_first_malformed_key_package_in_a_batch_is_the_one_reported(workers: Callable[[int], None]) -> None:
+    rng = det_rng("parse")
+    pubs = [make_key_package(1, b"z%d" % i, rng=rng).public_message() for i in range(40)]
+    creator = Group.create(1, b"c", rng=rng)
+    not_a_key_package = creator.group_info()
+    truncated = pubs[13][:-3]
+    for w in WORKER_COUNTS:
+        workers(w)
+        with pytest.raises(DecodeError):
+            creator.commit(add=[*pubs[:13], truncated, *pubs[14:30], not_a_key_package, *pubs[31:]], rng=rng)
+        with pytest.raises(ProtocolError, match="not a KeyPackage"):
+            creator.commit(add=[*pubs[:5], not_a_key_package, *pubs[6:13], truncated, *pubs[14:]], rng=rng)
+        with pytest.raises(InvalidArgument):
+            creator.commit(add=[*pubs[:20], 42, *pubs[21:]], rng=rng)  # type: ignore[list-item]
+
+
+def test_list_based_batches_equal_the_job_based_ones(workers: Callable[[int], None]) -> None:
+    suite = get_cipher_suite(1)
+    sk, pk = suite.generate_signature_key_pair(det_rng("lists"))
+    contents = [bytes([i]) * (i * 7) for i in range(50)]
+    sigs = [suite.sign_with_label(sk, "LeafNodeTBS", c) for c in contents]
+    sigs[9] = sigs[10]
+    keys = [pk] * 50
+    keys[30] = pk[:31]
+    for w in WORKER_COUNTS:
+        workers(w)
+        got = suite.verify_labeled_many(keys, "LeafNodeTBS", contents, sigs)
+        assert got == [i not in (9, 30) for i in range(50)]
+        assert got == suite.verify_with_label_many(
+            [(k, "LeafNodeTBS", c, s) for k, c, s in zip(keys, contents, sigs, strict=True)]
+        )
+    with pytest.raises(InvalidArgument):
+        suite.verify_labeled_many(keys, "LeafNodeTBS", contents[:-1], sigs)
+    pubs = [suite.generate_hpke_key_pair(det_rng(f"p{i}"))[1] for i in range(40)]
+    pts = [bytes([i]) for i in range(40)]
+    want = suite.encrypt_with_label_many(list(zip(pubs, pts, strict=True)), "L", b"c", det_rng("s"))
+    got2 = suite.encrypt_with_label_many_then(pubs, pts, "L", b"c", lambda i, e, c: (i, e, c), det_rng("s"))
+    assert [(e, c) for _i, e, c in got2] == want and [i for i, _e, _c in got2] == list(range(40))
+    with pytest.raises(InvalidArgument):
+        suite.encrypt_with_label_many_then(pubs, pts[:-1], "L", b"c", lambda i, e, c: c, det_rng("s"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -101,13 +101,39 @@ def test_pvec_diff_skips_shared_chunks_and_compares_values() -> None:
     assert c.diff(d) == [4]
 
 
-def test_pvec_rfind() -> None:
+def test_pvec_rfind_not_none() -> None:
     v: PVec[int | None] = PVec.blank(2000)
     v.set(10, 1)
     v.set(13, 1)
-    assert v.rfind(lambda _i, x: x is not None, 1999) == 13
-    assert v.rfind(lambda _i, x: x is not None, 1998, 2) == 10
-    assert v.rfind(lambda _i, x: x is not None, 9) == -1
+    v.set(1500, 1)
+    v.set(1500, None)  # a written chunk that holds only None again
+    assert v.rfind_not_none(1999) == 13
+    assert v.rfind_not_none(1998, 2) == 10
+    assert v.rfind_not_none(1999, 2) == 13
+    assert v.rfind_not_none(12) == 10
+    assert v.rfind_not_none(9) == -1
+    assert v.rfind_not_none(5000) == 13  # past the length: from the last index of that parity
+    assert v.rfind_not_none(5000, 2) == 10
+    with pytest.raises(ValueError):
+        v.rfind_not_none(10, 3)
+
+
+@given(
+    values=st.lists(st.none() | st.integers(0, 3), max_size=3 * CHUNK + 5),
+    start=st.integers(0, 4 * CHUNK),
+    step=st.sampled_from([1, 2]),
+)
+@settings(max_examples=200)
+def test_pvec_rfind_not_none_matches_a_scan(values: list[int | None], start: int, step: int) -> None:
+    v = PVec(values)
+    i = start
+    expected = -1
+    while i >= 0:
+        if i < len(values) and values[i] is not None:
+            expected = i
+            break
+        i -= step
+    assert v.rfind_not_none(start, step) == expected
 
 
 # ----------------------------------------------------------------------------- PMap

@@ -105,6 +105,27 @@ def test_diff_is_cheap_when_trees_share_chunks() -> None:
 # ------------------------------------------------------------------------------ persistence
 
 
+def test_set_path_nodes_equals_node_by_node_and_checks_the_path() -> None:
+    import pytest
+
+    from crdt_mls.errors import InvalidArgument
+
+    base = _big_tree(64)
+    base.tree_hash()
+    path = treemath.direct_path(2 * 9, 64)
+    values = [(p, _parent()) for p in path]
+    one, many = base.copy(), base.copy()
+    one.set_path_nodes(9, values)
+    for p, v in values:
+        many.set_node(p, v)
+    assert list(one.nodes()) == list(many.nodes())
+    assert one.tree_hash() == many.tree_hash() == RatchetTree(SUITE, list(one.nodes())).tree_hash()
+    with pytest.raises(InvalidArgument):
+        base.copy().set_path_nodes(9, [(1, _parent())])  # node 1 is above leaves 0 and 1 only
+    with pytest.raises(InvalidArgument):
+        base.copy().set_path_nodes(9, [(path[0], _leaf(1))])  # type: ignore[list-item]
+
+
 def test_deriving_a_tree_never_changes_the_old_one() -> None:
     base = _big_tree(1024)
     before = list(base.nodes())
@@ -185,6 +206,16 @@ class TreeFamily(RuleBasedStateMachine):
         j = members[pos % len(members)]
         for p in treemath.direct_path(2 * j, self.trees[i].n_leaves):
             self._apply(i, "set_node", p, _parent())
+
+    @rule(which=st.integers(0, 9), pos=st.integers(0, 63), blanks=st.integers(0, 7))
+    def set_path(self, which: int, pos: int, blanks: int) -> None:
+        """`set_path_nodes`: a whole direct path at once (some nodes blank), one invalidation."""
+        i = self._pick(which)
+        members = [j for j, _ in self.trees[i].members()]
+        j = members[pos % len(members)]
+        path = treemath.direct_path(2 * j, self.trees[i].n_leaves)
+        values = [(p, None if (blanks >> (k % 3)) & 1 else _parent()) for k, p in enumerate(path)]
+        self._apply(i, "set_path_nodes", j, values)
 
     @rule(which=st.integers(0, 9), pos=st.integers(0, 63))
     def blank(self, which: int, pos: int) -> None:
