@@ -307,12 +307,20 @@ def _merged_leaves(
     olds: list[int] = []
     news: list[Member] = []
     if ref_membership is not None:  # S(heads) was replayed from the reference: O(changes)
-        for k in membership.diff(ref_membership):
+        changed = membership.diff(ref_membership)
+        for k in changed:
             old, new = ref_membership.get(k), membership.get(k)
             if old is not None:
+                lf = _leaf_at(ref, old.leaf)
+                if lf is None or lf.signature_key != k:
+                    raise InvalidArgument("the base membership does not match the base tree")
                 olds.append(old.leaf)
             if new is not None:
                 news.append(new)
+        for m in news:  # a leaf S fills must be free in the base or vacated by a change
+            lf = _leaf_at(ref, m.leaf)
+            if lf is not None and lf.signature_key not in changed:
+                raise InvalidArgument("the base membership does not match the base tree")
     else:  # no link to the reference's membership: compare every member, O(n)
         seen: set[bytes] = set()
         for i, lf in ref.members():
