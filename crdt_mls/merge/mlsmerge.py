@@ -317,8 +317,8 @@ def _merged_leaves(
                 olds.append(old.leaf)
             if new is not None:
                 news.append(new)
-        for m in news:  # a leaf S fills must be free in the base or vacated by a change
-            lf = _leaf_at(ref, m.leaf)
+        for placed in news:  # a leaf S fills must be free in the base or vacated by a change
+            lf = _leaf_at(ref, placed.leaf)
             if lf is not None and lf.signature_key not in changed:
                 raise InvalidArgument("the base membership does not match the base tree")
     else:  # no link to the reference's membership: compare every member, O(n)
