@@ -103,7 +103,7 @@ from crdt_mls.mls.suites import get_cipher_suite
 from crdt_mls.mls.welcome import KeyPackagePrivate, decrypt_group_info, make_key_package, open_group_secrets
 from crdt_mls.stores.base import Store
 from crdt_mls.stores.memory import MemoryStore
-from crdt_mls.stores.treechunks import TreeRef, changed_nodes, chunk_tree, load_tree, sha256_id
+from crdt_mls.stores.treechunks import TreeRef, changed_nodes, chunk_difference, chunk_tree, load_tree, sha256_id
 
 __all__ = [
     "STATE_KEY_SIZE",
@@ -138,12 +138,16 @@ _PART_LABEL = "crdt-mls part"
 _SALT_LEN = 16
 #: receiver journal length (deliveries) below which no new checkpoint is written
 _RECV_CK_MIN = 4096
+#: merge log entries below which the merge engine is not checkpointed (log truncation)
+_DAG_CK_MIN = 4096
 #: payload bytes a node carries inline; larger payloads put their biggest parts in chunk blocks
 DEFAULT_INLINE_LIMIT = 768 * 1024
 _TAG_LABEL = "crdt-mls group tag key"
 _EVICT_LABEL = "crdt-mls evict"
 #: epochs kept besides the current one (older epoch states are dropped, oldest first)
 DEFAULT_MAX_EPOCHS = 16
+#: of the dropped epochs, how many keep their public tree (merge bases; chunks are shared)
+DEFAULT_MAX_PUBLIC_TREES = 64
 
 
 # ----------------------------------------------------------------------------- events
@@ -622,6 +626,18 @@ def _feed(dag: GroupDag | None, entry: bytes) -> tuple[GroupDag, int, OpRecord]:
     return dag, kind, rec
 
 
+def _open_dag_checkpoint(data: bytes) -> tuple[GroupDag, set[bytes]]:
+    """The merge engine and the facade's readable heads from ``<ns>/dag/ck``:
+    ``struct { opaque cut<V>; opaque dag<V>; opaque parent_heads<V><V>; }``
+    (``dag`` = `GroupDag.checkpoint`)."""
+    r = Reader(data)
+    r.opaque()
+    body = r.opaque()
+    heads = set(r.vector(lambda rr: rr.opaque()))
+    r.finish()
+    return GroupDag.from_checkpoint(body), heads
+
+
 def _advance(heads: set[bytes], rec: OpRecord) -> None:
     heads.difference_update(rec.parents)
     if rec.prev is not None:
@@ -819,8 +835,18 @@ class Replica:
         self._dag_entries: list[bytes] = []
         self._dag_saved = 0  #: entries already in the store
         self._dag_start = 0  #: index of the first entry kept (earlier ones were truncated)
+        #: the saved checkpoint the log after ``_dag_start`` replays on (``b""``: none)
+        self._dag_ck = b""
+        self._dag_ck_kept = 0  #: nodes the last checkpoint kept (the next one waits for as many entries)
+        self._dag_ck_tried = 0  #: log length when a checkpoint was last looked for
+        self._ack_due = False  #: an acknowledgement to publish at the end of this call
+        #: merge log entries since the last checkpoint before a new one is looked for
+        self.dag_checkpoint_min = _DAG_CK_MIN
         #: the maximal operations this replica can read: the causal parents of its own nodes
         self._parent_heads: set[bytes] = set()
+        #: public trees of epochs whose secrets were dropped, oldest first (merge bases)
+        self._public: dict[bytes, RatchetTree] = {}
+        self.max_public_trees = DEFAULT_MAX_PUBLIC_TREES
         #: payload bytes a node of this replica carries inline, and the size of chunk blocks
         self.inline_limit = DEFAULT_INLINE_LIMIT
         self.chunk_size = DEFAULT_CHUNK_SIZE
@@ -830,6 +856,7 @@ class Replica:
         self._batch_chunks: dict[bytes, bytes] = {}
         # state at rest: the saved tree of each kept epoch, how many kept trees use each chunk
         self._trees: dict[bytes, tuple[RatchetTree, TreeRef]] = {}
+        self._saved_public: set[bytes] = set()
         self._chunk_rc: dict[bytes, int] = {}
         self._chunk_id_key = (
             b""
@@ -1106,6 +1133,29 @@ class Replica:
             raise
         return ref.cid
 
+    def ack(self) -> bytes:
+        """Publish an acknowledgement (an ``ack`` node, docs/schema.md: no payload) naming what
+        this replica has read as causal parents; returns its CID.  It tells the others this
+        member has seen those operations, so their merge logs can be truncated past them
+        (docs/api.md "Merge log truncation"); call it now and then when idle.  A replica
+        acknowledges its own removal by itself."""
+        if not self._current:
+            raise InvalidState("this replica is not in a group yet")
+        old = self._snapshot()
+        try:
+            ref = self._make_ack()
+            self._save([ref])
+        except CrdtMlsError:
+            self._restore(old)
+            raise
+        return ref.cid
+
+    def _make_ack(self) -> NodeRef:
+        ref = self._sign(NodeKind.ACK, self._current, b"", self._parents())
+        self._dag_local(_node_record(ref, (self._current,), None))
+        self._local(ref)
+        return ref
+
     # ------------------------------------------------------------------ receiving
 
     def receive(self, blocks: Iterable[tuple[bytes, bytes]]) -> list[Event]:
@@ -1150,6 +1200,9 @@ class Replica:
             missing = self._receiver.missing()
             if missing:
                 events.append(OperationWaiting(tuple(sorted(missing))))
+            if self._ack_due:  # this member was removed: acknowledge it, so logs can be truncated
+                self._ack_due = False
+                stored.append(self._make_ack())
             self._save(stored)
         except CrdtMlsError:
             self._restore(old)
@@ -1281,9 +1334,11 @@ class Replica:
             self._dag_apply(_dag_entry(_DAG_OPAQUE, _node_record(ref, (), None), commit=commit))
 
     def _rebuild_dag(self) -> None:
-        """Replay the merge log (after a load or a rolled-back call)."""
+        """Replay the merge log on its checkpoint (after a load or a rolled-back call)."""
         dag = GroupDag.for_joiner()
         heads: set[bytes] = set()
+        if self._dag_ck:
+            dag, heads = _open_dag_checkpoint(self._dag_ck)
         for entry in self._dag_entries:
             dag, kind, rec = _feed(dag, entry)
             if kind != _DAG_OPAQUE:
@@ -1395,6 +1450,12 @@ class Replica:
         self._epoch_meta[cid] = (parents, author)
         self._epoch_heads.difference_update(parents)
         self._epoch_heads.add(cid)
+        # epoch heads are the latest epochs this replica holds: one in the causal past of another
+        # (also through commits it cannot read, e.g. a merge Welcome's epoch built on the other
+        # side of a partition) is not a head (docs/merge.md 4.1)
+        heads = self._epoch_heads
+        if len(heads) > 1 and all(h in self._dag for h in heads):
+            self._epoch_heads = {h for h in heads if not any(o != h and self._dag.in_past(h, o) for o in heads)}
 
     # ------------------------------------------------------------------ merge (design doc section 5)
 
@@ -1415,21 +1476,25 @@ class Replica:
         return order.index(key) if key in order else None
 
     def _merge_order(self) -> list[bytes]:
-        """Members of S(epoch heads) who are in every head's tree (they can issue the merge),
-        ordered by SHA-256(sorted head CIDs || signature key) as `GroupDag.merge_rank`."""
-        if len(self._epoch_heads) < 2:
+        """Who can issue the merge of the epoch heads, in turn order: `GroupDag.merge_order`
+        (members of S(heads) who are members of at least one head epoch; the others are foreign
+        parents for them, docs/merge.md 6.2), those who are members of every head epoch first.  Empty without a fork, or when this
+        replica cannot compute S(heads) or is in no head epoch itself (it then waits for a
+        merge: the other side's round, docs/merge.md 4.1)."""
+        if len(self._epoch_heads) < 2 or self._removed:
             return []
         heads = self.epoch_heads()
-        if any(h not in self._states for h in heads):
+        if any(h not in self._states for h in heads) or not any(self._states[h].active for h in heads):
             return []
         try:
-            st = self._dag.state(heads)
+            order = self._dag.merge_order(heads)
         except CrdtMlsError:
             return []
+        # members of every head epoch first: they read every branch, so their view of the fork
+        # is the one the others have (a joiner of one branch may not even see the fork)
         trees = [{lf.signature_key for _, lf in self._states[h].members()} for h in heads]
-        eligible = [m.key for m in st.membership.members if all(m.key in t for t in trees)]
-        salt = b"".join(sorted(st.heads))
-        return sorted(eligible, key=lambda k: hashlib.sha256(salt + k).digest())
+        everywhere = [k for k in order if all(k in t for t in trees)]
+        return everywhere + [k for k in order if k not in set(everywhere)]
 
     def merge(self) -> list[Event]:
         """Issue a merge commit over the current epoch heads (design doc section 5.7, docs/merge.md):
@@ -1441,6 +1506,10 @@ class Replica:
         missing = [h for h in heads if h not in self._states]
         if missing:
             raise InvalidState("a concurrent epoch is unknown to this replica")
+        if self._removed:
+            raise InvalidState("this member was removed from the group")
+        if not any(self._states[h].active for h in heads):
+            raise InvalidState("this member is in no epoch head: a member of another side merges (docs/merge.md 4.1)")
         node_parents = self._parents()
         # S(heads) of everything this replica read: the merge commit's causal parents (docs/merge.md 4)
         st = self._dag.state(self._links(node_parents))
@@ -1474,15 +1543,16 @@ class Replica:
         return self._merge_events(before, group, ref.cid, heads, self.name)
 
     def _base_epoch(self, epoch: bytes) -> BaseEpoch | None:
-        """The public tree and membership of a merge's base epoch, if this replica keeps it."""
-        g = self._states.get(epoch)
-        if g is None:
+        """The public tree and membership of a merge's base epoch, if this replica keeps it
+        (with its secrets, or only its public tree: `epoch_tree`)."""
+        tree = self.epoch_tree(epoch)
+        if tree is None:
             return None
         try:
             membership = self._dag.state({epoch}).membership
         except CrdtMlsError:
             return None
-        return BaseEpoch(epoch, g.tree, membership)
+        return BaseEpoch(epoch, tree, membership)
 
     def _own_states(self) -> list[Group]:
         """Every kept state in which this replica is a member: a merged leaf may be one from before
@@ -1551,6 +1621,7 @@ class Replica:
             if not mine and not any(g.active for g in self._states.values()):
                 return [OperationUnreadable(ref.cid, "not a member of any merged epoch")]
             self._removed = True
+            self._ack_due = True
             return [Removed(max(g.epoch for g in self._states.values()) + 1, ref.cid, "merge")]
         except (RemoteInputError, InvalidState, InvalidArgument) as e:
             return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
@@ -1647,10 +1718,9 @@ class Replica:
             if sender_leaf is None or sender_leaf.signature_key != ref.author:
                 return [OperationUnreadable(ref.cid, "the commit's MLS sender is not the node's author")]
             by = _name_of(sender_leaf)
-            if not after.active:
-                # removed: this replica's state after the commit has no tree to take the record
-                # from, so the engine gets the commit as opaque (a merge Welcome may pin it back in)
-                return self._after_commit(ref, state, after, by)
+            # a commit that removes this member is readable too: its public state after (tree,
+            # GroupContext) is known, so the engine gets its record and the epoch can be a
+            # foreign parent of a merge (docs/merge.md 4.1: healing a mutual eviction)
             try:
                 evicted = _open_evictions(state, commit, sealed)
                 rec = _commit_record(ref, (node.epoch,), state.tree, after.tree, evicted=evicted)
@@ -1690,6 +1760,7 @@ class Replica:
                 events = self._commit_events(state, after, ref.cid, by)
             else:
                 self._removed = True
+                self._ack_due = True
                 events = [Removed(state.epoch + 1, ref.cid, by)]
         if len(self._epoch_heads) > 1:
             events.append(MergeNeeded(self.epoch_heads()))
@@ -1751,15 +1822,28 @@ class Replica:
         return self._part_bytes(node, parts.tree, key, b"tree")
 
     def _prune(self) -> None:
-        """Keep the current epoch, the epoch heads and the latest ``max_epochs`` others."""
+        """Keep the current epoch, the epoch heads and the latest ``max_epochs`` others; of the
+        epochs dropped, keep the public ratchet tree (they can still be the base of a merge:
+        the latest cut of a later fork, docs/merge.md 5) for the latest ``max_public_trees``."""
         keep = set(self._epoch_heads) | {self._current}
         others = [e for e in self._epoch_order if e not in keep]
         drop = set(others[: max(0, len(others) - self.max_epochs)])
         if drop:
+            order = [e for e in self._epoch_order if e in drop]
             self._epoch_order = [e for e in self._epoch_order if e not in drop]
-            for e in drop:
-                self._states.pop(e, None)
+            for e in order:
+                g = self._states.pop(e, None)
                 self._epoch_meta.pop(e, None)
+                if g is not None and self.max_public_trees:
+                    self._public[e] = g.tree
+        while len(self._public) > self.max_public_trees:
+            del self._public[next(iter(self._public))]
+
+    def epoch_tree(self, epoch_id: bytes) -> RatchetTree | None:
+        """The public ratchet tree of a kept epoch (with its secrets, or only its tree): what a
+        merge needs of its base epoch (docs/merge.md 5).  ``None`` if not kept."""
+        g = self._states.get(epoch_id)
+        return g.tree if g is not None else self._public.get(epoch_id)
 
     # ------------------------------------------------------------------ persistence
 
@@ -1779,6 +1863,8 @@ class Replica:
         "_parent_heads",
         "_dag_saved",
         "_new_blocks",
+        "_public",
+        "_ack_due",
     )
 
     def _snapshot(self) -> _Snapshot:
@@ -1819,6 +1905,9 @@ class Replica:
     def _epoch_key(self, epoch_id: bytes) -> str:
         return f"{self.namespace}/epoch/{epoch_id.hex()}"
 
+    def _ptree_key(self, epoch_id: bytes) -> str:
+        return f"{self.namespace}/ptree/{epoch_id.hex()}"
+
     def _chunk_key_name(self, cid: bytes) -> str:
         return f"{self.namespace}/tree/{cid.hex()}"
 
@@ -1856,46 +1945,98 @@ class Replica:
         trees = dict(self._trees)
         rc = self._chunk_rc
         rc_changed = False
-        for e, g in self._states.items():
-            if self._saved.get(e) is g:
-                continue
+        holders: dict[bytes, RatchetTree] = {e: g.tree for e, g in self._states.items()}
+        for e, t in self._public.items():
+            holders.setdefault(e, t)
+        for e, tree in holders.items():
             saved = trees.get(e)
-            if saved is None or saved[0] is not g.tree:
-                if not rc_changed:
-                    rc, rc_changed = dict(rc), True
-                ref, chunks = chunk_tree(g.tree, self._chunk_id, self._tree_base(trees, e, g.tree))
-                for cid in ref.chunk_ids():
-                    n = rc.get(cid, 0)
-                    if n == 0:
-                        data = chunks.get(cid)
-                        if data is None:  # pragma: no cover - invariant: a fresh id was just computed
-                            raise InvalidState("a tree chunk is neither stored nor computed")
-                        meta[self._chunk_key_name(cid)] = data
-                    rc[cid] = n + 1
-                if saved is not None:
-                    self._release(rc, saved[1], meta)
-                trees[e] = (g.tree, ref)
-            meta[self._epoch_key(e)] = _encode_epoch(trees[e][1], g)
+            if saved is not None and saved[0] is tree:
+                continue
+            if not rc_changed:
+                rc, rc_changed = dict(rc), True
+            ref, chunks = chunk_tree(tree, self._chunk_id, self._tree_base(trees, e, tree))
+            for cid in ref.chunk_ids():
+                n = rc.get(cid, 0)
+                if n == 0:
+                    data = chunks.get(cid)
+                    if data is None:  # pragma: no cover - invariant: a fresh id was just computed
+                        raise InvalidState("a tree chunk is neither stored nor computed")
+                    meta[self._chunk_key_name(cid)] = data
+                rc[cid] = n + 1
+            if saved is not None:
+                self._release(rc, saved[1], meta)
+            trees[e] = (tree, ref)
         for e in list(trees):
-            if e not in self._states:
+            if e not in holders:
                 if not rc_changed:
                     rc, rc_changed = dict(rc), True
                 self._release(rc, trees.pop(e)[1], meta)
+        for e, g in self._states.items():
+            if self._saved.get(e) is not g:
+                meta[self._epoch_key(e)] = _encode_epoch(trees[e][1], g)
+        for e in self._saved:
+            if e not in self._states:
                 meta[self._epoch_key(e)] = None
-        for i in range(self._dag_saved, len(self._dag_entries)):
-            meta[self._dag_key(i)] = self._dag_entries[i]
+        public = {e for e in self._public if e not in self._states}
+        for e in public - self._saved_public:
+            w = Writer()
+            w.u32(trees[e][1].width)
+            w.opaque(trees[e][1].root)
+            meta[self._ptree_key(e)] = w.getvalue()
+        for e in self._saved_public - public:
+            meta[self._ptree_key(e)] = None
+        dag_ck = self._dag_checkpoint()
+        if dag_ck is not None:
+            for i in range(self._dag_saved):
+                meta[self._dag_key(self._dag_start + i)] = None
+            meta[f"{self.namespace}/dag/ck"] = dag_ck[0]
+        else:
+            for i in range(self._dag_saved, len(self._dag_entries)):
+                meta[self._dag_key(self._dag_start + i)] = self._dag_entries[i]
         recv = self._save_receiver(meta)
-        meta[f"{self.namespace}/state"] = self._encode(recv)
+        end = self._dag_start + len(self._dag_entries)
+        meta[f"{self.namespace}/state"] = self._encode(
+            recv, (end, end) if dag_ck is not None else (self._dag_start, end)
+        )
         if self._state_key is not None:
             meta = {k: None if v is None else seal_meta(self._state_key, k, v) for k, v in meta.items()}
         self.store.write_batch(blocks, meta)
         self._receiver.commit()
         self._recv_ck, self._recv_end, self._recv_since_ck, self._recv_ck_size, self._wait_saved = recv
         self._saved = dict(self._states)
+        self._saved_public = public
         self._trees, self._chunk_rc = trees, rc
+        if dag_ck is not None:
+            self._dag_ck, self._dag, self._dag_ck_kept = dag_ck
+            self._dag_start += len(self._dag_entries)
+            self._dag_entries = []
+            self._dag_ck_tried = 0
         self._dag_saved = len(self._dag_entries)
         self._new_blocks = []
         self._recv_force_ck = False
+
+    def _dag_checkpoint(self) -> tuple[bytes, GroupDag, int] | None:
+        """A new checkpoint of the merge engine, when the log since the last one has grown past
+        ``_DAG_CK_MIN`` entries and past the size of that checkpoint (O(1) amortized per entry),
+        and the engine has a cut every author has passed (docs/api.md "Merge log truncation").
+        Returns (saved bytes, the truncated engine, nodes kept)."""
+        n, low = len(self._dag_entries), self.dag_checkpoint_min
+        if n < max(low, self._dag_ck_kept) or n - self._dag_ck_tried < low // 2:
+            return None
+        self._dag_ck_tried = n
+        cut = self._dag.truncation_cut()
+        if cut is None or cut == self._dag_cut():
+            return None
+        w = Writer()
+        w.opaque(cut)
+        w.opaque(self._dag.checkpoint(cut))
+        w.vector(sorted(self._parent_heads), _w_opaque)
+        data = w.getvalue()
+        dag, _ = _open_dag_checkpoint(data)
+        return data, dag, dag.node_count()
+
+    def _dag_cut(self) -> bytes | None:
+        return Reader(self._dag_ck).opaque() if self._dag_ck else None
 
     def _release(self, rc: dict[bytes, int], ref: TreeRef, meta: dict[str, bytes | None]) -> None:
         for cid in ref.chunk_ids():
@@ -1936,7 +2077,7 @@ class Replica:
             meta[f"{self.namespace}/recv/wait"] = waiting
         return ck, end, since, ck_size, waiting
 
-    def _encode(self, recv: tuple[int, int, int, int, bytes]) -> bytes:
+    def _encode(self, recv: tuple[int, int, int, int, bytes], dag: tuple[int, int]) -> bytes:
         """The replica header (contains the signature key: the store's meta table must be
         private or sealed)."""
         w = Writer()
@@ -1955,8 +2096,9 @@ class Replica:
         w.optional(self._prev, _w_opaque)
         w.boolean(self._removed)
         w.vector(self._epoch_order, self._w_epoch_meta)
-        w.u64(self._dag_start)
-        w.u64(len(self._dag_entries) + self._dag_start)
+        w.vector([e for e in self._public if e not in self._states], _w_opaque)
+        w.u64(dag[0])
+        w.u64(dag[1])
         ck, end, since, ck_size, _ = recv
         w.u64(ck)
         w.u64(end)
@@ -2018,16 +2160,22 @@ class Replica:
                 rep._states[e] = Group.from_bytes(raw)
             rep._recv_force_ck = True  # the next save writes the version-4 layout
         else:
+            public = r.vector(lambda rr: rr.opaque())
             dag_start, dag_end = r.u64(), r.u64()
             ck, end, since, ck_size = r.u64(), r.u64(), r.u64(), r.u64()
             r.finish()
-            rep._load_epochs()
+            rep._load_epochs(public)
             rep._load_receiver(ck, end)
             rep._recv_ck, rep._recv_end, rep._recv_since_ck, rep._recv_ck_size = ck, end, since, ck_size
             rep._saved = dict(rep._states)
         if dag_start > dag_end:
             raise DecodeError("the merge log cursors are inconsistent")
         rep._dag_start = dag_start
+        ck_raw = rep._meta(f"{namespace}/dag/ck")
+        if ck_raw is not None:
+            rep._dag_ck = ck_raw
+        elif dag_start:
+            raise DecodeError("the merge log was truncated but its checkpoint is missing")
         for i in range(dag_start, dag_end):
             entry = rep._meta(rep._dag_key(i))
             if entry is None:
@@ -2035,29 +2183,62 @@ class Replica:
             rep._dag_entries.append(entry)
         try:
             rep._rebuild_dag()
+            if rep._dag_ck:
+                rep._dag_ck_kept = _open_dag_checkpoint(rep._dag_ck)[0].node_count()
         except CrdtMlsError as e:
             raise DecodeError(f"the merge log does not replay: {type(e).__name__}") from None
         rep._dag_saved = len(rep._dag_entries)
         return rep
 
-    def _load_epochs(self) -> None:
-        """Every kept epoch: its tree from the shared chunks (decoded once each), its secrets."""
+    def _load_epochs(self, public: Sequence[bytes] = ()) -> None:
+        """Every kept epoch: its tree from the shared chunks (decoded once each; a tree that
+        differs from an earlier loaded one in a few chunks is that tree with those nodes set,
+        so they share structure), its secrets; then the public trees of dropped epochs."""
         cache: dict[bytes, tuple[list[Node | None], list[bytes]]] = {}
         suite = get_cipher_suite(self.cipher_suite)
         rc: dict[bytes, int] = {}
+
+        def get(c: bytes) -> bytes | None:
+            return self._meta(self._chunk_key_name(c))
+
+        def tree_at(width: int, root: bytes) -> tuple[RatchetTree, TreeRef]:
+            for other, ref in self._trees.values():
+                if ref.width == width and ref.root == root:
+                    return other, ref
+            tree, ref = load_tree(suite, width, root, get, self._chunk_id, cache)
+            base = next((t for t in self._trees.values() if t[1].width == width), None)
+            if base is None:
+                return tree, ref
+            shared = base[0].copy()
+            for x in chunk_difference(base[1], ref):
+                v = tree.node(x)
+                if v is not shared.node(x):
+                    shared.set_node(x, v)
+            return shared, ref
+
         for e in self._epoch_order:
             raw = self._meta(self._epoch_key(e))
             if raw is None:
                 raise DecodeError("an epoch state named by the replica state is missing")
             width, root, part = _decode_epoch(raw)
-            tree, ref = load_tree(
-                suite, width, root, lambda c: self._meta(self._chunk_key_name(c)), self._chunk_id, cache
-            )
+            tree, ref = tree_at(width, root)
             self._states[e] = _with_tree(Group.from_bytes(part), tree)
             self._trees[e] = (tree, ref)
+        for e in public:
+            raw = self._meta(self._ptree_key(e))
+            if raw is None:
+                raise DecodeError("a public tree named by the replica state is missing")
+            pr = Reader(raw)
+            width, root = pr.u32(), pr.opaque()
+            pr.finish()
+            tree, ref = tree_at(width, root)
+            self._public[e] = tree
+            self._trees[e] = (tree, ref)
+        for _, ref in self._trees.values():
             for c in ref.chunk_ids():
                 rc[c] = rc.get(c, 0) + 1
         self._chunk_rc = rc
+        self._saved_public = set(public)
 
     def _load_receiver(self, ck: int, end: int) -> None:
         """Checkpoint, then the journal of deliveries replayed (blocks read from the store),

@@ -27,10 +27,11 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from crdt_mls.errors import InvalidArgument, InvalidState, ProtocolError, UnknownParentError
+from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, ProtocolError, UnknownParentError
 from crdt_mls.merge.rules import (
     Change,
     ChangeKind,
+    Member,
     Membership,
     MutualRemoval,
     OpRecord,
@@ -38,6 +39,7 @@ from crdt_mls.merge.rules import (
     apply_commit,
     replay,
 )
+from crdt_mls.mls.codec import Reader, Writer
 
 __all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeHistory", "MergeState", "OperationVoided"]
 
@@ -136,6 +138,10 @@ class GroupDag:
         #: roots whose own record this replica cannot replay (pinned from a Welcome): a region walk
         #: stops there; a merge's history (`add_joined_merge`) supplies their records
         self._opaque_roots: set[bytes] = set()
+        #: heights of commits dropped by a checkpoint that kept members name as provenance
+        self._ranks: dict[bytes, int] = {}
+        #: states of merge commits kept by a checkpoint (their causal parents may be dropped)
+        self._fixed: dict[bytes, MergeState] = {}
         self.genesis = b""
         if genesis is None:
             return
@@ -175,6 +181,10 @@ class GroupDag:
     def __contains__(self, cid: object) -> bool:
         return cid in self._nodes
 
+    def node_count(self) -> int:
+        """Number of nodes held (after a checkpoint: those not before its cut)."""
+        return len(self._nodes)
+
     def record(self, cid: bytes) -> OpRecord:
         n = self._nodes.get(cid)
         if n is None:
@@ -198,7 +208,13 @@ class GroupDag:
 
     def rank(self, cid: bytes) -> tuple[int, bytes]:
         """Position key of the deterministic order: (height, CID)."""
-        return self._node(cid).height, cid
+        n = self._nodes.get(cid)
+        if n is None:
+            h = self._ranks.get(cid)  # a commit before a checkpoint's cut that provenance names
+            if h is None:
+                raise InvalidArgument("unknown operation")
+            return h, cid
+        return n.height, cid
 
     def state(self, heads: Iterable[bytes] | None = None) -> MergeState:
         """S(heads) (default: everything delivered).
@@ -220,6 +236,8 @@ class GroupDag:
             raise InvalidState("S(heads) needs commits this replica cannot read; wait for a merge Welcome")
         if len(hs) == 1 and next(iter(hs)) in self._roots:
             return self._roots[next(iter(hs))]
+        if len(hs) == 1 and next(iter(hs)) in self._fixed:
+            return self._fixed[next(iter(hs))]
         cached = self._states.get(hs)
         if cached is not None:
             self._states.move_to_end(hs)
@@ -230,7 +248,7 @@ class GroupDag:
             cur = hs
             while cur not in self._states:
                 (h,) = cur
-                if h in self._roots:
+                if h in self._roots or h in self._fixed:
                     break
                 rec = self._nodes[h].rec
                 chain.append(rec)
@@ -241,6 +259,8 @@ class GroupDag:
                 st = self._states[cur]
             elif next(iter(cur)) in self._roots:
                 st = self._roots[next(iter(cur))]
+            elif next(iter(cur)) in self._fixed:
+                st = self._fixed[next(iter(cur))]
             else:  # the walk stopped at an uncached merge commit: S(parents) then the commit
                 m = chain.pop()
                 merged = self.state(_links(m))
@@ -657,6 +677,239 @@ class GroupDag:
 
     def _in_all(self, cid: bytes, heads: frozenset[bytes]) -> bool:
         return all(cid == h or self.in_past(cid, h) for h in heads)
+
+    # ------------------------------------------------------------------ checkpoints
+    #
+    # Truncating the input log (the facade's merge log, docs/api.md "Merge log truncation"): at a
+    # commit C that is a cut of everything delivered (comparable with every commit) and that
+    # every author has seen (each author's latest node has C in its past), no valid later node
+    # can name a node before C (its author has seen C, so its parents are C or later and its prev
+    # is at or after that author's latest node).  The checkpoint keeps C (its state pinned as a
+    # root) and every node not in C's past, with their heights, clocks and frontiers, so that
+    # everything the DAG answers about them and about later nodes stays the same.
+
+    def truncation_cut(self) -> bytes | None:
+        """The latest commit at which the DAG can be checkpointed (see above), or ``None``.
+
+        "Every author" includes every member added by a commit the DAG holds (or pinned in a
+        root's state) who has no node yet: what it has seen is at least the commit that added
+        it, so that commit stands for its latest node."""
+        if not self._by_author:
+            return None
+        marks = {a: log[max(log)] for a, log in self._by_author.items()}
+        added: dict[bytes, bytes] = {}
+        for root, st in self._roots.items():
+            for m in st.membership.members:
+                added[m.key] = m.added_in if m.added_in in self._nodes else root
+        for c in self._commits:
+            for ch in self._nodes[c].rec.changes or ():
+                if ch.kind == ChangeKind.ADD:
+                    added[ch.member] = c
+        tails = [*marks.values(), *(c for k, c in added.items() if k not in marks and c in self._nodes)]
+        commits = [*self._commits, *self._opaque]
+        for c in reversed(self._commits):
+            if c in self._opaque or c not in self._nodes:
+                continue
+            if not all(t == c or self.in_past(c, t) for t in tails):
+                continue
+            if not all(x == c or self.in_past(c, x) or self.in_past(x, c) for x in commits):
+                continue
+            try:
+                self.state({c})
+            except (InvalidState, InvalidArgument):
+                continue
+            return c
+        return None
+
+    def checkpoint(self, cut: bytes) -> bytes:
+        """The DAG truncated at ``cut`` (see `truncation_cut`), encoded; `from_checkpoint`
+        restores it.  ``InvalidState`` if ``cut`` is not a readable commit comparable with every
+        commit."""
+        n = self._nodes.get(cut)
+        if n is None or not n.rec.is_commit or cut in self._opaque:
+            raise InvalidState("a checkpoint is taken at a readable commit")
+        if not all(x == cut or self.in_past(cut, x) or self.in_past(x, cut) for x in [*self._commits, *self._opaque]):
+            raise InvalidState("a checkpoint cut must be comparable with every commit")
+        st = self.state({cut})
+        keep = [c for c in self._nodes if c == cut or not self.in_past(c, cut)]
+        kept = set(keep)
+        w = Writer()
+        w.u8(_CHECKPOINT_VERSION)
+        w.u8(int(self.mutual_removal))
+        w.u32(self.max_states)
+        w.opaque(self.genesis)
+        w.opaque(cut)
+        roots = [(c, self._roots[c]) for c in keep if c in self._roots and c != cut]
+        # kept merge commits: their states, as their causal parents may be dropped
+        merges = [c for c in keep if c != cut and c not in self._roots and self._nodes[c].rec.is_merge]
+        fixed = [(c, self.state({c})) for c in merges]
+        # provenance of the kept memberships (seniority ranks the commit that added a member)
+        named = {
+            x
+            for _, state in [(cut, st), *roots, *fixed]
+            for m in state.membership.members
+            for x in (m.added_in, m.updated_in)
+        }
+        ranks = sorted((c, self.rank(c)[0]) for c in named if c not in kept and (c in self._nodes or c in self._ranks))
+
+        def root(ww: Writer, item: tuple[bytes, MergeState]) -> None:
+            ww.opaque(item[0])
+            _w_state(ww, item[1])
+
+        def tick(ww: Writer, kv: tuple[bytes, int]) -> None:
+            ww.opaque(kv[0])
+            ww.u64(kv[1])
+
+        w.vector([(cut, st), *roots], root)
+        w.vector(ranks, tick)
+        w.vector(fixed, root)
+
+        def node(ww: Writer, c: bytes) -> None:
+            nd = self._nodes[c]
+            _w_rec(ww, nd.rec)
+            ww.u32(nd.height)
+            ww.vector(sorted(nd.clock.items()), tick)
+            # a node concurrent with the cut may have commits before it in its frontier: the cut
+            # stands for them (only S of nodes that are all concurrent with the cut changes)
+            front = {f if f in kept else cut for f in nd.frontier}
+            ww.vector(sorted(front), Writer.opaque)
+            ww.u8((c in self._opaque) | ((c in self._opaque_roots) << 1))
+
+        w.vector(keep, node)
+        return w.getvalue()
+
+    @classmethod
+    def from_checkpoint(cls, data: bytes) -> GroupDag:
+        """Restore a DAG saved by `checkpoint`; `DecodeError` if malformed."""
+        r = Reader(data)
+        if r.u8() != _CHECKPOINT_VERSION:
+            raise DecodeError("unknown GroupDag checkpoint version")
+        try:
+            mode = MutualRemoval(r.u8())
+        except ValueError:
+            raise DecodeError("unknown mutual removal mode in a checkpoint") from None
+        dag = cls(None, mutual_removal=mode, max_states=max(2, r.u32()))
+        dag.genesis = r.opaque()
+        cut = r.opaque()
+        roots = r.vector(lambda rr: (rr.opaque(), _r_state(rr)))
+        dag._ranks = dict(r.vector(lambda rr: (rr.opaque(), rr.u64())))
+        dag._fixed = dict(r.vector(lambda rr: (rr.opaque(), _r_state(rr))))
+        opaque_roots: set[bytes] = set()
+
+        def node(rr: Reader) -> tuple[_Node, bool]:
+            rec = _r_rec(rr)
+            height = rr.u32()
+            clock = dict(rr.vector(lambda x: (x.opaque(), x.u64())))
+            frontier = frozenset(rr.vector(Reader.opaque))
+            flags = rr.u8()
+            if flags > 3:
+                raise DecodeError("unknown node flags in a checkpoint")
+            if flags & 2:
+                opaque_roots.add(rec.cid)
+            return _Node(rec, height, clock, frontier), bool(flags & 1)
+
+        nodes = r.vector(node)
+        r.finish()
+        if not roots or roots[0][0] != cut:
+            raise DecodeError("a checkpoint names its cut's state first")
+        linked: set[bytes] = set()
+        rlinked: set[bytes] = set()
+        epochs: set[bytes] = set()
+        commits: list[bytes] = []
+        for nd, opaque in nodes:
+            rec = nd.rec
+            dag._nodes[rec.cid] = nd
+            dag._by_author.setdefault(rec.author, {})[rec.seq] = rec.cid
+            links = _links(rec)
+            linked.update(links)
+            if not opaque:
+                rlinked.update(links)
+            if rec.is_commit or opaque:
+                epochs.update(rec.epochs)
+                commits.append(rec.cid)
+            if opaque:
+                dag._opaque.add(rec.cid)
+            elif rec.is_commit:
+                dag._commits.append(rec.cid)
+                for e in rec.epochs:
+                    dag._children.setdefault(e, []).append(rec.cid)
+        if cut not in dag._nodes:
+            raise DecodeError("a checkpoint does not hold its cut")
+        dag._heads = {c for c in commits if c not in epochs}
+        dag._tips = {nd.rec.cid for nd, _ in nodes if nd.rec.cid not in linked}
+        dag._rtips = {nd.rec.cid for nd, op in nodes if not op and nd.rec.cid not in rlinked}
+        dag._roots = dict(roots)
+        dag._opaque_roots = opaque_roots & dag._roots.keys()
+        return dag
+
+
+_CHECKPOINT_VERSION = 1
+
+
+def _w_member(w: Writer, m: Member) -> None:
+    w.opaque(m.key)
+    w.u32(m.leaf)
+    w.opaque(m.data)
+    w.opaque(m.added_in)
+    w.opaque(m.updated_in)
+
+
+def _w_state(w: Writer, st: MergeState) -> None:
+    w.vector(sorted(st.heads), Writer.opaque)
+    w.vector(list(st.membership.members), _w_member)
+    w.vector(sorted(st.void), Writer.opaque)
+    w.vector(sorted(st.moved), Writer.opaque)
+    w.optional(st.base, Writer.opaque)
+
+
+def _r_state(r: Reader) -> MergeState:
+    heads = frozenset(r.vector(Reader.opaque))
+    members = r.vector(lambda rr: Member(rr.opaque(), rr.u32(), rr.opaque(), rr.opaque(), rr.opaque()))
+    void = frozenset(r.vector(Reader.opaque))
+    moved = frozenset(r.vector(Reader.opaque))
+    base = r.optional(Reader.opaque)
+    try:
+        membership = Membership.of(members)
+    except InvalidArgument as e:
+        raise DecodeError(f"a checkpoint's membership is invalid: {e}") from None
+    return MergeState(heads=heads, membership=membership, void=void, moved=moved, base=base)
+
+
+def _w_rec(w: Writer, rec: OpRecord) -> None:
+    w.opaque(rec.cid)
+    w.opaque(rec.author)
+    w.u64(rec.seq)
+    w.optional(rec.prev, Writer.opaque)
+    w.vector(rec.parents, Writer.opaque)
+    w.vector(rec.epochs, Writer.opaque)
+
+    def change(ww: Writer, ch: Change) -> None:
+        ww.u8(int(ch.kind))
+        ww.opaque(ch.member)
+        ww.u32(ch.leaf)
+        ww.opaque(ch.data)
+
+    w.optional(rec.changes, lambda ww, chs: ww.vector(chs, change))
+
+
+def _r_rec(r: Reader) -> OpRecord:
+    cid, author, seq = r.opaque(), r.opaque(), r.u64()
+    prev = r.optional(Reader.opaque)
+    parents = tuple(r.vector(Reader.opaque))
+    epochs = tuple(r.vector(Reader.opaque))
+
+    def change(rr: Reader) -> Change:
+        try:
+            kind = ChangeKind(rr.u8())
+        except ValueError:
+            raise DecodeError("unknown change kind in a checkpoint") from None
+        return Change(kind, rr.opaque(), rr.u32(), rr.opaque())
+
+    changes = r.optional(lambda rr: tuple(rr.vector(change)))
+    try:
+        return OpRecord(cid, author, seq, prev, parents, epochs, changes)
+    except InvalidArgument as e:
+        raise DecodeError(f"a checkpoint's record is invalid: {e}") from None
 
 
 def _links(rec: OpRecord) -> tuple[bytes, ...]:

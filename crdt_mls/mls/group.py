@@ -910,7 +910,22 @@ class Group:
             new_gc.epoch, sender, applied.added, applied.removed, applied.updated, applied.reinit, self_removed
         )
         if self_removed:
-            return replace(self, active=False, proposals=(), update_keys=()), event
+            # the public state after the commit (tree, GroupContext: authenticated by the
+            # committer's signature; the confirmation tag needs secrets we do not get), so a
+            # removed member can still name this epoch as a foreign parent of a merge
+            # (docs/merge.md 4.1, 6.2); secrets stay those of the epoch we were removed from
+            return (
+                replace(
+                    self,
+                    group_context=new_gc,
+                    tree=tree,
+                    confirmation_tag=tag,
+                    active=False,
+                    proposals=(),
+                    update_keys=(),
+                ),
+                event,
+            )
         es = derive_epoch_secrets(suite, init_secret, commit_secret, new_gc, psk_secret)
         verify_confirmation_tag(suite, es.confirmation_key, confirmed, tag)
         return self._next_epoch(new_gc, tree, keys, es, confirmed, tag, applied), event

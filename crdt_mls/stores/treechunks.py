@@ -40,7 +40,7 @@ from crdt_mls.mls.messages import Node, encode_ratchet_tree, read_ratchet_tree
 from crdt_mls.mls.ratchet_tree import RatchetTree
 from crdt_mls.mls.suites import CipherSuite
 
-__all__ = ["BAND", "TreeRef", "changed_nodes", "chunk_tree", "load_tree", "sha256_id"]
+__all__ = ["BAND", "TreeRef", "changed_nodes", "chunk_difference", "chunk_tree", "load_tree", "sha256_id"]
 
 #: Levels per band: band-0 chunks hold 32 leaves and the 31 parents above them.
 BAND = 6
@@ -188,6 +188,20 @@ def chunk_tree(
             out[cid] = data
     root = (width - 1) // 2
     return TreeRef(width, table[root], table), out
+
+
+def chunk_difference(a: TreeRef, b: TreeRef) -> list[int]:
+    """Node indices of the chunks whose ids differ between two refs of the same width (with
+    their tables): the nodes where the trees may differ."""
+    if a.width != b.width:
+        raise DecodeError("trees of different widths")
+    d = _depth(a.width)
+    out: list[int] = []
+    for b_band in range(d // BAND + 1):
+        for r in _at_level((a.width - 1) // 2, d, _top(b_band, d)):
+            if a.table.get(r) != b.table.get(r):
+                out.extend(_members(r, b_band, d))
+    return out
 
 
 def load_tree(

@@ -449,6 +449,7 @@ def test_save_writes_only_changed_epochs_and_deletes_dropped_ones() -> None:
     alice = Replica(  # a small epoch window to see pruning
         "alice", store, max_epochs=1, rng=r.randbytes
     )
+    alice.max_public_trees = 0  # (public trees of dropped epochs: tests/unit/test_replica_storage.py)
     alice.start_group()
     bob = make("bob", 61)
     alice.add([bob.key_package()])

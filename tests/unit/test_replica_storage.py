@@ -197,3 +197,71 @@ def test_fast_tree_changes_equal_the_reference() -> None:
             _, _, after = g.commit(rng=rng.randbytes)
         assert _tree_changes(g.tree, after.tree) == tree_changes(g.tree, after.tree)
         g = after
+
+
+def test_public_trees_of_dropped_epochs_are_kept_for_merges() -> None:
+    """Epochs whose secrets are dropped keep their public tree (a later fork's merge base,
+    docs/merge.md 5), bounded by ``max_public_trees``; they share chunks with the kept trees, are
+    saved and reloaded, and dropping one deletes only the chunks no other tree uses."""
+    store = RecordingStore()
+    alice = Replica("alice", store, max_epochs=2, rng=random.Random(21).randbytes)
+    alice.max_public_trees = 3
+    alice.start_group()
+    bob = make("bob", 22)
+    alice.add([bob.key_package()])
+    bob.receive(alice.take_outgoing())
+    epochs = [alice.epoch_id]
+    for _ in range(7):
+        alice.update()
+        epochs.append(alice.epoch_id)
+        assert alice.epoch_tree(alice.epoch_id) is alice.group.tree
+    kept = set(alice._states)
+    public = [e for e in epochs if e in alice._public]
+    assert len(kept) == 3 and public == epochs[-6:-3]
+    assert all(alice.epoch_tree(e) is not None for e in public)
+    assert alice.epoch_tree(epochs[0]) is None
+    _, meta = store.batches[-1]
+    assert [k for k, v in meta.items() if k.startswith("replica/ptree/") and v is None]  # oldest dropped
+    again = Replica.load(store)
+    assert list(again._public) == public
+    for e in public:
+        t = again.epoch_tree(e)
+        assert t is not None and t.tree_hash() == alice._public[e].tree_hash()
+    # chunks on disk are exactly those the kept and public trees use
+    on_disk = {k for k in store.iter_meta_keys() if k.startswith("replica/tree/")}
+    assert on_disk == {f"replica/tree/{c.hex()}" for c in again._chunk_rc}
+    assert again._chunk_rc == alice._chunk_rc
+
+
+def test_a_merge_base_whose_secrets_were_dropped_comes_from_its_public_tree() -> None:
+    """Alice sees a fork at epoch E, then more commits on one branch from a member who had not
+    seen the fork: E's secrets are dropped (max_epochs=1), its public tree is kept, and the
+    merge is built over E as its base (docs/merge.md 5); everybody processes it."""
+    alice = Replica("alice", MemoryStore(), max_epochs=1, rng=random.Random(31).randbytes)
+    alice.start_group()
+    bob, carol = make("bob", 32), make("carol", 33)
+    alice.add([bob.key_package(), carol.key_package()])
+    out = alice.take_outgoing()
+    bob.receive(out)
+    carol.receive(out)
+    base = alice.epoch_id
+    alice.update()
+    a1 = alice.take_outgoing()
+    bob.receive(a1)
+    carol.update()  # concurrent with alice's update, on E
+    c = carol.take_outgoing()
+    alice.receive(c)
+    bob.update()  # bob has not seen carol's commit: a second commit on alice's branch
+    a2 = bob.take_outgoing()
+    alice.receive(a2)
+    bob.receive(c)
+    carol.receive(a1 + a2)
+    assert base not in alice._states and alice.epoch_tree(base) is not None
+    st = alice.dag.state(alice._links(alice._parents()))
+    assert st.base == base and alice._base_epoch(base) is not None
+    assert alice.merge_rank() is not None
+    alice.merge()
+    m = alice.take_outgoing()
+    for r in (bob, carol):
+        r.receive(m)
+    assert len({(r.epoch_id, r.export_secret("b")) for r in (alice, bob, carol)}) == 1

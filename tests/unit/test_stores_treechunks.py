@@ -109,3 +109,14 @@ def test_damaged_store_is_a_storage_error() -> None:
         )
     keyed = chunk_tree(g.tree, id_of=lambda d: b"k" + treechunks.sha256_id(d))[0]
     assert keyed.root != ref.root
+
+
+def test_chunk_difference_covers_every_changed_node() -> None:
+    groups = history(150, 6, seed=3)
+    refs = [chunk_tree(g.tree)[0] for g in groups]
+    for (g0, r0), (g1, r1) in zip(zip(groups, refs, strict=True), zip(groups[1:], refs[1:], strict=True), strict=False):
+        if r0.width != r1.width:
+            continue
+        diff = set(treechunks.chunk_difference(r0, r1))
+        changed = {x for x in range(g1.tree.width) if g0.tree.node(x) != g1.tree.node(x)}
+        assert changed <= diff and len(diff) < g1.tree.width / 2
