@@ -37,7 +37,7 @@ def base_epoch_of(merger: Replica, block: tuple[bytes, bytes]) -> bytes:
     from crdt_mls.dag.node import decode_node
 
     node = decode_node(block[1], block[0])
-    heads, message, _history = _parse_merge_payload(node.payload)
+    heads, message = _parse_merge_payload(node.payload)
     holder = [(h, merger._states[h]) for h in heads if h in merger._states]
     commit = _open(message, holder)
     assert codec.decode(MergeCommit, codec.encode(commit)) == commit
