@@ -99,14 +99,15 @@ class Situation:
     genesis: OpRecord
     receiver_parents: list[ParentEpoch]
 
-    def engine(self) -> tuple[GroupDag, MergeState]:
-        """A fresh merge engine fed the k commits, and S(heads)."""
+    def engine(self) -> tuple[GroupDag, MergeState, BaseEpoch]:
+        """A fresh merge engine fed the k commits, S(heads), and the base with the membership
+        S(heads) was replayed from (so that `Membership.diff` is O(changes))."""
         dag = GroupDag(self.genesis)
         for rec in self.records:
             dag.add(rec)
         st = dag.state({r.cid for r in self.records})
         assert st.base == self.genesis.cid
-        return dag, st
+        return dag, st, BaseEpoch(st.base, self.base.tree, dag.state({st.base}).membership)
 
     def merge(self, membership: Membership, base: BaseEpoch | None) -> tuple[list[ParentEpoch], bytes, Group]:
         """The merger's work: process each concurrent commit, then create the merge commit."""

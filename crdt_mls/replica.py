@@ -1604,10 +1604,14 @@ class Replica:
                     group = process_merge_commit(
                         parents, membership, message, base=self._base_epoch, own_states=self._own_states()
                     )
-                except MissingBaseError:
+                except MissingBaseError as e:
                     # the merge names a base this replica never held (it joined after it): the
-                    # committer sent it a merge Welcome (docs/merge.md 6.5)
-                    group = join_merge(message, self._own_states() or mine)
+                    # committer sent it a merge Welcome (docs/merge.md 6.5); a member of every
+                    # parent that pruned the base has none, which is not a removal
+                    try:
+                        group = join_merge(message, self._own_states() or mine)
+                    except WelcomeError:
+                        return [OperationUnreadable(ref.cid, f"MissingBaseError: {e}")]
             else:
                 others = [g for g in self._states.values() if g.active]
                 group = join_merge(message, others or mine)

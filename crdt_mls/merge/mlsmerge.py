@@ -307,12 +307,20 @@ def _merged_leaves(
     olds: list[int] = []
     news: list[Member] = []
     if ref_membership is not None:  # S(heads) was replayed from the reference: O(changes)
-        for k in membership.diff(ref_membership):
+        changed = membership.diff(ref_membership)
+        for k in changed:
             old, new = ref_membership.get(k), membership.get(k)
             if old is not None:
+                lf = _leaf_at(ref, old.leaf)
+                if lf is None or lf.signature_key != k:
+                    raise InvalidArgument("the base membership does not match the base tree")
                 olds.append(old.leaf)
             if new is not None:
                 news.append(new)
+        for placed in news:  # a leaf S fills must be free in the base or vacated by a change
+            lf = _leaf_at(ref, placed.leaf)
+            if lf is not None and lf.signature_key not in changed:
+                raise InvalidArgument("the base membership does not match the base tree")
     else:  # no link to the reference's membership: compare every member, O(n)
         seen: set[bytes] = set()
         for i, lf in ref.members():
@@ -377,6 +385,9 @@ def _merge_tree(
 
     # rule 1: the merged leaves, on a copy of the reference (widened or truncated to fit)
     leaves = _merged_leaves(ref, base.membership if base is not None else None, membership)
+    # the copy shares the reference's caches: build its key index once, in the reference, so
+    # that every merged tree (and the commit processing on it) finds it built
+    ref.has_encryption_key(b"")
     tree = ref.copy()
     top = max((i for i, v in leaves.items() if v is not None), default=-1)
     while tree.n_leaves <= top:

@@ -332,21 +332,32 @@ def replay(
     computed as a fixpoint; should the iteration cycle (removal cycles), the removals are taken
     greedily in the deterministic order (docs/merge.md section 3.4).
     """
-    added_in = {k: m.added_in for k, m in base._by_key.items()}
-    seniority: dict[bytes, tuple[tuple[int, bytes], bytes]] = {}
+    # the ADD that creates each instance (the first; a later one only after a removal); only the
+    # region's changes are walked, base members keep their provenance (O(region), not O(members))
+    added_in: dict[bytes, bytes] = {}
+    present: dict[bytes, bool] = {}
     candidates: list[tuple[OpRecord, int, Change]] = []
-    current = set(added_in)
     for rec in commits:
         assert rec.changes is not None
         for ch in rec.changes:
-            # the ADD that creates the instance (the first; a later one only after a removal)
-            if ch.kind == ChangeKind.ADD and ch.member not in current:
+            here = present.get(ch.member, ch.member in base._by_key)
+            if ch.kind == ChangeKind.ADD and not here:
                 added_in[ch.member] = rec.cid
-                current.add(ch.member)
+                present[ch.member] = True
             elif ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
-                current.discard(ch.member)
-    for key, cid in added_in.items():
-        seniority[key] = (rank(cid), key)
+                present[ch.member] = False
+    seniority: dict[bytes, tuple[tuple[int, bytes], bytes] | None] = {}
+
+    def senior(key: bytes) -> tuple[tuple[int, bytes], bytes] | None:
+        """(rank of the ADD that created the instance, key); ``None`` for a stranger."""
+        if key not in seniority:
+            cid = added_in.get(key)
+            if cid is None:
+                m = base._by_key.get(key)
+                cid = None if m is None else m.added_in
+            seniority[key] = None if cid is None else (rank(cid), key)
+        return seniority[key]
+
     for rec in commits:
         assert rec.changes is not None
         for i, ch in enumerate(rec.changes):
@@ -356,7 +367,7 @@ def replay(
         # a junior's removal of a senior who concurrently removes it never counts
         def junior_mutual(r: OpRecord, ch: Change) -> bool:
             far = (((1 << 62), b""), b"")
-            if seniority.get(r.author, far) <= seniority.get(ch.member, far):
+            if (senior(r.author) or far) <= (senior(ch.member) or far):
                 return False
             return any(o.author == ch.member and c.member == r.author and concurrent(o, r) for o, _j, c in candidates)
 

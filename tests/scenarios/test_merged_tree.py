@@ -320,3 +320,15 @@ def test_base_epoch_on_the_wire_and_missing_bases() -> None:
     )
     with pytest.raises(DecodeError):
         codec.decode(MergeCommit, codec.encode(MergeCommit(bad, commit.signature, commit.confirmation_tag)))
+
+
+def test_a_base_membership_that_does_not_match_its_tree_is_refused() -> None:
+    w = World(list(NAMES))
+    g = w.genesis
+    b1 = w.commit("bob", g, remove=("gina",))
+    f1 = w.commit("frank", g)
+    st = w.dag.state()
+    parents = w.parent_epochs("carol", tuple(sorted((b1, f1))))
+    wrong = BaseEpoch(g, w.trees[b1], w.dag.state({g}).membership)  # another epoch's tree
+    with pytest.raises(InvalidArgument, match="base membership"):
+        merged_base_tree(SUITE, parents, st.membership, wrong)

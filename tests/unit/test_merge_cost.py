@@ -37,13 +37,13 @@ def steady() -> tuple[OursImpl, list[int]]:
 def test_merge_commit_encrypts_to_log_n_nodes(steady: tuple[OursImpl, list[int]], k: int) -> None:
     impl, committers = steady
     sit = situation(impl.state, committers[:k], N - 1)
-    _dag, st = sit.engine()
-    parents, msg, merged = sit.merge(st.membership, sit.base)
+    _dag, st, base = sit.engine()
+    parents, msg, merged = sit.merge(st.membership, base)
     mine = [(p.epoch_id, p.group) for p in parents if p.group is not None]
     depth = (N - 1).bit_length()  # 8 levels above the leaves
     count = ciphertexts(msg, mine)
     assert count <= depth
-    got = process_merge_commit(sit.receiver_parents, st.membership, msg, base=sit.base)
+    got = process_merge_commit(sit.receiver_parents, st.membership, msg, base=base)
     assert got.epoch_authenticator == merged.epoch_authenticator
     # control: without a base every node a branch changed is blank, and the merger's copath
     # resolves into the children of the committers' paths
