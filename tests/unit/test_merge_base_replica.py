@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from crdt_mls.merge.mlsmerge import MergeCommit, _open
 from crdt_mls.mls import codec
 from crdt_mls.replica import OperationUnreadable, Removed, Replica, _parse_merge_payload
@@ -42,9 +44,12 @@ def base_epoch_of(merger: Replica, block: tuple[bytes, bytes]) -> bytes:
     return commit.content.base_epoch
 
 
-def test_replica_merges_name_the_cut_and_a_pruned_base_is_a_typed_error() -> None:
+@pytest.mark.parametrize("public_trees", [True, False])
+def test_replica_merges_name_the_cut_and_a_pruned_base_is_a_typed_error(public_trees: bool) -> None:
     (alice, bobby, carol), _ = group(11)
-    bobby.max_epochs = 1  # bobby keeps the current epoch, the heads and one more
+    bobby.max_epochs = 1  # bobby keeps the current epoch, the heads and one more...
+    if not public_trees:
+        bobby.max_public_trees = 0  # ...and no public tree of a dropped epoch
     alice.update()
     a2 = alice.take_outgoing()
     for r in (bobby, carol):
@@ -67,9 +72,14 @@ def test_replica_merges_name_the_cut_and_a_pruned_base_is_a_typed_error() -> Non
     alice.receive(m)
     assert alice.epoch_id == carol.epoch_id
     assert alice.export_secret("x", b"", 32) == carol.export_secret("x", b"", 32)
-    # bobby pruned the base: he cannot recompute the merged tree; nothing changes, he is not removed
     before = (bobby.epoch_heads(), bobby.in_group)
     events = bobby.receive(m)
+    if public_trees:  # the base's secrets are dropped, its public tree is kept: enough
+        assert bobby.epoch_id == carol.epoch_id
+        assert bobby.export_secret("x", b"", 32) == carol.export_secret("x", b"", 32)
+        return
+    # bobby dropped the base entirely: he cannot recompute the merged tree; nothing changes,
+    # and he is not removed
     assert any(isinstance(e, OperationUnreadable) and "MissingBaseError" in e.reason for e in events), events
     assert not any(isinstance(e, Removed) for e in events)
     assert (bobby.epoch_heads(), bobby.in_group) == before
