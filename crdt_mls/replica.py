@@ -497,8 +497,14 @@ def _merge_payload(parents: Sequence[bytes], message: bytes, history: bytes = b"
     return w.getvalue()
 
 
-def _parse_merge_payload(data: bytes) -> tuple[tuple[bytes, ...], bytes, bytes]:
-    """``(parent epochs, merge message, sealed merge history or b"")``."""
+def _parse_merge_payload(data: bytes) -> tuple[tuple[bytes, ...], bytes]:
+    """``(parent epochs, merge message)`` of a type-2 payload."""
+    parents, message, _ = _parse_merge_payload_history(data)
+    return parents, message
+
+
+def _parse_merge_payload_history(data: bytes) -> tuple[tuple[bytes, ...], bytes, bytes]:
+    """``(parent epochs, merge message, sealed merge history or b"")`` of a type-2 payload."""
     r = Reader(data)
     if r.u8() != _PAYLOAD_MERGE:
         raise DecodeError("not a merge payload")
@@ -1632,7 +1638,7 @@ class Replica:
                 message = self._part_bytes(node, part, None, b"")
                 history = self._part_bytes(node, history_part, None, b"") if not history_part.empty else b""
             else:
-                heads, message, history = _parse_merge_payload(node.payload)
+                heads, message, history = _parse_merge_payload_history(node.payload)
                 if node.chunks:
                     raise DecodeError("a type-2 merge payload names no chunks")
         except DecodeError as e:

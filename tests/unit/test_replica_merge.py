@@ -68,7 +68,7 @@ def bare_dag(history: Blocks, trees: dict[bytes, RatchetTree]) -> GroupDag:
         if node.kind == NodeKind.APPLICATION:
             dag.add(OpRecord(cid, node.author, node.seq, node.prev, node.parents, (node.epoch,)))
         elif node.payload[:1] == b"\x02":  # merge commit
-            heads, _, _ = _parse_merge_payload(node.payload)
+            heads, _ = _parse_merge_payload(node.payload)
             dag.add(merge_record(cid, node.author, node.seq, node.prev, node.parents, heads, trees[cid]))
         else:
             before, after = trees[node.epoch], trees[cid]
