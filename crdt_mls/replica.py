@@ -82,10 +82,22 @@ from crdt_mls.errors import (
     StorageError,
     WelcomeError,
 )
-from crdt_mls.merge.dag import GroupDag
-from crdt_mls.merge.mlsmerge import BaseEpoch, ParentEpoch, create_merge_commit, join_merge, process_merge_commit
+from crdt_mls.merge.dag import GroupDag, MergeHistory
+from crdt_mls.merge.mlsmerge import (
+    BaseEpoch,
+    MergeMessage,
+    ParentEpoch,
+    create_merge_commit,
+    join_merge,
+    process_merge_commit,
+)
+from crdt_mls.merge.provenance import open_history, seal_history
 from crdt_mls.merge.records import (
     EVICT_AAD_PREFIX,
+    decode_member,
+    decode_record,
+    encode_member,
+    encode_record,
     evicted_from_aad,
     eviction_aad,
     genesis_record,
@@ -475,47 +487,60 @@ def _r_epoch_meta(r: Reader) -> tuple[bytes, tuple[bytes, ...], bytes]:
     return e, parents, r.opaque()
 
 
-def _merge_payload(parents: Sequence[bytes], message: bytes) -> bytes:
+def _merge_payload(parents: Sequence[bytes], message: bytes, history: bytes = b"") -> bytes:
     w = Writer()
     w.u8(_PAYLOAD_MERGE)
     w.vector(sorted(parents), _w_opaque)
     w.opaque(message)
+    if history:
+        w.opaque(history)
     return w.getvalue()
 
 
 def _parse_merge_payload(data: bytes) -> tuple[tuple[bytes, ...], bytes]:
+    """``(parent epochs, merge message)`` of a type-2 payload."""
+    parents, message, _ = _parse_merge_payload_history(data)
+    return parents, message
+
+
+def _parse_merge_payload_history(data: bytes) -> tuple[tuple[bytes, ...], bytes, bytes]:
+    """``(parent epochs, merge message, sealed merge history or b"")`` of a type-2 payload."""
     r = Reader(data)
     if r.u8() != _PAYLOAD_MERGE:
         raise DecodeError("not a merge payload")
     parents = tuple(r.vector(lambda rr: rr.opaque()))
     message = r.opaque()
+    history = r.opaque() if r.remaining() else b""
     r.finish()
     if len(parents) < 2 or list(parents) != sorted(set(parents)):
         raise DecodeError("a merge names at least two distinct parent epochs, sorted")
-    return parents, message
+    return parents, message, history
 
 
-def _merge_parts_payload(parents: Sequence[bytes], message: _Part) -> bytes:
+def _merge_parts_payload(parents: Sequence[bytes], message: _Part, history: _Part) -> bytes:
     w = Writer()
     w.u8(_PAYLOAD_MERGE_PARTS)
     w.vector(sorted(parents), _w_opaque)
     message.encode(w)
+    if not history.empty:
+        history.encode(w)
     return w.getvalue()
 
 
-def _parse_merge_parts_payload(data: bytes, n_chunks: int) -> tuple[tuple[bytes, ...], _Part]:
+def _parse_merge_parts_payload(data: bytes, n_chunks: int) -> tuple[tuple[bytes, ...], _Part, _Part]:
     r = Reader(data)
     if r.u8() != _PAYLOAD_MERGE_PARTS:
         raise DecodeError("not a merge payload with parts")
     parents = tuple(r.vector(lambda rr: rr.opaque()))
     message = _Part.decode(r)
+    history = _Part.decode(r) if r.remaining() else _Part()
     r.finish()
     if len(parents) < 2 or list(parents) != sorted(set(parents)):
         raise DecodeError("a merge names at least two distinct parent epochs, sorted")
-    _check_ranges([message], n_chunks)
+    _check_ranges([message, history], n_chunks)
     if message.empty:
         raise DecodeError("a merge payload without a message")
-    return parents, message
+    return parents, message, history
 
 
 def _merge_epoch_field(parents: Sequence[bytes]) -> bytes:
@@ -544,6 +569,7 @@ _DAG_GENESIS = 1  #: record of the group's genesis (the creator's DAG starts fro
 _DAG_ADD = 2  #: a readable operation: `GroupDag.add`
 _DAG_OPAQUE = 3  #: an operation this replica cannot read: `GroupDag.add_opaque`
 _DAG_ROOT = 4  #: the epoch joined from a Welcome or merge Welcome: `GroupDag.add_root`
+_DAG_JOINED = 5  #: a merge joined from its Welcome with its history: `GroupDag.add_joined_merge`
 
 
 def _w_change(w: Writer, ch: Change) -> None:
@@ -593,12 +619,23 @@ def _r_member(r: Reader) -> Member:
     return Member(r.opaque(), r.u32(), r.opaque(), r.opaque(), r.opaque())
 
 
-def _dag_entry(kind: int, rec: OpRecord, membership: Membership | None = None, *, commit: bool = False) -> bytes:
+def _dag_entry(
+    kind: int,
+    rec: OpRecord,
+    membership: Membership | None = None,
+    *,
+    commit: bool = False,
+    history: MergeHistory | None = None,
+) -> bytes:
     w = Writer()
     w.u8(kind)
     _w_record(w, rec)
     w.boolean(commit)
     w.optional(None if membership is None else list(membership.members), lambda ww, ms: ww.vector(ms, _w_member))
+    if history is not None:  # only _DAG_JOINED: the merge history its committer sealed
+        w.opaque(history.cut)
+        w.vector(list(history.base.members), encode_member)
+        w.vector(list(history.records), encode_record)
     return w.getvalue()
 
 
@@ -610,6 +647,11 @@ def _feed(dag: GroupDag | None, entry: bytes) -> tuple[GroupDag, int, OpRecord]:
     rec = _r_record(r)
     commit = r.boolean()
     members = r.optional(lambda rr: rr.vector(_r_member))
+    history: MergeHistory | None = None
+    if kind == _DAG_JOINED:
+        cut = r.opaque()
+        base = r.vector(decode_member)
+        history = MergeHistory(cut, Membership.of(base), tuple(r.vector(decode_record)))
     r.finish()
     if kind == _DAG_GENESIS:
         return GroupDag(rec), kind, rec
@@ -621,6 +663,8 @@ def _feed(dag: GroupDag | None, entry: bytes) -> tuple[GroupDag, int, OpRecord]:
         dag.add_opaque(rec.cid, rec.author, rec.seq, rec.prev, rec.parents, commit=commit)
     elif kind == _DAG_ROOT and members is not None:
         dag.add_root(rec, Membership.of(members))
+    elif kind == _DAG_JOINED and members is not None and history is not None:
+        dag.add_joined_merge(rec, history, Membership.of(members))
     else:
         raise DecodeError("unknown merge log entry")
     return dag, kind, rec
@@ -1267,8 +1311,8 @@ class Replica:
     def _wanted_chunks(self, node: OpNode) -> Sequence[bytes]:
         kind = node.payload[:1]
         if kind == bytes([_PAYLOAD_MERGE_PARTS]):
-            _, message = _parse_merge_parts_payload(node.payload, len(node.chunks))
-            return message.chunks(node.chunks) if self._current else ()
+            _parse_merge_parts_payload(node.payload, len(node.chunks))
+            return node.chunks if self._current else ()
         if kind != bytes([_PAYLOAD_PARTS]):
             return ()
         parts = _Parts.decode(node.payload, len(node.chunks))
@@ -1519,12 +1563,32 @@ class Replica:
         message, group = create_merge_commit(
             parents, st.membership, base=base, rng=self._rng, own_states=self._own_states()
         )
-        payload = _merge_payload(heads, message)
+        history = b""
+        if MergeMessage.from_bytes(message).welcome:
+            # the members who join from the merge Welcome get the history S came from, so that
+            # they compute every later S like the others (docs/merge.md 4.2)
+            history = seal_history(group, self._dag.history(self._links(node_parents)), rng=self._rng)
+        payload = _merge_payload(heads, message, history)
         blocks: list[tuple[bytes, bytes]] = []
         if len(payload) > self.inline_limit:
-            # the merge message is ciphertext already (docs/merge.md 6.3): plain chunks
-            blocks = plain_chunks(message, chunk_size=self.chunk_size)
-            payload = _merge_parts_payload(heads, _Part(b"", 0, len(blocks)))
+            # both are ciphertext already (docs/merge.md 6.3, 4.2): plain chunks, largest first
+            datas = [message, history]
+            total = len(payload)
+            chunked: set[int] = set()
+            for i in sorted(range(2), key=lambda k: len(datas[k]), reverse=True):
+                if total <= self.inline_limit or not datas[i]:
+                    break
+                chunked.add(i)
+                total -= len(datas[i])
+            parts: list[_Part] = []
+            for i, data in enumerate(datas):
+                if i in chunked:
+                    made = plain_chunks(data, chunk_size=self.chunk_size)
+                    parts.append(_Part(b"", len(blocks), len(made)))
+                    blocks.extend(made)
+                else:
+                    parts.append(_Part(data))
+            payload = _merge_parts_payload(heads, parts[0], parts[1])
         chunks = tuple(c for c, _ in blocks)
         ref = self._sign(NodeKind.COMMIT, _merge_epoch_field(heads), payload, node_parents, chunks)
         old = self._snapshot()
@@ -1570,10 +1634,11 @@ class Replica:
         node = ref.node
         try:
             if node.payload[:1] == bytes([_PAYLOAD_MERGE_PARTS]):
-                heads, part = _parse_merge_parts_payload(node.payload, len(node.chunks))
+                heads, part, history_part = _parse_merge_parts_payload(node.payload, len(node.chunks))
                 message = self._part_bytes(node, part, None, b"")
+                history = self._part_bytes(node, history_part, None, b"") if not history_part.empty else b""
             else:
-                heads, message = _parse_merge_payload(node.payload)
+                heads, message, history = _parse_merge_payload_history(node.payload)
                 if node.chunks:
                     raise DecodeError("a type-2 merge payload names no chunks")
         except DecodeError as e:
@@ -1625,7 +1690,21 @@ class Replica:
             return [Removed(max(g.epoch for g in self._states.values()) + 1, ref.cid, "merge")]
         except (RemoteInputError, InvalidState, InvalidArgument) as e:
             return [OperationUnreadable(ref.cid, f"{type(e).__name__}: {e}")]
-        if pinned:  # the merged epoch is pinned from the merge Welcome (docs/merge.md 4.1)
+        refused: str | None = "no history"
+        if joined and history:
+            # joined from the merge Welcome: install the merge's history (docs/merge.md 4.2), so
+            # this replica computes every later S like those who read everything
+            try:
+                opened = open_history(group, history, ref.author)
+            except RemoteInputError as e:
+                refused = f"{type(e).__name__}: {e}"
+            else:
+                refused = self._dag_try(
+                    _dag_entry(_DAG_JOINED, rec, membership_from_tree(group.tree, ref.cid), history=opened)
+                )
+        if refused is None:
+            pass
+        elif pinned:  # the merged epoch is pinned from the merge Welcome (docs/merge.md 4.1)
             refused = self._dag_try(_dag_entry(_DAG_ROOT, rec, membership_from_tree(group.tree, ref.cid)))
         else:
             refused = self._dag_try(_dag_entry(_DAG_ADD, rec))

@@ -439,6 +439,7 @@ def _simulate(
     void: set[bytes] = set()
     moved: set[bytes] = set()
     removed_by: dict[bytes, OpRecord] = {}
+    placed: set[bytes] = set()  #: members an ADD of this region placed (their leaf may differ from a branch's)
     for rec in commits:
         assert rec.changes is not None
         a = rec.author
@@ -456,6 +457,15 @@ def _simulate(
                 continue  # strong remove covers a concurrent (re-)add of the same person
             if eff_here and ch.member in by_key and ch.kind in (ChangeKind.REMOVE, ChangeKind.EVICT):
                 removed_by[ch.member] = rec
+            if ch.kind == ChangeKind.ADD:
+                placed.add(ch.member)
+            elif ch.kind == ChangeKind.UPDATE and ch.member in placed:
+                m = by_key.get(ch.member)
+                if m is not None and m.leaf != ch.leaf:
+                    # made at another leaf (a moved joiner's old one, 3.2, or the other instance of
+                    # a person added twice, 3.1): its LeafNode is signed for that leaf index
+                    # (RFC 9420 7.2), so it does not follow the member; it keeps the leaf it has here
+                    continue
             _apply_change(by_key, by_leaf, rec.cid, ch, effective=eff_here, moved=moved)
     still = frozenset((r.cid, i) for r, i, _ in candidates if r.cid not in void)
     return ReplayResult(Membership._from_maps(by_key, by_leaf), frozenset(void), still, frozenset(moved))

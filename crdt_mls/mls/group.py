@@ -121,7 +121,7 @@ from crdt_mls.mls.treekem import TreePrivateKeys, create_update_path, process_up
 from crdt_mls.mls.welcome import (
     ALL_SUITES,
     KeyPackagePrivate,
-    build_welcome,
+    build_welcome_message,
     check_key_packages,
     decrypt_group_info,
     open_group_secrets,
@@ -1150,8 +1150,7 @@ class Group:
             adds = [e.proposal for e in entries if isinstance(e.proposal, Add)]
             recipients = [(a.key_package, path_secret_for(i)) for a, i in zip(adds, applied.added, strict=True)]
             gi = group._signed_group_info(ratchet_tree_in_welcome, external_pub=True)
-            w = build_welcome(suite, gi, es.joiner_secret, psk_secret, applied.psks, recipients, rng)
-            welcome = MLSMessage(w).to_bytes()
+            welcome = build_welcome_message(suite, gi, es.joiner_secret, psk_secret, applied.psks, recipients, rng)
         return msg_bytes, welcome, group
 
     def _new_linked_group(

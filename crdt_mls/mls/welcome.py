@@ -24,7 +24,7 @@ from crdt_mls.errors import (
     WelcomeError,
 )
 from crdt_mls.mls import codec
-from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.codec import Reader, Writer, encode_varint
 from crdt_mls.mls.key_schedule import welcome_key_nonce
 from crdt_mls.mls.messages import (
     MLS10,
@@ -43,6 +43,7 @@ from crdt_mls.mls.messages import (
     MLSMessage,
     PreSharedKeyID,
     Welcome,
+    WireFormat,
 )
 from crdt_mls.mls.suites import CipherSuite, get_cipher_suite
 
@@ -50,6 +51,7 @@ __all__ = [
     "ALL_SUITES",
     "KeyPackagePrivate",
     "build_welcome",
+    "build_welcome_message",
     "check_key_packages",
     "decrypt_group_info",
     "key_package_ref",
@@ -351,6 +353,67 @@ def build_welcome(
 
     ``recipients`` are ``(KeyPackage, path_secret or None)`` pairs.
     """
+
+    def entry(i: int, kem_output: bytes, ciphertext: bytes) -> EncryptedGroupSecrets:
+        ref = key_package_ref(suite, recipients[i][0])
+        return EncryptedGroupSecrets(ref, HPKECiphertext(kem_output, ciphertext))
+
+    encrypted_group_info, secrets = _seal_welcome(
+        suite, group_info, joiner_secret, psk_secret, psks, recipients, entry, rng
+    )
+    return Welcome(suite.suite_id, tuple(secrets), encrypted_group_info)
+
+
+def build_welcome_message(
+    suite: CipherSuite,
+    group_info: GroupInfo,
+    joiner_secret: bytes,
+    psk_secret: bytes,
+    psks: Sequence[PreSharedKeyID],
+    recipients: Sequence[tuple[KeyPackage, bytes | None]],
+    rng: Rng = os.urandom,
+) -> bytes:
+    """`build_welcome` encoded as MLSMessage bytes (RFC 9420 sections 6, 12.4.3.1), the same
+    bytes as ``MLSMessage(build_welcome(...)).to_bytes()``: each EncryptedGroupSecrets is
+    encoded as it is sealed, with no objects per new member."""
+
+    def entry(i: int, kem_output: bytes, ciphertext: bytes) -> bytes:
+        ref = key_package_ref(suite, recipients[i][0])
+        return b"".join(
+            (
+                encode_varint(len(ref)),
+                ref,
+                encode_varint(len(kem_output)),
+                kem_output,
+                encode_varint(len(ciphertext)),
+                ciphertext,
+            )
+        )
+
+    encrypted_group_info, secrets = _seal_welcome(
+        suite, group_info, joiner_secret, psk_secret, psks, recipients, entry, rng
+    )
+    w = Writer()
+    w.u16(MLS10)
+    w.u16(WireFormat.MLS_WELCOME)
+    w.u16(suite.suite_id)
+    w.opaque(b"".join(secrets))
+    w.opaque(encrypted_group_info)
+    return w.getvalue()
+
+
+def _seal_welcome(
+    suite: CipherSuite,
+    group_info: GroupInfo,
+    joiner_secret: bytes,
+    psk_secret: bytes,
+    psks: Sequence[PreSharedKeyID],
+    recipients: Sequence[tuple[KeyPackage, bytes | None]],
+    entry: Callable[[int, bytes, bytes], _T],
+    rng: Rng,
+) -> tuple[bytes, list[_T]]:
+    """The encrypted GroupInfo and ``entry(i, kem_output, ciphertext)`` of each recipient's
+    sealed GroupSecrets (RFC 9420 section 12.4.3.1); the seals run as one parallel batch."""
     key, nonce = welcome_key_nonce(suite, _welcome_secret(suite, joiner_secret, psk_secret))
     encrypted_group_info = suite.aead_seal(key, nonce, b"", codec.encode(group_info))
     # GroupSecrets differ only by path secret: encode each distinct one once
@@ -364,10 +427,5 @@ def build_welcome(
             plaintext = encoded[path_secret] = codec.encode(GroupSecrets(joiner_secret, path_secret, psk_ids))
         init_keys.append(kp.init_key)
         plaintexts.append(plaintext)
-
-    def entry(i: int, kem_output: bytes, ciphertext: bytes) -> EncryptedGroupSecrets:
-        ref = key_package_ref(suite, recipients[i][0])
-        return EncryptedGroupSecrets(ref, HPKECiphertext(kem_output, ciphertext))
-
     secrets = suite.encrypt_with_label_many_then(init_keys, plaintexts, "Welcome", encrypted_group_info, entry, rng=rng)
-    return Welcome(suite.suite_id, tuple(secrets), encrypted_group_info)
+    return encrypted_group_info, secrets

@@ -43,6 +43,7 @@ Profiles: the default run does a few examples; ``-m slow`` runs the CI profile
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -52,7 +53,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from crdt_mls.errors import CrdtMlsError, InvalidState, ReplayError
 from crdt_mls.merge.dag import GroupDag
-from crdt_mls.merge.rules import ChangeKind, MutualRemoval, OpRecord
+from crdt_mls.merge.rules import ChangeKind, Membership, MutualRemoval, OpRecord
 from crdt_mls.mls import treemath
 from crdt_mls.mls.messages import MLSMessage
 from tests.properties.netsim import NetSim
@@ -101,6 +102,13 @@ class View:
     pending: dict[bytes, OpRecord] = field(default_factory=dict)
     #: every operation (commit or application node) the DAG accepted
     accepted: set[bytes] = field(default_factory=set)
+    #: a member added later: its records go through `World.feed` (opaque history, pinned roots,
+    #: merge histories, docs/merge.md 4.1-4.2) instead of straight into the DAG
+    feed: Callable[[GroupDag, OpRecord], None] | None = None
+
+    @property
+    def joiner(self) -> bool:
+        return self.feed is not None
 
     def offer(self, rec: OpRecord) -> None:
         if rec.cid in self.dag or rec.cid in self.pending:
@@ -113,7 +121,9 @@ class View:
                 links = (*r.parents, *((r.prev,) if r.prev is not None else ()))
                 if all(p in self.dag for p in links):
                     del self.pending[cid]
-                    if r.is_commit:
+                    if self.feed is not None:
+                        self.feed(self.dag, r)
+                    elif r.is_commit:
                         self.dag.add(r)
                     else:
                         self._add_message(r)
@@ -151,6 +161,11 @@ class Sent:
     sender: str
     raw: bytes
     data: bytes
+
+
+def _who(ms: Membership) -> frozenset[tuple[bytes, int, bytes, bytes]]:
+    """Who is where: key, leaf, LeafNode and provenance of every member."""
+    return frozenset((m.key, m.leaf, m.data, m.added_in) for m in ms.members)
 
 
 def _below(x: int, leaf: int) -> bool:
@@ -191,7 +206,7 @@ class MergeMachine(RuleBasedStateMachine):
         self.world = World(list(names), seed=seed, mode=mode)
         self.replicas = names
         genesis = self.world.records[0]
-        self.views = {name: View(GroupDag(genesis, mutual_removal=mode)) for name in names}
+        self.views = {name: View(GroupDag(genesis, mutual_removal=mode), accepted={genesis.cid}) for name in names}
         self.net = NetSim(seed=seed, drop=drop, duplicate=duplicate, max_delay=max_delay)
 
     @property
@@ -216,15 +231,38 @@ class MergeMachine(RuleBasedStateMachine):
             return None
         (h,) = heads
         g = self.w.states.get((name, h))
-        if g is None or not g.active or self.w.key(name) not in view.dag.state().membership:
+        if g is None or not g.active or self.w.key(name) not in self._members(view):
             return None
         return h
+
+    @staticmethod
+    def _members(view: View) -> frozenset[bytes]:
+        """Who is in S(everything the view holds); nobody if it cannot compute it (a joiner
+        holding a head it cannot read waits for a merge Welcome)."""
+        if not view.dag.frontier():
+            return frozenset()
+        try:
+            return view.dag.state().membership.keys()
+        except InvalidState:
+            return frozenset()
+
+    def _new_joiner(self, name: str, adder: str) -> None:
+        """A member added by ``adder`` becomes a replica with its own joiner DAG, synced with the
+        history its adder holds (the joiner fetches the causal past of the commit that added it)."""
+        w = self.w
+        view = View(GroupDag.for_joiner(mutual_removal=w.mode), feed=lambda dag, r: w.feed(dag, name, r))
+        self.views[name] = view
+        self.replicas.append(name)
+        held = self.views[adder].dag
+        for rec in w.records:
+            if rec.cid in held:
+                view.offer(rec)
 
     # ------------------------------------------------------------------ rules
 
     @precondition(lambda self: self.world is not None)
     @rule(
-        who=st.integers(0, 7),
+        who=st.integers(0, 10),
         kind=st.sampled_from(["update", "add", "remove", "evict"]),
         pick=st.integers(0, 15),
     )
@@ -232,7 +270,7 @@ class MergeMachine(RuleBasedStateMachine):
         self._commit(who, kind, pick)
 
     @precondition(lambda self: self.world is not None)
-    @rule(who=st.integers(0, 7), pick=st.integers(0, 15))
+    @rule(who=st.integers(0, 10), pick=st.integers(0, 15))
     def concurrent_commits(self, who: int, pick: int) -> None:
         """Two replicas commit before either hears of the other's commit."""
         self._commit(who, ("update", "remove", "add", "evict")[pick % 4], pick)
@@ -248,7 +286,9 @@ class MergeMachine(RuleBasedStateMachine):
             if self.joiners >= MAX_JOINERS:
                 return
             self.joiners += 1
-            self.w.commit(name, h, add=(f"j{self.joiners}",))
+            joiner = f"j{self.joiners}"
+            self.w.commit(name, h, add=(joiner,))
+            self._new_joiner(joiner, name)
         elif kind in ("remove", "evict"):
             if len(others) < 2:
                 return
@@ -262,25 +302,29 @@ class MergeMachine(RuleBasedStateMachine):
         self._publish(name)
 
     @precondition(lambda self: self.world is not None)
-    @rule(who=st.integers(0, 7))
+    @rule(who=st.integers(0, 10))
     def merge(self, who: int) -> None:
         """The first replica (from ``who`` on) whose view has several heads merges them."""
         k = len(self.replicas)
         for name in (self.replicas[(who + i) % k] for i in range(k)):
             view = self.views[name]
             heads = view.dag.heads()
-            if len(heads) < 2 or self.w.key(name) not in view.dag.state().membership:
+            if len(heads) < 2 or self.w.key(name) not in self._members(view):
                 continue
             if not any((g := self.w.states.get((name, h))) is not None and g.active for h in heads):
                 continue
             # a merge commit names everything its author has seen (docs/merge.md 4): its membership is
-            # S(the merger's frontier), which counts the messages it holds as activity (3.9)
-            self.w.merge(name, tuple(sorted(heads)), seen=tuple(view.dag.frontier()))
+            # S(the merger's frontier), which counts the messages it holds as activity (3.9); a joiner
+            # names what it can read (4.1) and merges with its own DAG
+            if view.joiner:
+                self.w.merge(name, tuple(sorted(heads)), seen=tuple(view.dag.readable_frontier()), view=view.dag)
+            else:
+                self.w.merge(name, tuple(sorted(heads)), seen=tuple(view.dag.frontier()))
             self._publish(name)
             return
 
     @precondition(lambda self: self.world is not None)
-    @rule(who=st.integers(0, 7), size=st.integers(0, 40))
+    @rule(who=st.integers(0, 10), size=st.integers(0, 40))
     def send_message(self, who: int, size: int) -> None:
         """A member sends an application message (RFC 9420 section 6.3) in its current epoch."""
         name = self.replicas[who % len(self.replicas)]
@@ -356,7 +400,7 @@ class MergeMachine(RuleBasedStateMachine):
                 self.views[msg.dst].offer(rec)
 
     @precondition(lambda self: self.world is not None)
-    @rule(who=st.integers(0, 7))
+    @rule(who=st.integers(0, 10))
     def settle_and_merge(self, who: int) -> None:
         """Everything in flight arrives (partitions still drop), then a replica merges."""
         while not self.net.idle():
@@ -364,7 +408,7 @@ class MergeMachine(RuleBasedStateMachine):
         self.merge(who)
 
     @precondition(lambda self: self.world is not None)
-    @rule(who=st.integers(0, 7))
+    @rule(who=st.integers(0, 10))
     def gossip(self, who: int) -> None:
         """Anti-entropy: a replica re-sends everything it holds (missing nodes fetched by CID)."""
         name = self.replicas[who % len(self.replicas)]
@@ -394,11 +438,21 @@ class MergeMachine(RuleBasedStateMachine):
             return
         by_set: dict[frozenset[bytes], tuple[object, ...]] = {}
         for name, view in self.views.items():
-            s = view.dag.state()
+            if not view.dag.frontier():
+                continue  # a joiner that has received nothing yet
+            try:
+                s = view.dag.state()
+            except InvalidState:
+                assert view.joiner, name  # only a joiner can hold a head it cannot read
+                continue
             # S(heads) is a function of the heads: the DAG holding everything agrees
             ref = self.w.dag.state(view.dag.frontier())
-            assert s.membership == ref.membership and s.void == ref.void and s.moved == ref.moved, name
-            summary = (s.membership, s.void, s.moved, view.dag.heads())
+            if not view.joiner:
+                assert s.membership == ref.membership and s.void == ref.void and s.moved == ref.moved, name
+            # a joiner's states are pinned where it joined: it agrees on who is where, with which
+            # LeafNode and provenance (its void sets start at its roots)
+            summary = (_who(s.membership), view.dag.heads())
+            assert summary[0] == _who(ref.membership), (name, "computes another S(heads)")
             held = view.held()
             if held in by_set:
                 assert by_set[held] == summary, f"{name} differs from a replica holding the same operations"
@@ -412,6 +466,8 @@ class MergeMachine(RuleBasedStateMachine):
         if self.world is None:
             return
         for view in self.views.values():
+            if view.joiner:
+                continue  # its void sets start at its roots; the omniscient replicas check the rule
             dag = view.dag
             s = dag.state()
             recs = [dag.record(c) for c in dag.commits()]
@@ -525,7 +581,7 @@ class MergeMachine(RuleBasedStateMachine):
                     self._receive(name, rec.cid)
                 view.offer(rec)
             assert not view.pending
-        for cid, sent in self.sent.items():  # joiners have no view: they receive everything now
+        for cid, sent in self.sent.items():  # a member without a view would receive everything now
             members = w.members(sent.epoch)
             for n in sorted(members):
                 if n not in self.views:
@@ -584,6 +640,11 @@ class MergeMachine(RuleBasedStateMachine):
             event("messages sent")
         if self.joiner_checks:
             event("joiner view compared")
+        joiners = {w.key(f"j{i}") for i in range(1, self.joiners + 1)}
+        if any(r.author in joiners and not r.is_merge for r in recs):
+            event("a joiner committed")
+        if any(r.author in joiners and r.is_merge for r in merges):
+            event("a joiner merged")
 
     def _has_welcome(self, cid: bytes) -> bool:
         from crdt_mls.merge.mlsmerge import MergeMessage

@@ -342,30 +342,37 @@ class World:
         as `membership_from_tree`); a merge it joined from the merge Welcome comes with the
         merge's sealed history (4.2; ``history=False``: pinned from the tree, the old way).
         ``until``: stop before that record."""
-        from crdt_mls.merge.records import membership_from_tree
-
         dag = GroupDag.for_joiner(mutual_removal=self.mode)
-        mine = {e for (n, e) in self.states if n == name}
         for rec in self.records:
             if rec.cid == until:
                 break
-            joined_here = rec.is_commit and rec.cid in mine and not (rec.epochs and all(e in mine for e in rec.epochs))
-            if joined_here and rec.is_merge and history:
-                g = self.states[(name, rec.cid)]
-                hist = open_history(g, self.history[rec.cid], rec.author)
-                dag.add_joined_merge(rec, hist, membership_from_tree(self.trees[rec.cid], rec.cid))
-            elif joined_here:
-                sealed = self.provenance.get(rec.cid) if provenance else None
-                if sealed is not None:
-                    ms = open_provenance(self.states[(name, rec.cid)], sealed, rec.cid, rec.author)
-                else:
-                    ms = membership_from_tree(self.trees[rec.cid], rec.cid)
-                dag.add_root(rec, ms)
-            elif rec.epochs and all(e in mine for e in rec.epochs) and (rec.is_commit or rec.epochs[0] in mine):
-                dag.add(rec)
-            else:
-                dag.add_opaque(rec.cid, rec.author, rec.seq, rec.prev, rec.parents, commit=rec.is_commit)
+            self.feed(dag, name, rec, provenance=provenance, history=history)
         return dag
+
+    def feed(self, dag: GroupDag, name: str, rec: OpRecord, *, provenance: bool = True, history: bool = True) -> None:
+        """Give one record to ``name``'s own DAG (`view`), as that member sees it: a record if it
+        can read it, a pinned root (or a merge with its history) where it joined, else opaque."""
+        from crdt_mls.merge.records import membership_from_tree
+
+        def mine(e: bytes) -> bool:
+            return (name, e) in self.states
+
+        joined_here = mine(rec.cid) and rec.is_commit and not (rec.epochs and all(mine(e) for e in rec.epochs))
+        if joined_here and rec.is_merge and history:
+            g = self.states[(name, rec.cid)]
+            hist = open_history(g, self.history[rec.cid], rec.author)
+            dag.add_joined_merge(rec, hist, membership_from_tree(self.trees[rec.cid], rec.cid))
+        elif joined_here:
+            sealed = self.provenance.get(rec.cid) if provenance else None
+            if sealed is not None:
+                ms = open_provenance(self.states[(name, rec.cid)], sealed, rec.cid, rec.author)
+            else:
+                ms = membership_from_tree(self.trees[rec.cid], rec.cid)
+            dag.add_root(rec, ms)
+        elif rec.epochs and all(mine(e) for e in rec.epochs) and (rec.is_commit or mine(rec.epochs[0])):
+            dag.add(rec)
+        else:
+            dag.add_opaque(rec.cid, rec.author, rec.seq, rec.prev, rec.parents, commit=rec.is_commit)
 
     def members_of(self, st: object) -> set[str]:
         from crdt_mls.merge.dag import MergeState

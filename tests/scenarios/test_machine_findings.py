@@ -176,3 +176,50 @@ def test_f10_second_healing_round_replays_the_whole_partition() -> None:
         assert w.adversary_opens(w.stolen_keys(gone), m2) == 0
     for name in ("alice", "carol", "dave"):
         assert w.view(name).heads() == {m2}
+
+
+def test_f11_moved_joiner_keeps_the_leaf_it_was_added_with() -> None:
+    """Two joiners take the same leaf concurrently; the later one in the order is moved
+    (docs/merge.md 3.2).  It had already committed on its branch, so its LeafNode there is
+    signed for its old leaf index (RFC 9420 7.2): that update does not follow it to the new
+    leaf, it is placed with the LeafNode it was added with (the merge Welcome's tree verifies)."""
+    w = World(["alice", "bob", "carol"], seed=2)
+    g = w.genesis
+    a1 = w.commit("alice", g, add=("eve",))
+    b1 = w.commit("bob", g, add=("frank",))
+    assert w.trees[a1].leaf(3) is not None and w.trees[b1].leaf(3) is not None
+    later, epoch = ("frank", b1) if w.dag.rank(b1) > w.dag.rank(a1) else ("eve", a1)
+    u = w.commit(later, epoch)  # the joiner updates its leaf (a fresh path) at leaf 3
+    assert any(ch.leaf == 3 and ch.member == w.key(later) for ch in w.dag.record(u).changes or ())
+    st = w.dag.state()
+    moved = st.membership.get(w.key(later))
+    assert st.moved == {w.key(later)} and moved is not None and moved.leaf == 4
+    added = next(ch for ch in w.dag.record(epoch).changes or () if ch.member == w.key(later))
+    assert moved.data == added.data  # the LeafNode from its KeyPackage, valid at any leaf
+    m = w.merge("carol")
+    w.check_epoch(m)  # every member joined or processed it: leaf signatures verified
+    assert w.members(m) == {"alice", "bob", "carol", "eve", "frank"}
+
+
+def test_f11_person_added_twice_keeps_the_winning_instances_leaf() -> None:
+    """The same person is added on two branches at different leaves (docs/merge.md 3.1: the first
+    add stands) and updates on the losing branch: that update, signed for the other leaf, does not
+    replace its LeafNode at the winning leaf."""
+    for seed in range(1, 40):
+        w = World(["alice", "bob", "carol"], seed=seed)
+        g = w.genesis
+        a1 = w.commit("alice", g, add=("eve",))  # eve at leaf 3
+        b1 = w.commit("bob", g, add=("frank",))
+        b2 = w.commit("bob", b1, add=("eve",), same_key=True)  # eve at leaf 4 on this branch
+        if w.dag.rank(a1) < w.dag.rank(b2):
+            break
+    else:
+        raise AssertionError("no seed orders alice's add first")
+    u = w.commit("eve", b2)  # eve updates on the losing branch, at leaf 4
+    assert any(ch.leaf == 4 for ch in w.dag.record(u).changes or ())
+    st = w.dag.state()
+    eve = st.membership.get(w.key("eve"))
+    assert eve is not None and eve.leaf == 3 and eve.added_in == a1
+    m = w.merge("carol")
+    w.check_epoch(m)
+    assert {"eve", "frank"} <= w.members(m)

@@ -308,3 +308,20 @@ def test_list_based_batches_equal_the_job_based_ones(workers: Callable[[int], No
     assert [(e, c) for _i, e, c in got2] == want and [i for i, _e, _c in got2] == list(range(40))
     with pytest.raises(InvalidArgument):
         suite.encrypt_with_label_many_then(pubs, pts[:-1], "L", b"c", lambda i, e, c: c, det_rng("s"))
+
+
+def test_welcome_message_bytes_equal_the_encoded_welcome(workers: Callable[[int], None]) -> None:
+    """Group._commit encodes each EncryptedGroupSecrets as it is sealed (no objects per member):
+    the same bytes as building the Welcome and encoding it."""
+    from crdt_mls.mls.welcome import build_welcome, build_welcome_message
+
+    rng = det_rng("wm")
+    g = Group.create(1, b"c", group_id=b"g", rng=rng)
+    kps = [make_key_package(1, b"w%d" % i, rng=rng).key_package for i in range(45)]
+    gi = g._signed_group_info(False, external_pub=True)
+    recipients = [(kp, (bytes([i]) * 32 if i % 7 == 0 else None)) for i, kp in enumerate(kps)]
+    for w in WORKER_COUNTS:
+        workers(w)
+        js, ps = b"j" * 32, b"p" * 32
+        want = MLSMessage(build_welcome(g.suite, gi, js, ps, (), recipients, det_rng("seal"))).to_bytes()
+        assert build_welcome_message(g.suite, gi, js, ps, (), recipients, det_rng("seal")) == want
