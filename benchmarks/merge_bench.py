@@ -168,7 +168,9 @@ def run_merge(
             if got.export_secret(b"bench", b"", 16) != merged.export_secret(b"bench", b"", 16):
                 raise AssertionError(f"{name}: receiver disagrees with the merger")
             count = ciphertexts(msg, [(p.epoch_id, p.group) for p in parents_m if p.group is not None])
-        log(f"  {name}: {count} HPKE ciphertexts in the merge commit's UpdatePath (n={n}, log2 n={n.bit_length()})")
+        log(
+            f"  {name}: {count} HPKE ciphertexts in the merge commit's UpdatePath (n={n}, tree depth {(n - 1).bit_length()})"
+        )
         emit(record(name, n, "crdt-mls", tm))
         emit(record(f"{name}_create", n, "crdt-mls", tc))
         emit(record(f"{name}_process", n, "crdt-mls", tp))

@@ -10,14 +10,23 @@ in any order.
 
 Each operation is a signed DAG-CBOR node (docs/schema.md) whose author is the member's MLS
 signature key and whose epoch id is the CID of the commit node that started the epoch (the
-genesis node's CID for the first epoch).  Payloads are always ciphertext:
+genesis node's CID for the first epoch).  Payloads are always ciphertext (docs/api.md, "What
+goes into blocks"):
 
 * ``commit``: ``struct { uint8 type = 1; opaque commit<V>; opaque welcome<V>; }`` with the
-  commit as an RFC 9420 ``PrivateMessage`` and the (HPKE-encrypted) ``Welcome`` or empty;
-* merge commit: ``struct { uint8 type = 2; opaque parents<V><V>; opaque merge_message<V>; }``
-  (`crdt_mls.merge.mlsmerge.MergeMessage`), node epoch field = hash of the parent epochs;
-* ``application``: an RFC 9420 ``PrivateMessage``;
-* ``genesis``: empty.
+  commit as an RFC 9420 ``PrivateMessage`` and the (HPKE-encrypted) ``Welcome`` or empty; a
+  commit that adds members or does not fit a node is type 3: the commit, the Welcome without
+  the ratchet tree and the tree sealed under the new epoch's exporter, each inline or in
+  chunk blocks the node names (schema version 2); a replica waits only for the chunks it needs;
+* merge commit: ``struct { uint8 type = 2; opaque parents<V><V>; opaque merge_message<V>;
+  [opaque merge_history<V>]; }`` (`crdt_mls.merge.mlsmerge.MergeMessage`, the sealed
+  `GroupDag.history` for its Welcome's recipients), node epoch field = hash of the parent
+  epochs; type 4 when it goes to chunk blocks;
+* ``application``: an RFC 9420 ``PrivateMessage``; ``ack``: empty; ``genesis``: empty.
+
+State at rest is incremental (docs/api.md, "State at rest"): ratchet trees as shared
+content-addressed chunks, each kept epoch's secrets apart, the causal receiver as checkpoint +
+journal, the merge log truncated at a cut every author has passed.
 
 Key packages carry the member's name in the clear and are exchanged out of band, never as
 blocks.  Concurrent commits on one epoch fork the epoch sequence (design doc section 5): the
