@@ -270,11 +270,13 @@ class MergeMachine(RuleBasedStateMachine):
         self._commit(who, kind, pick)
 
     @precondition(lambda self: self.world is not None)
-    @rule(who=st.integers(0, 10), pick=st.integers(0, 15))
-    def concurrent_commits(self, who: int, pick: int) -> None:
-        """Two replicas commit before either hears of the other's commit."""
+    @rule(who=st.integers(0, 10), pick=st.integers(0, 15), third=st.booleans())
+    def concurrent_commits(self, who: int, pick: int, third: bool) -> None:
+        """Two (or three) replicas commit before any hears of the others' commits."""
         self._commit(who, ("update", "remove", "add", "evict")[pick % 4], pick)
         self._commit(who + 1 + pick % 3, ("update", "evict", "remove", "add")[pick % 4], pick // 4)
+        if third:
+            self._commit(who + 4 + pick % 2, ("remove", "update", "evict", "update")[pick % 4], pick // 2)
 
     def _commit(self, who: int, kind: str, pick: int) -> None:
         name = self.replicas[who % len(self.replicas)]
@@ -420,15 +422,14 @@ class MergeMachine(RuleBasedStateMachine):
                         self.net.send(name, other, str(i).encode())
 
     @precondition(lambda self: self.world is not None)
-    @rule(cut=st.integers(1, 7))
+    @rule(cut=st.integers(0, 7))
     def partition(self, cut: int) -> None:
+        """Split the replicas in two at ``cut``; 0 heals the network."""
+        if cut == 0:
+            self.net.heal()
+            return
         c = cut % len(self.replicas) or 1
         self.net.partition([self.replicas[:c], self.replicas[c:]])
-
-    @precondition(lambda self: self.world is not None)
-    @rule()
-    def heal(self) -> None:
-        self.net.heal()
 
     # ------------------------------------------------------------------ invariants
 
