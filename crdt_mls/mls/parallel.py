@@ -3,8 +3,12 @@
 Only work that releases the GIL benefits: libsodium through PyNaCl (X25519
 ``crypto_scalarmult``, Ed25519 ``crypto_sign_open``) does, so a batch of n such operations
 spread over the cores finishes in about n/cores of the time, with no processes and no
-pickling.  Everything else (AES-GCM of `cryptography`, small HMACs, Python code) runs
-interleaved under the GIL.
+pickling.  A range function must hold the GIL as little as possible between those calls
+(`crdt_mls.mls.sodium`): measured here, threads that also ran the HPKE key schedule (small
+HMACs, which release and retake the GIL, and AES-GCM) between their X25519 calls gained
+nothing over one thread, because every GIL hand-off between threads costs a wake-up.  So the
+callers split a batch in three: inputs prepared in the calling thread, libsodium alone on
+the threads, results finished in the calling thread.
 
 Determinism: a batch function gets an index range and returns the results for exactly that
 range; `map_ranges` concatenates them in index order, so the result is the same list as the
