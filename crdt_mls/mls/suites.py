@@ -363,6 +363,18 @@ class CipherSuite:
         keys = [bytes(pk) for pk in public_keys]
         return self._hpke.seal_many_then(keys, plaintexts, info, b"", post, rng)
 
+    def start_encrypt_with_label(
+        self, public_keys: Sequence[bytes], rng: Rng = os.urandom, *, derive_public: Sequence[bytes] = ()
+    ) -> EncryptBatch:
+        """Start EncryptWithLabel (RFC 9420 section 5.1.3) to each of ``public_keys`` before the
+        label, context and plaintexts are known: the randomness and the Diffie-Hellman work now
+        (on the worker threads for large batches), the rest in `EncryptBatch.encrypt`.
+        ``derive_public`` are HPKE private keys (`derive_hpke_private_key`) whose public keys
+        are computed in the same batch (`EncryptBatch.derived_public_keys`).  For the same
+        ``rng`` the ciphertexts are those of `encrypt_with_label` called for each key in order,
+        provided nothing else draws from ``rng`` between the two steps."""
+        return EncryptBatch(self._hpke.seal_batch(public_keys, rng, derive_public=derive_public))
+
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:
@@ -373,6 +385,11 @@ class CipherSuite:
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
         """HPKE DeriveKeyPair (RFC 9180 section 7.1.3) -> (private, public)."""
         return self._hpke.kem.derive_key_pair(ikm)
+
+    def derive_hpke_private_key(self, ikm: bytes) -> bytes:
+        """The private key of HPKE DeriveKeyPair (RFC 9180 section 7.1.3), without its public
+        key (computed in a batch by `start_encrypt_with_label`)."""
+        return self._hpke.kem.derive_private_key(ikm)
 
     def generate_hpke_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
         """A fresh HPKE key pair -> (private, public)."""
@@ -472,6 +489,28 @@ class CipherSuite:
     def check_signature_public_key(self, public_key: bytes) -> None:
         """`DecodeError` unless ``public_key`` is a well-formed key of the suite's scheme."""
         self._sig.check_public_key(public_key)
+
+
+class EncryptBatch:
+    """EncryptWithLabel (RFC 9420 section 5.1.3) to a list of public keys, started by
+    `CipherSuite.start_encrypt_with_label`; `encrypt` finishes it (once)."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: _hpke.SealBatch) -> None:
+        self._batch = batch
+
+    @property
+    def derived_public_keys(self) -> list[bytes]:
+        """The public keys of the batch's ``derive_public`` private keys, in order."""
+        return self._batch.derived_public_keys
+
+    def encrypt(
+        self, plaintexts: Sequence[bytes], label: str, context: bytes, post: Callable[[int, bytes, bytes], R]
+    ) -> list[R]:
+        """EncryptWithLabel of ``plaintexts[i]`` to the i-th public key with ``post(i,
+        kem_output, ciphertext)`` applied to each result, in order."""
+        return self._batch.seal(plaintexts, _label(label) + _vec(context), b"", post)
 
 
 def _suite(
@@ -604,4 +643,4 @@ def get_cipher_suite(suite_id: int) -> CipherSuite:
         raise UnsupportedError(f"cipher suite {suite_id!r} is not supported") from None
 
 
-__all__ = ["SUPPORTED_SUITES", "CipherSuite", "clear_key_caches", "get_cipher_suite"]
+__all__ = ["SUPPORTED_SUITES", "CipherSuite", "EncryptBatch", "clear_key_caches", "get_cipher_suite"]

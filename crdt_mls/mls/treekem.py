@@ -25,6 +25,7 @@ from crdt_mls.mls.messages import (
     ParentNode,
     UpdatePath,
     UpdatePathNode,
+    new_hpke_ciphertext,
 )
 from crdt_mls.mls.ratchet_tree import RatchetTree, direct_path, verify_leaf_signature
 
@@ -237,22 +238,38 @@ def create_update_path(
     new.blank_path(leaf_index)
     fdp = new.filtered_direct_path_with_copath(leaf_index)
 
+    # path secrets (section 7.4): leaf_secret, then one per filtered direct path node
     leaf_secret = rng(nh)
-    leaf_priv, leaf_pub = derive_node_key_pair(suite, leaf_secret)
-    path_secrets: dict[int, bytes] = {}
+    secrets: list[bytes] = []
+    secret = leaf_secret
+    for _ in fdp:
+        secret = next_path_secret(suite, secret)
+        secrets.append(secret)
+    commit_secret = next_path_secret(suite, secret)
+    path_secrets = {p: x for (p, _s), x in zip(fdp, secrets, strict=True)}
+    privs = [suite.derive_hpke_private_key(suite.derive_secret(x, "node")) for x in (leaf_secret, *secrets)]
+
+    # every (recipient key, path secret) of the whole path, node by node in resolution order
+    # (the serial loop's order, so rng is drawn in that order); the copath subtrees do not
+    # contain the path, so their resolutions are those of the merged tree
+    recipients: list[bytes] = []
+    plaintexts: list[bytes] = []
+    counts: list[int] = []
+    nodes_ = new.nodes()
+    for (_p, s), path_secret in zip(fdp, secrets, strict=True):
+        res = new.resolution_excluding(s, excluded)
+        for r in res:
+            v = nodes_[r]
+            assert v is not None
+            recipients.append(v.encryption_key)
+        plaintexts += [path_secret] * len(res)
+        counts.append(len(res))
+    # the ephemeral keys, every Diffie-Hellman and the path's public keys in one batch
+    batch = suite.start_encrypt_with_label(recipients, rng, derive_public=privs)
+    leaf_pub, *pubs = batch.derived_public_keys
+    leaf_priv = privs[0]
     node_keys: dict[int, bytes] = {2 * leaf_index: leaf_priv}
-    pubs: list[bytes] = []
-    secret = next_path_secret(suite, leaf_secret)
-    last = leaf_secret
-    for i, (p, _s) in enumerate(fdp):
-        if i > 0:
-            secret = next_path_secret(suite, secret)
-        path_secrets[p] = secret
-        priv, pub = derive_node_key_pair(suite, secret)
-        node_keys[p] = priv
-        pubs.append(pub)
-        last = secret
-    commit_secret = next_path_secret(suite, last)
+    node_keys.update((p, priv) for (p, _s), priv in zip(fdp, privs[1:], strict=True))
 
     leaf_ph = _merge_path(new, leaf_index, fdp, pubs)
     unsigned = replace(
@@ -268,22 +285,7 @@ def create_update_path(
     new.set_leaf(leaf_index, new_leaf)
 
     gc = replace(group_context, tree_hash=new.tree_hash())
-    ctx = gc.to_bytes()
-    # every (recipient key, path secret) of the whole path in one batch, in the order of the
-    # serial loop (node by node, resolution order), so rng is drawn in that order
-    recipients: list[bytes] = []
-    secrets: list[bytes] = []
-    counts: list[int] = []
-    for p, s in fdp:
-        res = new.resolution_excluding(s, excluded)
-        secret = path_secrets[p]
-        for r in res:
-            v = new.node(r)
-            assert v is not None
-            recipients.append(v.encryption_key)
-            secrets.append(secret)
-        counts.append(len(res))
-    cts = suite.encrypt_with_label_many_then(recipients, secrets, _PATH_LABEL, ctx, _ciphertext, rng=rng)
+    cts = batch.encrypt(plaintexts, _PATH_LABEL, gc.to_bytes(), _ciphertext)
     nodes: list[UpdatePathNode] = []
     start = 0
     for pub, count in zip(pubs, counts, strict=True):
@@ -302,7 +304,7 @@ def create_update_path(
 
 
 def _ciphertext(_i: int, kem_output: bytes, ciphertext: bytes) -> HPKECiphertext:
-    return HPKECiphertext(kem_output, ciphertext)
+    return new_hpke_ciphertext(kem_output, ciphertext)
 
 
 def apply_update_path(
