@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError, ProposalError, SignatureError, TreeError
 from crdt_mls.mls import treemath
-from crdt_mls.mls.codec import Reader, Writer, encode_varint
+from crdt_mls.mls.codec import Reader, encode_varint
 from crdt_mls.mls.messages import (
     Add,
     LeafNode,
     LeafNodeSource,
     Node,
-    NodeType,
     ParentNode,
     Proposal,
     Remove,
@@ -453,6 +452,31 @@ class RatchetTree:
         self._check_leaf(leaf_index)
         self.set_node(2 * leaf_index, leaf)
 
+    def set_direct_path(self, leaf_index: int, leaf: LeafNode, parents: Iterable[tuple[int, ParentNode]]) -> None:
+        """Set a leaf and its whole direct path at once: the given parent nodes, every other
+        node of the path blank, with one invalidation of the path's caches.  The same tree as
+        `blank_path`, `set_path_nodes` and `set_leaf` in turn (merging an UpdatePath, RFC 9420
+        section 7.5), with each node written once."""
+        self._check_leaf(leaf_index)
+        if not isinstance(leaf, LeafNode):
+            raise InvalidArgument("set_direct_path needs a LeafNode")
+        x = 2 * leaf_index
+        path = direct_path(x, self.n_leaves)
+        values: dict[int, ParentNode] = dict(parents)
+        outside = set(values).difference(path)
+        if outside:
+            raise InvalidArgument(f"node {min(outside)} is not on the direct path of leaf {leaf_index}")
+        for p, pv in values.items():
+            if not isinstance(pv, ParentNode):
+                raise InvalidArgument(f"node {p} must be a parent node")
+        nodes = self._nodes
+        for p in path:
+            v = values.get(p)
+            if v is not None or nodes.get(p) is not None:
+                self._put(p, v)
+        self._put(x, leaf)
+        self._invalidate(x)
+
     def blank_path(self, leaf_index: int) -> None:
         """Blank every parent on the direct path of a leaf (RFC 9420 section 7.4)."""
         self._check_leaf(leaf_index)
@@ -618,17 +642,26 @@ class RatchetTree:
         return self.suite.hash(head + b"\x01" + leaf.to_bytes())
 
     def _parent_hash_input_hash(self, node: NodeValue | None, left_hash: bytes, right_hash: bytes) -> bytes:
-        """Hash of TreeHashInput for a parent (RFC 9420 section 7.8)."""
+        """Hash of TreeHashInput for a parent (RFC 9420 section 7.8): ``node_type``, the
+        optional ParentNode, the children's hashes as ``opaque<V>`` (assembled directly)."""
         if node is None:
-            body = b"\x02\x00"
+            head = b"\x02\x00"
         else:
-            w = Writer()
-            w.u8(NodeType.PARENT)
-            w.u8(1)
-            node.encode(w)
-            body = w.getvalue()
+            assert isinstance(node, ParentNode)
+            key, ph, unmerged = node.encryption_key, node.parent_hash, node.unmerged_leaves
+            head = b"".join(
+                (
+                    b"\x02\x01",
+                    encode_varint(len(key)),
+                    key,
+                    encode_varint(len(ph)),
+                    ph,
+                    encode_varint(4 * len(unmerged)),
+                    *(u.to_bytes(4, "big") for u in unmerged),
+                )
+            )
         return self.suite.hash(
-            body + encode_varint(len(left_hash)) + left_hash + encode_varint(len(right_hash)) + right_hash
+            head + encode_varint(len(left_hash)) + left_hash + encode_varint(len(right_hash)) + right_hash
         )
 
     def _th_excluding(self, x: int, excluded: list[int], exset: frozenset[int]) -> bytes:
@@ -671,12 +704,19 @@ class RatchetTree:
         return self.parent_hash_from(v.encryption_key, v.parent_hash, self.original_sibling_tree_hash(p, s))
 
     def parent_hash_from(self, encryption_key: bytes, parent_hash: bytes, sibling_hash: bytes) -> bytes:
-        """Hash of a ParentHashInput struct (RFC 9420 section 7.9)."""
-        w = Writer()
-        w.opaque(encryption_key)
-        w.opaque(parent_hash)
-        w.opaque(sibling_hash)
-        return self.suite.hash(w.getvalue())
+        """Hash of a ParentHashInput struct (RFC 9420 section 7.9): three ``opaque<V>``."""
+        return self.suite.hash(
+            b"".join(
+                (
+                    encode_varint(len(encryption_key)),
+                    encryption_key,
+                    encode_varint(len(parent_hash)),
+                    parent_hash,
+                    encode_varint(len(sibling_hash)),
+                    sibling_hash,
+                )
+            )
+        )
 
     def _node_parent_hash(self, x: int) -> bytes | None:
         v = self.node(x)

@@ -36,10 +36,10 @@ from crdt_mls.mls import hpke as _hpke
 from crdt_mls.mls import parallel, sodium
 from crdt_mls.mls.codec import encode_varint
 
-try:  # the C function behind hmac.digest, without its per-call dispatch
-    from _hashlib import hmac_digest as _hmac_digest
+try:  # the C HMAC object behind hmac.new (faster than _hashlib.hmac_digest: see crdt_mls.mls.hpke)
+    from _hashlib import hmac_new as _hmac_new
 except ImportError:  # pragma: no cover - CPython without OpenSSL
-    _hmac_digest = hmac.digest  # type: ignore[assignment]
+    _hmac_new = hmac.new  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
 R = TypeVar("R")
@@ -223,6 +223,8 @@ def _vec(data: bytes) -> bytes:
 
 
 _LABELS: dict[str, bytes] = {}
+#: (label, Nh) -> KDFLabel of DeriveSecret with the HKDF-Expand counter byte appended
+_DERIVE_INFO: dict[tuple[str, int], bytes] = {}
 
 
 def _label(label: str) -> bytes:
@@ -262,11 +264,11 @@ class CipherSuite:
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """HMAC with the suite hash (RFC 9420 section 5.1)."""
-        return _hmac_digest(key, data, self.hash_name)
+        return _hmac_new(key, data, self.hash_name).digest()
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
         """Constant-time comparison of ``tag`` with ``mac(key, data)``."""
-        return hmac.compare_digest(_hmac_digest(key, data, self.hash_name), tag)
+        return hmac.compare_digest(_hmac_new(key, data, self.hash_name).digest(), tag)
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         """HKDF-Extract with the suite hash."""
@@ -284,8 +286,16 @@ class CipherSuite:
         return self._hpke.kdf.expand(secret, info, length)
 
     def derive_secret(self, secret: bytes, label: str) -> bytes:
-        """DeriveSecret (RFC 9420 section 5.1) = ExpandWithLabel(secret, label, "", Nh)."""
-        return self.expand_with_label(secret, label, b"", self.hash_length)
+        """DeriveSecret (RFC 9420 section 5.1) = ExpandWithLabel(secret, label, "", Nh): one
+        HMAC, ``T(1) = HMAC(secret, KDFLabel || 0x01)`` (RFC 5869 section 2.3), with the
+        encoded KDFLabel memoized per label."""
+        nh = self.hash_length
+        info = _DERIVE_INFO.get((label, nh))
+        if info is None:
+            info = nh.to_bytes(2, "big") + _label(label) + b"\x00\x01"  # empty context, then the counter
+            if len(_DERIVE_INFO) < 1024:
+                _DERIVE_INFO[(label, nh)] = info
+        return _hmac_new(secret, info, self.hash_name).digest()
 
     def derive_tree_secret(self, secret: bytes, label: str, generation: int, length: int) -> bytes:
         """DeriveTreeSecret (RFC 9420 section 9.1): the context is the uint32 generation."""

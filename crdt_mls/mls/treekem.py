@@ -189,20 +189,22 @@ class ProcessedUpdatePath:
         return f"ProcessedUpdatePath(tree={self.tree!r}, path_secret_node={self.path_secret_node})"
 
 
-def _merge_path(tree: RatchetTree, leaf_index: int, fdp: list[tuple[int, int]], public_keys: list[bytes]) -> bytes:
-    """Set the filtered direct path nodes with their parent hashes; return the leaf's parent hash.
+def _path_nodes(
+    tree: RatchetTree, fdp: list[tuple[int, int]], public_keys: list[bytes]
+) -> tuple[list[tuple[int, ParentNode]], bytes]:
+    """The new filtered direct path nodes with their parent hashes (top down) and the parent
+    hash of the leaf (RFC 9420 sections 7.5 and 7.9).
 
-    ``tree`` must already have the direct path blanked (RFC 9420 sections 7.5 and 7.9).
+    A copath subtree does not contain the path, so its tree hash (and, with no unmerged
+    leaves in the new nodes, its original sibling tree hash) is the same in ``tree`` and in
+    the tree after the merge: the path is computed before the tree is changed.
     """
     ph = b""
     path: list[tuple[int, ParentNode]] = []
     for (p, s), pub in zip(reversed(fdp), reversed(public_keys), strict=True):
         path.append((p, ParentNode(pub, ph, ())))
-        # the copath subtree of s does not contain the path, so its hash is not affected by
-        # the nodes set below: all of them are set at once (one cache invalidation)
         ph = tree.parent_hash_from(pub, ph, tree.tree_hash(s))
-    tree.set_path_nodes(leaf_index, path)
-    return ph
+    return path, ph
 
 
 def create_update_path(
@@ -234,9 +236,9 @@ def create_update_path(
         raise InvalidArgument("the committer cannot be an excluded leaf")
     nh = suite.hash_length
 
-    new = tree.copy()
-    new.blank_path(leaf_index)
-    fdp = new.filtered_direct_path_with_copath(leaf_index)
+    # the copath subtrees (resolutions, tree hashes) do not contain the direct path: computed on
+    # ``tree``, they are those of the tree with the path blanked and of the merged tree
+    fdp = tree.filtered_direct_path_with_copath(leaf_index)
 
     # path secrets (section 7.4): leaf_secret, then one per filtered direct path node
     leaf_secret = rng(nh)
@@ -250,14 +252,13 @@ def create_update_path(
     privs = [suite.derive_hpke_private_key(suite.derive_secret(x, "node")) for x in (leaf_secret, *secrets)]
 
     # every (recipient key, path secret) of the whole path, node by node in resolution order
-    # (the serial loop's order, so rng is drawn in that order); the copath subtrees do not
-    # contain the path, so their resolutions are those of the merged tree
+    # (the serial loop's order, so rng is drawn in that order)
     recipients: list[bytes] = []
     plaintexts: list[bytes] = []
     counts: list[int] = []
-    nodes_ = new.nodes()
+    nodes_ = tree.nodes()
     for (_p, s), path_secret in zip(fdp, secrets, strict=True):
-        res = new.resolution_excluding(s, excluded)
+        res = tree.resolution_excluding(s, excluded)
         for r in res:
             v = nodes_[r]
             assert v is not None
@@ -271,7 +272,7 @@ def create_update_path(
     node_keys: dict[int, bytes] = {2 * leaf_index: leaf_priv}
     node_keys.update((p, priv) for (p, _s), priv in zip(fdp, privs[1:], strict=True))
 
-    leaf_ph = _merge_path(new, leaf_index, fdp, pubs)
+    path, leaf_ph = _path_nodes(tree, fdp, pubs)
     unsigned = replace(
         template,
         encryption_key=leaf_pub,
@@ -282,7 +283,8 @@ def create_update_path(
     )
     sig = suite.sign_with_label(signature_private_key, "LeafNodeTBS", unsigned.tbs(group_context.group_id, leaf_index))
     new_leaf = unsigned.with_signature(sig)
-    new.set_leaf(leaf_index, new_leaf)
+    new = tree.copy()
+    new.set_direct_path(leaf_index, new_leaf, path)
 
     gc = replace(group_context, tree_hash=new.tree_hash())
     cts = batch.encrypt(plaintexts, _PATH_LABEL, gc.to_bytes(), _ciphertext)
@@ -340,12 +342,11 @@ def apply_update_path(
     if any(tree.has_encryption_key(k) for k in new_keys):
         raise TreeError("an UpdatePath encryption key already appears in the tree")
 
-    new = tree.copy()
-    new.blank_path(sender)
-    ph = _merge_path(new, sender, fdp, [u.encryption_key for u in update_path.nodes])
+    path, ph = _path_nodes(tree, fdp, [u.encryption_key for u in update_path.nodes])
     if ph != leaf.parent_hash:
         raise TreeError("the parent hash of the UpdatePath leaf does not match the merged path")
-    new.set_leaf(sender, leaf)
+    new = tree.copy()
+    new.set_direct_path(sender, leaf, path)
     return new, fdp
 
 

@@ -126,6 +126,33 @@ def test_set_path_nodes_equals_node_by_node_and_checks_the_path() -> None:
         base.copy().set_path_nodes(9, [(path[0], _leaf(1))])  # type: ignore[list-item]
 
 
+def test_set_direct_path_checks_its_arguments_and_leaves_the_tree_as_it_was() -> None:
+    import pytest
+
+    from crdt_mls.errors import InvalidArgument
+
+    base = _big_tree(64)
+    base.tree_hash()
+    path = treemath.direct_path(2 * 9, 64)
+    bad: list[list[tuple[int, ParentNode]]] = [
+        [(1, _parent())],  # node 1 is above leaves 0 and 1 only
+        [(path[0], _leaf(1))],  # type: ignore[list-item]
+        [(path[1], _parent()), (2, _parent())],  # a leaf position
+    ]
+    for values in bad:
+        t = base.copy()
+        with pytest.raises(InvalidArgument):
+            t.set_direct_path(9, _leaf(99), values)
+        assert t.diff(base) == [] and t.tree_hash() == base.tree_hash()
+    with pytest.raises(InvalidArgument):
+        base.copy().set_direct_path(9, _parent(), [])  # type: ignore[arg-type]
+    merged = base.copy()
+    merged.set_direct_path(9, _leaf(99), [(path[2], _parent())])
+    assert merged.diff(base) == sorted([18, *path])  # the leaf, and every path node (blank but one)
+    assert [merged.node(p) is None for p in path] == [p != path[2] for p in path]
+    assert merged.tree_hash() == RatchetTree(SUITE, list(merged.nodes())).tree_hash()
+
+
 def test_deriving_a_tree_never_changes_the_old_one() -> None:
     base = _big_tree(1024)
     before = list(base.nodes())
@@ -216,6 +243,23 @@ class TreeFamily(RuleBasedStateMachine):
         path = treemath.direct_path(2 * j, self.trees[i].n_leaves)
         values = [(p, None if (blanks >> (k % 3)) & 1 else _parent()) for k, p in enumerate(path)]
         self._apply(i, "set_path_nodes", j, values)
+
+    @rule(which=st.integers(0, 9), pos=st.integers(0, 63), blanks=st.integers(0, 7), leaf=st.integers(0, 23))
+    def merge_path(self, which: int, pos: int, blanks: int, leaf: int) -> None:
+        """`set_direct_path` (an UpdatePath merge in one pass) equals `blank_path`,
+        `set_path_nodes` and `set_leaf` in turn on an unshared tree."""
+        i = self._pick(which)
+        members = [j for j, _ in self.trees[i].members()]
+        j = members[pos % len(members)]
+        path = treemath.direct_path(2 * j, self.trees[i].n_leaves)
+        values = [(p, _parent()) for k, p in enumerate(path) if not (blanks >> (k % 3)) & 1]
+        ref = RatchetTree(SUITE, self.models[i])
+        ref.blank_path(j)
+        ref.set_path_nodes(j, values)
+        ref.set_leaf(j, POOL[leaf])
+        self.trees[i].set_direct_path(j, POOL[leaf], values)
+        assert list(self.trees[i].nodes()) == list(ref.nodes())
+        self.models[i] = list(ref.nodes())
 
     @rule(which=st.integers(0, 9), pos=st.integers(0, 63))
     def blank(self, which: int, pos: int) -> None:
