@@ -665,6 +665,11 @@ class GroupDag:
                 return False
             return self.concurrent(n, r.cid) and (r.cid in region_set or not self._in_all(n, chs))
 
+        def log_position(r: OpRecord, member: bytes) -> int:
+            # rule 3.7: an UPDATE in the member's own commit was made there; one in another's
+            # commit (a committed Update proposal) no later than the member's last node in its past
+            return r.seq if r.author == member else self._nodes[r.cid].clock.get(member, -1)
+
         result: ReplayResult = replay(
             base.membership,
             recs,
@@ -672,6 +677,7 @@ class GroupDag:
             eviction_void=eviction_void,
             rank=self.rank,
             mode=self.mutual_removal,
+            log_position=log_position,
         )
         return MergeState(heads, result.membership, base.void | result.void, result.moved, None if fallback else cut)
 

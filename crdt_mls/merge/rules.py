@@ -314,6 +314,10 @@ Concurrent = Callable[[OpRecord, OpRecord], bool]
 EvictionVoid = Callable[[OpRecord, Change], bool]
 #: ``rank(cid)``: the commit's position key in the deterministic order (smaller = earlier)
 Rank = Callable[[bytes], tuple[int, bytes]]
+#: ``log_position(rec, member)``: the position in ``member``'s log at which the LeafNode of an UPDATE
+#: of ``member`` carried by ``rec`` was made, at the latest: ``rec.seq`` when ``member`` wrote ``rec``,
+#: else ``member``'s last node in ``rec``'s causal past (its committed Update proposal is no later)
+LogPosition = Callable[[OpRecord, bytes], int]
 
 
 def replay(
@@ -324,8 +328,13 @@ def replay(
     eviction_void: EvictionVoid,
     rank: Rank,
     mode: MutualRemoval = MutualRemoval.BOTH,
+    log_position: LogPosition | None = None,
 ) -> ReplayResult:
     """Membership after ``commits`` (already in the deterministic order) on top of ``base``.
+
+    ``log_position(rec, member)``: where in ``member``'s own log the LeafNode of an UPDATE of
+    ``member`` carried by ``rec`` was made, at the latest (docs/merge.md 3.7); without it, the
+    last UPDATE in the order wins.
 
     Removals that take effect and void commits depend on each other (a void commit's
     removals do not count; a removal voids its target's concurrent commits), so they are
@@ -374,7 +383,7 @@ def replay(
         candidates = [(r, i, ch) for r, i, ch in candidates if not junior_mutual(r, ch)]
     effective = frozenset((r.cid, i) for r, i, _ in candidates)
     seen: list[frozenset[tuple[bytes, int]]] = []
-    result = _simulate(base, commits, candidates, effective, concurrent, mode)
+    result = _simulate(base, commits, candidates, effective, concurrent, mode, log_position)
     for _ in range(len(candidates) + 2):
         nxt = result.removals
         if nxt == effective:
@@ -383,11 +392,13 @@ def replay(
             # removal cycles (a removes b, b removes c, c removes a, concurrently) have no
             # fixpoint: take the removals greedily in the deterministic order, skipping one whose
             # author an already taken, concurrent, non-mutual removal removes
-            result = _simulate(base, commits, candidates, _greedy(candidates, concurrent, mode), concurrent, mode)
+            result = _simulate(
+                base, commits, candidates, _greedy(candidates, concurrent, mode), concurrent, mode, log_position
+            )
             break
         seen.append(effective)
         effective = nxt
-        result = _simulate(base, commits, candidates, effective, concurrent, mode)
+        result = _simulate(base, commits, candidates, effective, concurrent, mode, log_position)
     # every key whose Member can differ from ``base`` is named by a change (moves are ADDs)
     result.membership._derived_from(base, (ch.member for rec in commits for ch in rec.changes or ()))
     return result
@@ -418,6 +429,7 @@ def _simulate(
     effective: frozenset[tuple[bytes, int]],
     concurrent: Concurrent,
     mode: MutualRemoval,
+    log_position: LogPosition | None = None,
 ) -> ReplayResult:
     """One pass: apply the commits in order given the set of removals assumed effective."""
     by_key = dict(base._by_key)
@@ -440,6 +452,7 @@ def _simulate(
     moved: set[bytes] = set()
     removed_by: dict[bytes, OpRecord] = {}
     placed: set[bytes] = set()  #: members an ADD of this region placed (their leaf may differ from a branch's)
+    newest: dict[bytes, int] = {}  #: member -> log position of the UPDATE applied to it (rule 3.7)
     for rec in commits:
         assert rec.changes is not None
         a = rec.author
@@ -466,6 +479,15 @@ def _simulate(
                     # a person added twice, 3.1): its LeafNode is signed for that leaf index
                     # (RFC 9420 7.2), so it does not follow the member; it keeps the leaf it has here
                     continue
+            if ch.kind == ChangeKind.UPDATE and log_position is not None:
+                # rule 3.7: the LeafNode the member made last in its own log wins, not the one whose
+                # carrying commit comes last (an Update proposal committed by someone else,
+                # concurrently with the member's own later commit, must not bring back a leaf
+                # key an attacker who compromised the member before that commit holds)
+                pos = log_position(rec, ch.member)
+                if pos < newest.get(ch.member, -1):
+                    continue
+                newest[ch.member] = pos
             _apply_change(by_key, by_leaf, rec.cid, ch, effective=eff_here, moved=moved)
     still = frozenset((r.cid, i) for r, i, _ in candidates if r.cid not in void)
     return ReplayResult(Membership._from_maps(by_key, by_leaf), frozenset(void), still, frozenset(moved))

@@ -20,6 +20,14 @@ Checked after every step:
 * removal: an adversary keeping every private key a non-member ever held (removed members,
   members of concurrent branches) holds the key of no node of the epoch's tree, so it can
   open none of the path secrets or Welcome secrets that create the epoch;
+* post-compromise security: an attacker holding every private key a member held before its own
+  commit u (its states in every epoch not after u, and its pending Update proposals' keys)
+  knows no key of any later epoch's tree, unless u's leaf did not take effect there (u void, or
+  a moved joiner placed again with its earlier leaf); Update proposals are made and committed by
+  others, concurrently with the proposer's own commits (docs/merge.md 3.7);
+* joiners: members added later are replicas too, with their own DAG (opaque history, pinned
+  roots, sealed provenance and merge histories); they commit, send and merge, and whenever they
+  can compute S of their heads it is the omniscient one (members, leaves, LeafNodes, provenance);
 * messages: a member sends a real RFC 9420 PrivateMessage (`Group.protect_application`) in
   the epoch of its single head, carried as an application node of the DAG over the same
   faulty network.  Every member of that epoch that receives it decrypts it to the sent
@@ -163,6 +171,13 @@ class Sent:
     data: bytes
 
 
+def _x25519_public(private_key: bytes) -> bytes:
+    """The X25519 public key of an HPKE private key (the harness uses cipher suite 1)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.from_private_bytes(private_key).public_key().public_bytes_raw()
+
+
 def _who(ms: Membership) -> frozenset[tuple[bytes, int, bytes, bytes]]:
     """Who is where: key, leaf, LeafNode and provenance of every member."""
     return frozenset((m.key, m.leaf, m.data, m.added_in) for m in ms.members)
@@ -187,9 +202,12 @@ class MergeMachine(RuleBasedStateMachine):
         self.adversary_version = -1
         self.joiners_version = -1
         self.joiner_checks = 0
+        self.pcs_version = -1
         #: application messages by record CID, and who decrypted which (exactly once)
         self.sent: dict[bytes, Sent] = {}
         self.decrypted: set[tuple[str, bytes]] = set()
+        #: Update proposals waiting in each epoch (RFC 9420 12.1.2), committed by the next commit there
+        self.proposals: dict[bytes, list[bytes]] = {}
 
     # ------------------------------------------------------------------ setup
 
@@ -284,24 +302,39 @@ class MergeMachine(RuleBasedStateMachine):
         if h is None:
             return
         others = sorted(self.w.members(h) - {name})
+        # the other members' Update proposals pending in this epoch go in by reference (RFC 9420
+        # 12.4: a Remove of the proposer wins over its Update)
+        props = tuple(m for m in self.proposals.get(h, ()) if self.w.proposer[m] != name)
         if kind == "add":
             if self.joiners >= MAX_JOINERS:
                 return
             self.joiners += 1
             joiner = f"j{self.joiners}"
-            self.w.commit(name, h, add=(joiner,))
+            self.w.commit(name, h, add=(joiner,), proposals=props)
             self._new_joiner(joiner, name)
         elif kind in ("remove", "evict"):
             if len(others) < 2:
                 return
             victim = others[pick % len(others)]
             if kind == "remove":
-                self.w.commit(name, h, remove=(victim,))
+                self.w.commit(name, h, remove=(victim,), proposals=props)
             else:
-                self.w.commit(name, h, evict=(victim,))
+                self.w.commit(name, h, evict=(victim,), proposals=props)
         else:
-            self.w.commit(name, h)
+            self.w.commit(name, h, proposals=props)
         self._publish(name)
+
+    @precondition(lambda self: self.world is not None)
+    @rule(who=st.integers(0, 10))
+    def propose_update(self, who: int) -> None:
+        """A member proposes a fresh leaf key (an Update proposal) in its current epoch; the next
+        commit by someone else in that epoch commits it, possibly concurrently with the proposer's
+        own commit (docs/merge.md 3.7)."""
+        name = self.replicas[who % len(self.replicas)]
+        h = self._can_act(name)
+        if h is None or any(self.w.proposer[m] == name for m in self.proposals.get(h, ())):
+            return
+        self.proposals.setdefault(h, []).append(self.w.propose(name, h, update=True))
 
     @precondition(lambda self: self.world is not None)
     @rule(who=st.integers(0, 10))
@@ -545,6 +578,44 @@ class MergeMachine(RuleBasedStateMachine):
             assert got == want, (name, "a joiner computes another S(heads)")
 
     @invariant()
+    def own_commit_heals(self) -> None:
+        """Post-compromise security (design 6.4; docs/merge.md 3.7, 5): an attacker holding every
+        private key a member held before its own commit u (its states in every epoch that is not u
+        or after it, and the keys of its pending Update proposals) knows no key of the tree of any
+        epoch after u.  Not claimed when u's new leaf did not take effect there: u void, or the
+        member placed again with a leaf it had before u (a moved joiner, 3.2)."""
+        if self.world is None:
+            return
+        w = self.w
+        if len(w.states) == self.pcs_version:
+            return
+        self.pcs_version = len(w.states)
+        dag = w.dag
+        for u in dag.commits():
+            rec = dag.record(u)
+            x = w.name_of(rec.author)
+            stolen: set[bytes] = set()
+            leaves_before: set[bytes] = set()
+            for (n, e), g in w.states.items():
+                if n != x or e == u or dag.in_past(u, e):
+                    continue
+                stolen |= {node.encryption_key for k in g.private_keys if (node := g.tree.node(k)) is not None}
+                stolen |= {_x25519_public(priv) for _ref, priv in g.update_keys}
+                if g.active and dag.in_past(e, u):  # a leaf it had before u in its own history
+                    leaves_before.add(g.leaf_node.encryption_key)
+            for e, tree in w.trees.items():
+                if not dag.in_past(u, e):
+                    continue
+                if u in dag.state({e}).void:
+                    continue
+                mine = next((lf for _i, lf in tree.members() if lf.signature_key == rec.author), None)
+                if mine is not None and mine.encryption_key in leaves_before:
+                    continue
+                public = {lf.encryption_key for _, lf in tree.members()}
+                public |= {p.encryption_key for k in range(1, tree.width, 2) if (p := tree.parent_node(k)) is not None}
+                assert not (public & stolen), (x, "an attacker from before its own commit knows a later key")
+
+    @invariant()
     def outsiders_know_no_node_of_any_epoch(self) -> None:
         if self.world is None:
             return
@@ -641,6 +712,8 @@ class MergeMachine(RuleBasedStateMachine):
             event("messages sent")
         if self.joiner_checks:
             event("joiner view compared")
+        if any(ch.kind == ChangeKind.UPDATE and ch.member != r.author for r in recs for ch in r.changes or ()):
+            event("an Update proposal committed")
         joiners = {w.key(f"j{i}") for i in range(1, self.joiners + 1)}
         if any(r.author in joiners and not r.is_merge for r in recs):
             event("a joiner committed")

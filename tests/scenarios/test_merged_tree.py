@@ -334,19 +334,17 @@ def test_a_base_membership_that_does_not_match_its_tree_is_refused() -> None:
         merged_base_tree(SUITE, parents, st.membership, wrong)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding (docs/merge.md 10): rule 3.7 orders a member's UPDATEs by the commits that "
-    "carry them, not by the member's own log, so S can keep an Update proposal made before the "
-    "member's own later commit; the attacker then holds the merged leaf key",
-)
 def test_update_proposal_committed_concurrently_with_the_proposers_own_commit_keeps_pcs() -> None:
+    """Rule 3.7 orders a member's UPDATEs by its own log (proofs/findings.md F12): the Update
+    proposal gina made before her own commit does not bring back its leaf key, although the
+    commit carrying it comes later in the order."""
     w = World(list(NAMES), seed=2)  # a seed where carol's commit comes after gina's in the order
     g = w.genesis
     p = w.propose("gina", g, update=True)  # gina's Update proposal...
     u = w.commit("gina", g)  # ...then her own commit: a fresh leaf and path (PCS for gina)
     c1 = w.commit("carol", g, proposals=(p,))  # carol commits the proposal, concurrently with u
-    assert w.dag.state().membership.get(w.key("gina")).updated_in == c1  # type: ignore[union-attr]
+    assert w.dag.rank(c1) > w.dag.rank(u)  # carol's commit comes later in the order...
+    assert w.dag.state().membership.get(w.key("gina")).updated_in == u  # type: ignore[union-attr]
     m = w.merge("alice")
     w.check_epoch(m)
     assert_knowledge(w, m)  # key knowledge holds: the tree is consistent with S

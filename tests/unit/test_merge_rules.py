@@ -400,3 +400,29 @@ def test_same_operations_same_state_in_any_order(case: tuple[MutualRemoval, list
     # S(heads) never keeps a member whose removal is effective, never two members on one leaf
     m = ref.state().membership
     assert len({x.leaf for x in m.members}) == len(m.members)
+
+
+@pytest.mark.parametrize("tag", ["x", "y", "z", "w"])
+def test_update_of_a_member_follows_its_own_log_not_the_carrying_commit(tag: str) -> None:
+    """Rule 3.7 (proofs/findings.md F12): A's Update proposal (a node of A's log) committed by B,
+    concurrently with A's own later commit, never wins over that commit, whichever comes last in
+    the (height, CID) order; causally later updates still win."""
+    log = Log("ABC")
+    dag = GroupDag(log.g)
+    p = log.op(f"p-{tag}", "A", ["g"], ["g"])  # A's Update proposal (a non-commit node)
+    dag.add(p)
+    u = log.op(f"u-{tag}", "A", ["g"], ["g"], [upd("A", "own")])  # then A's own commit
+    c = log.op(f"c-{tag}", "B", ["g", f"p-{tag}"], ["g"], [upd("A", "proposed")])  # B commits the proposal
+    dag.add(u)
+    dag.add(c)
+    a = dag.state().membership.get(b"A")
+    assert a is not None and a.data == b"own" and a.updated_in == u.cid
+    # a later proposal of A, committed after the merge of both, wins as before
+    m = log.op(f"m-{tag}", "C", [f"u-{tag}", f"c-{tag}"], [f"u-{tag}", f"c-{tag}"], [upd("C", "c-merged")])
+    dag.add(m)
+    p2 = log.op(f"p2-{tag}", "A", [f"m-{tag}"], [f"m-{tag}"])
+    dag.add(p2)
+    c2 = log.op(f"c2-{tag}", "B", [f"m-{tag}", f"p2-{tag}"], [f"m-{tag}"], [upd("A", "later")])
+    dag.add(c2)
+    a = dag.state().membership.get(b"A")
+    assert a is not None and a.data == b"later"
