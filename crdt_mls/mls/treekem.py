@@ -257,8 +257,11 @@ def create_update_path(
     plaintexts: list[bytes] = []
     counts: list[int] = []
     nodes_ = tree.nodes()
+    ex_nodes = {2 * i for i in excluded}
     for (_p, s), path_secret in zip(fdp, secrets, strict=True):
-        res = tree.resolution_excluding(s, excluded)
+        res = tree.resolution(s)
+        if ex_nodes:
+            res = tuple(r for r in res if r not in ex_nodes)
         for r in res:
             v = nodes_[r]
             assert v is not None
