@@ -31,8 +31,8 @@ def _child(args: argparse.Namespace) -> None:
     def emit(r: Record) -> None:
         records.append(r)
         log(
-            f"  {r.impl:9s} {r.scenario:22s} n={r.members:<6d} median {r.median_s * 1000:11.3f} ms CPU"
-            f" {r.median_wall_s * 1000:11.3f} ms wall  ({r.samples} samples)"
+            f"  {r.impl:9s} {r.scenario:22s} n={r.members:<6d} median {r.median_s * 1000:11.3f} ms wall"
+            f" {r.median_cpu_s * 1000:11.3f} ms CPU  ({r.samples} samples)"
         )
         with open(args.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(r.to_json()) + "\n")

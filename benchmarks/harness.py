@@ -15,7 +15,11 @@ PEER = "mls-rs"
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One JSON result: a scenario at one group size for one implementation."""
+    """One JSON result: a scenario at one group size for one implementation.
+
+    ``median_s``/``min_s``/``max_s`` are wall-clock seconds (what the caller waits for);
+    ``median_cpu_s``/``min_cpu_s``/``max_cpu_s`` the process CPU seconds of the same calls
+    (all threads: above the wall time when the work ran on both cores)."""
 
     scenario: str
     members: int
@@ -25,8 +29,9 @@ class Record:
     max_s: float
     peak_rss_bytes: int
     samples: int
-    #: median wall-clock seconds (``median_s`` is process CPU time; see docs/benchmarks.md)
-    median_wall_s: float
+    median_cpu_s: float
+    min_cpu_s: float
+    max_cpu_s: float
     #: replica scenarios: median bytes the call asked the store to write (benchmarks.replica_bench)
     bytes_written: int | None = None
 
@@ -48,34 +53,37 @@ def peak_rss_bytes() -> int:
 
 
 def record(scenario: str, members: int, impl: str, timer: Timer | list[float], rss: int | None = None) -> Record:
-    """Summarize timing samples (seconds) as a `Record`."""
-    samples = timer.samples if isinstance(timer, Timer) else timer
+    """Summarize timing samples as a `Record`: a `Timer`, or a list of seconds measured
+    without one (used as both wall and CPU time)."""
     wall = timer.wall if isinstance(timer, Timer) else timer
-    if not samples:
+    cpu = timer.cpu if isinstance(timer, Timer) else timer
+    if not wall or len(cpu) != len(wall):
         raise ValueError(f"no samples for {scenario}")
     return Record(
         scenario,
         members,
         impl,
-        statistics.median(samples),
-        min(samples),
-        max(samples),
-        peak_rss_bytes() if rss is None else rss,
-        len(samples),
         statistics.median(wall),
+        min(wall),
+        max(wall),
+        peak_rss_bytes() if rss is None else rss,
+        len(wall),
+        statistics.median(cpu),
+        min(cpu),
+        max(cpu),
     )
 
 
 class Timer:
-    """Accumulates samples: ``with timer: ...`` adds one.  ``samples`` are process CPU
-    seconds (all threads; robust against other processes competing for the cores),
-    ``wall`` the wall-clock seconds of the same calls."""
+    """Accumulates samples: ``with timer: ...`` adds one.  ``wall`` are wall-clock seconds
+    (``time.perf_counter``), ``cpu`` the process CPU seconds of the same calls (all threads;
+    robust against other processes competing for the cores)."""
 
-    __slots__ = ("_c0", "_t0", "samples", "wall")
+    __slots__ = ("_c0", "_t0", "cpu", "wall")
 
     def __init__(self) -> None:
-        self.samples: list[float] = []
         self.wall: list[float] = []
+        self.cpu: list[float] = []
         self._t0 = 0.0
         self._c0 = 0.0
 
@@ -85,7 +93,7 @@ class Timer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.samples.append(time.process_time() - self._c0)
+        self.cpu.append(time.process_time() - self._c0)
         self.wall.append(time.perf_counter() - self._t0)
 
 

@@ -1,7 +1,7 @@
 """``python -m benchmarks plot results.json [--png docs/benchmarks.png]``: log-log scaling curves.
 
 One panel per operation: crdt-mls (solid), mls-rs (dashed) and the crypto floor (dotted)
-against the group size.  Needs matplotlib (the ``bench`` extra).
+against the group size; median wall-clock seconds.  Needs matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -22,6 +22,17 @@ def load(paths: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def wall_cpu(record: dict[str, Any]) -> tuple[float, float | None]:
+    """(wall, CPU) median seconds of a JSON record.  Current records: ``median_s`` is wall
+    time and ``median_cpu_s`` CPU time; earlier files had ``median_s`` = CPU time and
+    ``median_wall_s`` = wall time (read the same way here)."""
+    if "median_cpu_s" in record:
+        return float(record["median_s"]), float(record["median_cpu_s"])
+    if "median_wall_s" in record:
+        return float(record["median_wall_s"]), float(record["median_s"])
+    return float(record["median_s"]), None
+
+
 def plot(paths: list[str], png: str) -> None:
     import matplotlib  # type: ignore[import-not-found,unused-ignore]
 
@@ -31,7 +42,7 @@ def plot(paths: list[str], png: str) -> None:
     rows = [r for r in load(paths) if r["scenario"] != "replica_rss"]
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        series[r["scenario"]][r["impl"]].append((r["members"], r["median_s"]))
+        series[r["scenario"]][r["impl"]].append((r["members"], wall_cpu(r)[0]))
     names = sorted(series)
     cols = 4
     rws = (len(names) + cols - 1) // cols
@@ -50,7 +61,7 @@ def plot(paths: list[str], png: str) -> None:
         ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("members" if name != "sync_10k" else "operations", fontsize=8)
-        ax.set_ylabel("median seconds", fontsize=8)
+        ax.set_ylabel("median wall seconds", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6)

@@ -837,6 +837,9 @@ class Group:
         if external and any(isinstance(p, bytes) for p in raw):
             raise ProposalError("an external commit must not include proposals by reference")
         entries = resolve_entries(raw, cache, sender)
+        # the KeyPackage signatures of every Add checked in one parallel batch (an add-all
+        # commit carries one per new member); validate_proposal_list then skips them
+        verify_key_package_signatures([e.proposal.key_package for e in entries if isinstance(e.proposal, Add)])
         validate_proposal_list(suite, self.tree, gc, entries, sender, now=now)
         applied = apply_proposal_list(self.tree, gc, entries)
         if commit.path is None and (applied.needs_path or not entries or external):

@@ -23,7 +23,7 @@ are shared between copies and must be immutable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, islice
 from typing import Any, Generic, TypeVar, overload
 
@@ -188,6 +188,18 @@ class PVec(Sequence[T]):
             self._chunks[ci][i & _MASK] = value
         else:
             self._own_chunk(ci)[i & _MASK] = value
+
+    def clear(self, indices: Iterable[int]) -> None:
+        """Copy-on-write ``self[i] = None`` for every ``i`` (``0 <= i < len``, not checked).
+        A never-written chunk is left as it is (it holds ``None`` only and is never written in
+        place, not even by `fill`), so clearing entries of an empty region allocates nothing."""
+        chunks, owned = self._chunks, self._owned
+        for i in indices:
+            ci = i >> _BITS
+            if ci in owned:
+                chunks[ci][i & _MASK] = None
+            elif chunks[ci] is not _BLANK:
+                self._own_chunk(ci)[i & _MASK] = None
 
     def fill(self, i: int, value: T) -> None:
         """Cache write in place, also into a chunk shared with copies (see the class docstring);
@@ -375,6 +387,52 @@ class PMap(Generic[K, V]):
                 self._grow()
                 return
         b[key] = value
+
+    def add_counts(self: PMap[K, int], counts: Mapping[K, int]) -> None:
+        """``self[k] = self.get(k, 0) + c`` for every ``k, c`` of ``counts`` (a key whose
+        count reaches 0 is removed): each bucket touched is copied once, and a map that must
+        grow is rebuilt once with the bucket count of its final size (the same contents as
+        the changes made one by one)."""
+        if not counts:
+            return
+        if not self._fixed and self._len + len(counts) > 4 * _PER_BUCKET * (self._mask + 1):
+            merged = dict(self.items())
+            for k, c in counts.items():
+                v = merged.get(k, 0) + c
+                if v:
+                    merged[k] = v
+                else:
+                    merged.pop(k, None)
+            bits = max(self._mask.bit_length(), _bits_for(len(merged)))
+            if bits > self._mask.bit_length():
+                self._init_buckets(bits)
+                mask = self._mask
+                groups: dict[int, dict[K, int]] = {}
+                for k, v in merged.items():
+                    b = groups.get(hash(k) & mask)
+                    if b is None:
+                        b = groups[hash(k) & mask] = {}
+                    b[k] = v
+                for bi, b in groups.items():
+                    self._buckets.set(bi, b)
+                    self._owned.add(bi)
+                self._len = len(merged)
+                return
+        mask = self._mask
+        by_bucket: dict[int, list[tuple[K, int]]] = {}
+        for kc in counts.items():
+            by_bucket.setdefault(hash(kc[0]) & mask, []).append(kc)
+        for bi, kcs in by_bucket.items():
+            b = self._own(bi)
+            for k, c in kcs:
+                v = b.get(k, 0) + c
+                if v:
+                    if k not in b:
+                        self._len += 1
+                    b[k] = v
+                elif k in b:
+                    del b[k]
+                    self._len -= 1
 
     def __delitem__(self, key: K) -> None:
         bi = hash(key) & self._mask

@@ -331,10 +331,8 @@ def apply_proposal_list(tree: RatchetTree, context: GroupContext, entries: Seque
         if isinstance(e.proposal, Remove):
             new.remove_leaf(e.proposal.removed)
             removed.append(e.proposal.removed)
-    added: list[int] = []
-    for e in entries:
-        if isinstance(e.proposal, Add):
-            added.append(new.add_leaf(e.proposal.key_package.leaf_node))
+    # Adds in list order, the caches of their paths invalidated once
+    added = new.add_leaves([e.proposal.key_package.leaf_node for e in entries if isinstance(e.proposal, Add)])
     psks = tuple(e.proposal.psk for e in entries if isinstance(e.proposal, PreSharedKey))
     external_init = next((e.proposal for e in entries if isinstance(e.proposal, ExternalInit)), None)
     reinit = next((e.proposal for e in entries if isinstance(e.proposal, ReInit)), None)

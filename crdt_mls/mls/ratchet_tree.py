@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from crdt_mls.errors import DecodeError, InvalidArgument, OversizeError, ProposalError, SignatureError, TreeError
 from crdt_mls.mls import treemath
-from crdt_mls.mls.codec import Reader, Writer, encode_varint
+from crdt_mls.mls.codec import Reader, encode_varint
 from crdt_mls.mls.messages import (
     Add,
     LeafNode,
     LeafNodeSource,
     Node,
-    NodeType,
     ParentNode,
     Proposal,
     Remove,
@@ -63,6 +62,29 @@ NodeValue: TypeAlias = LeafNode | ParentNode
 MAX_LEAVES = 1 << 20
 
 _EMPTY: tuple[int, ...] = ()
+
+
+#: `RatchetTree.add_leaves` of at least this many leaves marks the tree's hashes cold.
+_COLD_ADDS = 1024
+
+
+def _check_node_types(
+    values: Sequence[NodeValue | None], error: type[Exception], leaf_msg: str, parent_msg: str
+) -> None:
+    """Every non-blank node at an even index is a LeafNode and at an odd index a ParentNode,
+    else ``error`` naming the first bad node (the types are collected at C speed first)."""
+    if {type(v) for v in values[0::2]} <= {type(None), LeafNode} and {type(v) for v in values[1::2]} <= {
+        type(None),
+        ParentNode,
+    }:
+        return
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if i % 2 == 0 and not isinstance(v, LeafNode):
+            raise error(leaf_msg.format(i=i))
+        if i % 2 == 1 and not isinstance(v, ParentNode):
+            raise error(parent_msg.format(i=i))
 
 
 def _is_pow2(n: int) -> bool:
@@ -165,6 +187,25 @@ class _LeafSummary:
             _bump(self.support, t, delta)
         self.members += delta
 
+    def add_many(self, leaves: Sequence[LeafNode]) -> None:
+        """`change` (``delta=1``) of every leaf, the signature keys in one `PMap.update`."""
+        sig: dict[bytes, int] = {}
+        support_of: dict[int, set[int]] = {}  # per Capabilities object (parsed leaves share them)
+        cred, support = self.cred_types, self.support
+        for leaf in leaves:
+            k = leaf.signature_key
+            sig[k] = sig.get(k, 0) + 1
+            t = leaf.credential.credential_type
+            cred[t] = cred.get(t, 0) + 1
+            caps = leaf.capabilities
+            types = support_of.get(id(caps))
+            if types is None:
+                types = support_of[id(caps)] = set(caps.credentials)
+            for t in types:
+                support[t] = support.get(t, 0) + 1
+        self.sig_keys.add_counts(sig)
+        self.members += len(leaves)
+
     def supported(self, credential_type: int) -> bool:
         """Whether every leaf lists ``credential_type`` in its capabilities."""
         return self.members > 0 and self.support.get(credential_type, 0) == self.members
@@ -174,6 +215,8 @@ class RatchetTree:
     """An RFC 9420 ratchet tree with cached tree hashes and resolutions (sections 4.1, 7.8)."""
 
     __slots__ = (
+        "_cold",
+        "_cold_res",
         "_free_hint",
         "_hashes",
         "_keys",
@@ -199,21 +242,25 @@ class RatchetTree:
     _owns_summary: bool
     #: whether ``_keys`` may be shared with a copy (copied before any change)
     _shared: bool
+    #: whether most tree hashes are missing (a new or decoded tree, or one that just got many
+    #: leaves): the next root hash is computed bottom up over the whole array (`_hash_all`)
+    _cold: bool
+    #: the same for the resolutions (`_resolve_all`)
+    _cold_res: bool
 
     def __init__(self, suite: CipherSuite, nodes: Sequence[NodeValue | None] = (None,)) -> None:
         """Build a tree from a full node array (``2^(d+1) - 1`` entries, leaves at even indices)."""
         width = len(nodes)
         if width < 1 or not _is_pow2(width + 1):
             raise InvalidArgument(f"a ratchet tree has 2^(d+1)-1 nodes, not {width}")
-        for i, v in enumerate(nodes):
-            if v is None:
-                continue
-            if i % 2 == 0 and not isinstance(v, LeafNode):
-                raise InvalidArgument(f"node {i} must be a leaf node")
-            if i % 2 == 1 and not isinstance(v, ParentNode):
-                raise InvalidArgument(f"node {i} must be a parent node")
-        self.suite = suite
         values = list(nodes)
+        _check_node_types(values, InvalidArgument, "node {i} must be a leaf node", "node {i} must be a parent node")
+        self._init(suite, values)
+
+    def _init(self, suite: CipherSuite, values: list[NodeValue | None]) -> None:
+        """`__init__` after its checks (``values`` is the tree's own list from here on)."""
+        width = len(values)
+        self.suite = suite
         self._nodes = PVec(values)
         self._hashes = PVec.blank(width)
         self._res = PVec.blank(width)
@@ -223,6 +270,7 @@ class RatchetTree:
         self._leaf_summary = None
         self._owns_summary = False
         self._shared = False
+        self._cold = self._cold_res = True
 
     # ------------------------------------------------------------------ construction
 
@@ -248,18 +296,17 @@ class RatchetTree:
         width = 1
         while width < k:
             width = 2 * width + 1
-        out: list[NodeValue | None] = [None] * width
-        for i, n in enumerate(nodes):
-            if n is None:
-                continue
-            value = n
-            if i % 2 == 0:
-                if not isinstance(value, LeafNode):
-                    raise DecodeError(f"node {i} of the ratchet tree is at a leaf position but is not a leaf")
-            elif not isinstance(value, ParentNode):
-                raise DecodeError(f"node {i} of the ratchet tree is at a parent position but is not a parent")
-            out[i] = value
-        return cls(suite, out)
+        out: list[NodeValue | None] = list(nodes)
+        _check_node_types(
+            out,
+            DecodeError,
+            "node {i} of the ratchet tree is at a leaf position but is not a leaf",
+            "node {i} of the ratchet tree is at a parent position but is not a parent",
+        )
+        out.extend([None] * (width - k))
+        t = cls.__new__(cls)
+        t._init(suite, out)
+        return t
 
     @classmethod
     def decode(cls, suite: CipherSuite, data: bytes) -> RatchetTree:
@@ -292,6 +339,8 @@ class RatchetTree:
         t._free_hint = self._free_hint
         t._leaf_summary = self._leaf_summary
         t._owns_summary = self._owns_summary = False
+        t._cold = self._cold
+        t._cold_res = self._cold_res
         return t
 
     # ------------------------------------------------------------------ access
@@ -411,15 +460,14 @@ class RatchetTree:
     def _invalidate(self, x: int) -> None:
         """Drop cached hashes/resolutions of ``x`` and its ancestors: O(log n).
 
-        Always a copy-on-write `PVec.set` (even of an entry that is None already): a cache
-        chunk shared with another tree must only hold entries of subtrees both trees hold
-        identically, since cache fills write into shared chunks (`PVec.fill`)."""
-        hashes, res = self._hashes, self._res
-        hashes.set(x, None)
-        res.set(x, None)
-        for p in direct_path(x, self.n_leaves):
-            hashes.set(p, None)
-            res.set(p, None)
+        Always a copy-on-write write (`PVec.clear`, even of an entry that is None already): a
+        cache chunk shared with another tree must only hold entries of subtrees both trees
+        hold identically, since cache fills write into shared chunks (`PVec.fill`).  (Only
+        the never-written chunk is skipped: `fill` copies it before writing.)"""
+        path = direct_path(x, self.n_leaves)
+        path.append(x)
+        self._hashes.clear(path)
+        self._res.clear(path)
 
     def set_node(self, x: int, value: NodeValue | None) -> None:
         """Set node ``x`` (type-checked against its position) and invalidate caches."""
@@ -452,6 +500,31 @@ class RatchetTree:
     def set_leaf(self, leaf_index: int, leaf: LeafNode | None) -> None:
         self._check_leaf(leaf_index)
         self.set_node(2 * leaf_index, leaf)
+
+    def set_direct_path(self, leaf_index: int, leaf: LeafNode, parents: Iterable[tuple[int, ParentNode]]) -> None:
+        """Set a leaf and its whole direct path at once: the given parent nodes, every other
+        node of the path blank, with one invalidation of the path's caches.  The same tree as
+        `blank_path`, `set_path_nodes` and `set_leaf` in turn (merging an UpdatePath, RFC 9420
+        section 7.5), with each node written once."""
+        self._check_leaf(leaf_index)
+        if not isinstance(leaf, LeafNode):
+            raise InvalidArgument("set_direct_path needs a LeafNode")
+        x = 2 * leaf_index
+        path = direct_path(x, self.n_leaves)
+        values: dict[int, ParentNode] = dict(parents)
+        outside = set(values).difference(path)
+        if outside:
+            raise InvalidArgument(f"node {min(outside)} is not on the direct path of leaf {leaf_index}")
+        for p, pv in values.items():
+            if not isinstance(pv, ParentNode):
+                raise InvalidArgument(f"node {p} must be a parent node")
+        nodes = self._nodes
+        for p in path:
+            v = values.get(p)
+            if v is not None or nodes.get(p) is not None:
+                self._put(p, v)
+        self._put(x, leaf)
+        self._invalidate(x)
 
     def blank_path(self, leaf_index: int) -> None:
         """Blank every parent on the direct path of a leaf (RFC 9420 section 7.4)."""
@@ -523,6 +596,77 @@ class RatchetTree:
         self._invalidate(x)
         return index
 
+    def add_leaves(self, leaves: Sequence[LeafNode]) -> list[int]:
+        """Add members one after the other as `add_leaf` does -- each at the leftmost blank
+        leaf, extending the tree when it is full, its index inserted into ``unmerged_leaves``
+        of every non-blank parent on its direct path (RFC 9420 section 12.1.1) -- with each
+        changed parent written once and the caches of the union of the new leaves' direct
+        paths invalidated once (an add-all of n members: O(n) instead of O(n log n) cache
+        writes).  Returns the new leaf indices, in the order of ``leaves`` (ascending)."""
+        for leaf in leaves:
+            if not isinstance(leaf, LeafNode):
+                raise InvalidArgument("add_leaves needs LeafNodes")
+        indices: list[int] = []
+        if not leaves:
+            return indices
+        self._own()
+        nodes = self._nodes
+        n_leaves = self.n_leaves
+        for leaf in leaves:
+            index = self._free_hint
+            if index >= n_leaves or nodes.get(2 * index) is not None:
+                index = self.free_leaf()
+                if index == n_leaves:
+                    self._extend()
+                    n_leaves = self.n_leaves
+            nodes.set(2 * index, leaf)  # a blank leaf: nothing to count out of the indexes
+            self._free_hint = index + 1
+            indices.append(index)
+        idx = self._keys
+        if idx is not None:
+            counts: dict[bytes, int] = {}
+            for leaf in leaves:
+                k = leaf.encryption_key
+                counts[k] = counts.get(k, 0) + 1
+            idx.add_counts(counts)
+        summary = self._leaf_summary
+        if summary is not None:
+            if not self._owns_summary:
+                summary = self._leaf_summary = summary.clone()
+                self._owns_summary = True
+            summary.add_many(leaves)
+        # Each new index is larger than the ones before it (the leftmost blank leaf, and no
+        # blank leaf below the previous one), so inserting a parent's new leaves in this
+        # order gives add_leaf's lists.  Parents created by an extension are blank.
+        root = len(nodes) // 2
+        union = [2 * i for i in indices]
+        level = list(union)
+        lvl = 0
+        while level[0] != root:
+            step = 1 << lvl
+            up = [x - step if (x >> (lvl + 1)) & 1 else x + step for x in level]
+            level = list(dict.fromkeys(up))  # the parents at level lvl + 1, ascending
+            union += level
+            lvl += 1
+            span = 1 << lvl  # leaves below a node of level lvl
+            for p in level:
+                v = nodes.get(p)
+                if v is None:
+                    continue
+                assert isinstance(v, ParentNode)
+                first = (p + 1 - span) >> 1
+                lo = bisect_left(indices, first)
+                hi = bisect_left(indices, first + span, lo)
+                unmerged = list(v.unmerged_leaves)
+                for i in indices[lo:hi]:
+                    insort(unmerged, i)
+                nodes.set(p, replace(v, unmerged_leaves=tuple(unmerged)))  # same key: no _put needed
+        self._hashes.clear(union)
+        self._res.clear(union)
+        if len(indices) >= _COLD_ADDS:
+            self._cold = self._cold_res = True
+        return indices
+
     def update_leaf(self, leaf_index: int, leaf: LeafNode) -> None:
         """Replace a leaf and blank its direct path (RFC 9420 section 12.1.2)."""
         if self.leaf(leaf_index) is None:
@@ -546,6 +690,9 @@ class RatchetTree:
         cached = self._res.get(x)
         if cached is not None:
             return cached
+        if self._cold_res:
+            self._resolve_all()
+            return self.resolution(x)
         v = self._nodes.get(x)
         out: tuple[int, ...]
         if v is None and x % 2 == 0:
@@ -560,6 +707,31 @@ class RatchetTree:
             out = (x, *(2 * u for u in v.unmerged_leaves))
         self._res.fill(x, out)
         return out
+
+    def _resolve_all(self) -> None:
+        """Fill every missing resolution bottom up, level by level (section 4.1.1): the values
+        `resolution` computes recursively, for trees whose cache is mostly empty."""
+        self._cold_res = False
+        nodes, res = self._nodes, self._res
+        width = len(nodes)
+        get, fill = res.get, res.fill
+        for x in range(0, width, 2):
+            if get(x) is None:
+                fill(x, _EMPTY if nodes.get(x) is None else (x,))
+        lvl = 1
+        while (1 << lvl) <= width:
+            half = 1 << (lvl - 1)
+            for x in range((1 << lvl) - 1, width, 1 << (lvl + 1)):
+                if get(x) is None:
+                    v = nodes.get(x)
+                    if v is None:
+                        left, right = get(x - half), get(x + half)
+                        assert left is not None and right is not None
+                        fill(x, left + right)
+                    else:
+                        assert isinstance(v, ParentNode)
+                        fill(x, (x, *(2 * u for u in v.unmerged_leaves)))
+            lvl += 1
 
     def resolution_excluding(self, x: int, excluded_leaves: Iterable[int]) -> tuple[int, ...]:
         """Resolution of ``x`` without the given leaves (new members, RFC 9420 section 12.4.1)."""
@@ -586,7 +758,38 @@ class RatchetTree:
             x = self.root
         else:
             self._check_node(x)
+        if self._cold:
+            self._hash_all()
         return self._th(x)
+
+    def _hash_all(self) -> None:
+        """Fill every missing tree hash bottom up, level by level (RFC 9420 section 7.8): the
+        same values as `_th`, without its recursion, for trees whose hashes are mostly
+        missing."""
+        self._cold = False
+        nodes, hashes = self._nodes, self._hashes
+        width = len(nodes)
+        get, fill = hashes.get, hashes.fill
+        sha = self.suite.hash
+        for x in range(0, width, 2):
+            if get(x) is None:
+                leaf = nodes.get(x)
+                head = b"\x01" + (x >> 1).to_bytes(4, "big")
+                if leaf is None:
+                    fill(x, sha(head + b"\x00"))
+                else:
+                    assert isinstance(leaf, LeafNode)
+                    fill(x, sha(head + b"\x01" + leaf.to_bytes()))
+        phi = self._parent_hash_input_hash
+        lvl = 1
+        while (1 << lvl) <= width:
+            half = 1 << (lvl - 1)
+            for x in range((1 << lvl) - 1, width, 1 << (lvl + 1)):
+                if get(x) is None:
+                    lh, rh = get(x - half), get(x + half)
+                    assert lh is not None and rh is not None
+                    fill(x, phi(nodes.get(x), lh, rh))
+            lvl += 1
 
     def tree_hashes(self) -> list[bytes]:
         """Tree hash of every node, in node order."""
@@ -618,17 +821,26 @@ class RatchetTree:
         return self.suite.hash(head + b"\x01" + leaf.to_bytes())
 
     def _parent_hash_input_hash(self, node: NodeValue | None, left_hash: bytes, right_hash: bytes) -> bytes:
-        """Hash of TreeHashInput for a parent (RFC 9420 section 7.8)."""
+        """Hash of TreeHashInput for a parent (RFC 9420 section 7.8): ``node_type``, the
+        optional ParentNode, the children's hashes as ``opaque<V>`` (assembled directly)."""
         if node is None:
-            body = b"\x02\x00"
+            head = b"\x02\x00"
         else:
-            w = Writer()
-            w.u8(NodeType.PARENT)
-            w.u8(1)
-            node.encode(w)
-            body = w.getvalue()
+            assert isinstance(node, ParentNode)
+            key, ph, unmerged = node.encryption_key, node.parent_hash, node.unmerged_leaves
+            head = b"".join(
+                (
+                    b"\x02\x01",
+                    encode_varint(len(key)),
+                    key,
+                    encode_varint(len(ph)),
+                    ph,
+                    encode_varint(4 * len(unmerged)),
+                    *(u.to_bytes(4, "big") for u in unmerged),
+                )
+            )
         return self.suite.hash(
-            body + encode_varint(len(left_hash)) + left_hash + encode_varint(len(right_hash)) + right_hash
+            head + encode_varint(len(left_hash)) + left_hash + encode_varint(len(right_hash)) + right_hash
         )
 
     def _th_excluding(self, x: int, excluded: list[int], exset: frozenset[int]) -> bytes:
@@ -671,12 +883,19 @@ class RatchetTree:
         return self.parent_hash_from(v.encryption_key, v.parent_hash, self.original_sibling_tree_hash(p, s))
 
     def parent_hash_from(self, encryption_key: bytes, parent_hash: bytes, sibling_hash: bytes) -> bytes:
-        """Hash of a ParentHashInput struct (RFC 9420 section 7.9)."""
-        w = Writer()
-        w.opaque(encryption_key)
-        w.opaque(parent_hash)
-        w.opaque(sibling_hash)
-        return self.suite.hash(w.getvalue())
+        """Hash of a ParentHashInput struct (RFC 9420 section 7.9): three ``opaque<V>``."""
+        return self.suite.hash(
+            b"".join(
+                (
+                    encode_varint(len(encryption_key)),
+                    encryption_key,
+                    encode_varint(len(parent_hash)),
+                    parent_hash,
+                    encode_varint(len(sibling_hash)),
+                    sibling_hash,
+                )
+            )
+        )
 
     def _node_parent_hash(self, x: int) -> bytes | None:
         v = self.node(x)

@@ -31,12 +31,14 @@ except (ImportError, AttributeError):  # pragma: no cover - unusual PyNaCl build
 __all__ = ["ed25519_open_range", "x25519_pairs_range"]
 
 
-def x25519_pairs_range(secrets: Sequence[bytes], peers: Sequence[bytes], lo: int, hi: int) -> list[bytes | None]:
+def x25519_pairs_range(secrets: Sequence[bytes], peers: Sequence[bytes | None], lo: int, hi: int) -> list[bytes | None]:
     """``X25519(sk, 9) || X25519(sk, peer)`` (64 bytes) for items ``lo..hi-1`` (RFC 7748): the
     ephemeral public key and the shared secret of an HPKE Encap; None for an item whose peer
     key is not 32 bytes or whose shared secret is all zero (a low-order point, rejected by
-    libsodium).  Every secret must be 32 bytes.  (Results are bytes, not tuples: a batch of
-    50,000 keeps no extra objects for the garbage collector to scan.)"""
+    libsodium).  An item whose peer is None gets the public key ``X25519(sk, 9)`` alone (32
+    bytes: DeriveKeyPair's public half, RFC 9180 section 7.1.3).  Every secret must be 32
+    bytes.  (Results are bytes, not tuples: a batch of 50,000 keeps no extra objects for the
+    garbage collector to scan.)"""
     if not _RAW:  # pragma: no cover - see module docstring
         return [_x25519_pair_public(secrets[i], peers[i]) for i in range(lo, hi)]
     lib: Any = _lib
@@ -44,19 +46,26 @@ def x25519_pairs_range(secrets: Sequence[bytes], peers: Sequence[bytes], lo: int
     n = hi - lo
     out = ffi.new("unsigned char[]", 64 * n)
     base, mult = lib.crypto_scalarmult_base, lib.crypto_scalarmult
-    ok = [False] * n
+    ok = [0] * n  # 0: failed, 1: public key only, 2: pair
     for j in range(n):
         sk = secrets[lo + j]
         peer = peers[lo + j]
+        if peer is None:
+            base(out + 64 * j, sk)
+            ok[j] = 1
+            continue
         if len(peer) != 32:
             continue
         base(out + 64 * j, sk)
-        ok[j] = mult(out + (64 * j + 32), sk, peer) == 0
+        if mult(out + (64 * j + 32), sk, peer) == 0:
+            ok[j] = 2
     raw = ffi.buffer(out)[:]
-    return [raw[64 * j : 64 * j + 64] if ok[j] else None for j in range(n)]
+    return [raw[64 * j : 64 * j + 32 * ok[j]] if ok[j] else None for j in range(n)]
 
 
-def _x25519_pair_public(sk: bytes, peer: bytes) -> bytes | None:  # pragma: no cover
+def _x25519_pair_public(sk: bytes, peer: bytes | None) -> bytes | None:  # pragma: no cover
+    if peer is None:
+        return bytes(_bindings.crypto_scalarmult_base(sk))
     if len(peer) != 32:
         return None
     try:

@@ -36,10 +36,10 @@ from crdt_mls.mls import hpke as _hpke
 from crdt_mls.mls import parallel, sodium
 from crdt_mls.mls.codec import encode_varint
 
-try:  # the C function behind hmac.digest, without its per-call dispatch
-    from _hashlib import hmac_digest as _hmac_digest
+try:  # the C HMAC object behind hmac.new (faster than _hashlib.hmac_digest: see crdt_mls.mls.hpke)
+    from _hashlib import hmac_new as _hmac_new
 except ImportError:  # pragma: no cover - CPython without OpenSSL
-    _hmac_digest = hmac.digest  # type: ignore[assignment]
+    _hmac_new = hmac.new  # type: ignore[assignment]
 
 Rng = Callable[[int], bytes]
 R = TypeVar("R")
@@ -223,6 +223,8 @@ def _vec(data: bytes) -> bytes:
 
 
 _LABELS: dict[str, bytes] = {}
+#: (label, Nh) -> KDFLabel of DeriveSecret with the HKDF-Expand counter byte appended
+_DERIVE_INFO: dict[tuple[str, int], bytes] = {}
 
 
 def _label(label: str) -> bytes:
@@ -262,11 +264,11 @@ class CipherSuite:
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """HMAC with the suite hash (RFC 9420 section 5.1)."""
-        return _hmac_digest(key, data, self.hash_name)
+        return _hmac_new(key, data, self.hash_name).digest()
 
     def verify_mac(self, key: bytes, data: bytes, tag: bytes) -> bool:
         """Constant-time comparison of ``tag`` with ``mac(key, data)``."""
-        return hmac.compare_digest(_hmac_digest(key, data, self.hash_name), tag)
+        return hmac.compare_digest(_hmac_new(key, data, self.hash_name).digest(), tag)
 
     def kdf_extract(self, salt: bytes, ikm: bytes) -> bytes:
         """HKDF-Extract with the suite hash."""
@@ -284,8 +286,16 @@ class CipherSuite:
         return self._hpke.kdf.expand(secret, info, length)
 
     def derive_secret(self, secret: bytes, label: str) -> bytes:
-        """DeriveSecret (RFC 9420 section 5.1) = ExpandWithLabel(secret, label, "", Nh)."""
-        return self.expand_with_label(secret, label, b"", self.hash_length)
+        """DeriveSecret (RFC 9420 section 5.1) = ExpandWithLabel(secret, label, "", Nh): one
+        HMAC, ``T(1) = HMAC(secret, KDFLabel || 0x01)`` (RFC 5869 section 2.3), with the
+        encoded KDFLabel memoized per label."""
+        nh = self.hash_length
+        info = _DERIVE_INFO.get((label, nh))
+        if info is None:
+            info = nh.to_bytes(2, "big") + _label(label) + b"\x00\x01"  # empty context, then the counter
+            if len(_DERIVE_INFO) < 1024:
+                _DERIVE_INFO[(label, nh)] = info
+        return _hmac_new(secret, info, self.hash_name).digest()
 
     def derive_tree_secret(self, secret: bytes, label: str, generation: int, length: int) -> bytes:
         """DeriveTreeSecret (RFC 9420 section 9.1): the context is the uint32 generation."""
@@ -363,6 +373,18 @@ class CipherSuite:
         keys = [bytes(pk) for pk in public_keys]
         return self._hpke.seal_many_then(keys, plaintexts, info, b"", post, rng)
 
+    def start_encrypt_with_label(
+        self, public_keys: Sequence[bytes], rng: Rng = os.urandom, *, derive_public: Sequence[bytes] = ()
+    ) -> EncryptBatch:
+        """Start EncryptWithLabel (RFC 9420 section 5.1.3) to each of ``public_keys`` before the
+        label, context and plaintexts are known: the randomness and the Diffie-Hellman work now
+        (on the worker threads for large batches), the rest in `EncryptBatch.encrypt`.
+        ``derive_public`` are HPKE private keys (`derive_hpke_private_key`) whose public keys
+        are computed in the same batch (`EncryptBatch.derived_public_keys`).  For the same
+        ``rng`` the ciphertexts are those of `encrypt_with_label` called for each key in order,
+        provided nothing else draws from ``rng`` between the two steps."""
+        return EncryptBatch(self._hpke.seal_batch(public_keys, rng, derive_public=derive_public))
+
     def decrypt_with_label(
         self, private_key: bytes, label: str, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:
@@ -373,6 +395,11 @@ class CipherSuite:
     def derive_key_pair(self, ikm: bytes) -> tuple[bytes, bytes]:
         """HPKE DeriveKeyPair (RFC 9180 section 7.1.3) -> (private, public)."""
         return self._hpke.kem.derive_key_pair(ikm)
+
+    def derive_hpke_private_key(self, ikm: bytes) -> bytes:
+        """The private key of HPKE DeriveKeyPair (RFC 9180 section 7.1.3), without its public
+        key (computed in a batch by `start_encrypt_with_label`)."""
+        return self._hpke.kem.derive_private_key(ikm)
 
     def generate_hpke_key_pair(self, rng: Rng = os.urandom) -> tuple[bytes, bytes]:
         """A fresh HPKE key pair -> (private, public)."""
@@ -472,6 +499,28 @@ class CipherSuite:
     def check_signature_public_key(self, public_key: bytes) -> None:
         """`DecodeError` unless ``public_key`` is a well-formed key of the suite's scheme."""
         self._sig.check_public_key(public_key)
+
+
+class EncryptBatch:
+    """EncryptWithLabel (RFC 9420 section 5.1.3) to a list of public keys, started by
+    `CipherSuite.start_encrypt_with_label`; `encrypt` finishes it (once)."""
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: _hpke.SealBatch) -> None:
+        self._batch = batch
+
+    @property
+    def derived_public_keys(self) -> list[bytes]:
+        """The public keys of the batch's ``derive_public`` private keys, in order."""
+        return self._batch.derived_public_keys
+
+    def encrypt(
+        self, plaintexts: Sequence[bytes], label: str, context: bytes, post: Callable[[int, bytes, bytes], R]
+    ) -> list[R]:
+        """EncryptWithLabel of ``plaintexts[i]`` to the i-th public key with ``post(i,
+        kem_output, ciphertext)`` applied to each result, in order."""
+        return self._batch.seal(plaintexts, _label(label) + _vec(context), b"", post)
 
 
 def _suite(
@@ -604,4 +653,4 @@ def get_cipher_suite(suite_id: int) -> CipherSuite:
         raise UnsupportedError(f"cipher suite {suite_id!r} is not supported") from None
 
 
-__all__ = ["SUPPORTED_SUITES", "CipherSuite", "clear_key_caches", "get_cipher_suite"]
+__all__ = ["SUPPORTED_SUITES", "CipherSuite", "EncryptBatch", "clear_key_caches", "get_cipher_suite"]

@@ -25,6 +25,7 @@ from crdt_mls.mls.messages import (
     ParentNode,
     UpdatePath,
     UpdatePathNode,
+    new_hpke_ciphertext,
 )
 from crdt_mls.mls.ratchet_tree import RatchetTree, direct_path, verify_leaf_signature
 
@@ -188,20 +189,22 @@ class ProcessedUpdatePath:
         return f"ProcessedUpdatePath(tree={self.tree!r}, path_secret_node={self.path_secret_node})"
 
 
-def _merge_path(tree: RatchetTree, leaf_index: int, fdp: list[tuple[int, int]], public_keys: list[bytes]) -> bytes:
-    """Set the filtered direct path nodes with their parent hashes; return the leaf's parent hash.
+def _path_nodes(
+    tree: RatchetTree, fdp: list[tuple[int, int]], public_keys: list[bytes]
+) -> tuple[list[tuple[int, ParentNode]], bytes]:
+    """The new filtered direct path nodes with their parent hashes (top down) and the parent
+    hash of the leaf (RFC 9420 sections 7.5 and 7.9).
 
-    ``tree`` must already have the direct path blanked (RFC 9420 sections 7.5 and 7.9).
+    A copath subtree does not contain the path, so its tree hash (and, with no unmerged
+    leaves in the new nodes, its original sibling tree hash) is the same in ``tree`` and in
+    the tree after the merge: the path is computed before the tree is changed.
     """
     ph = b""
     path: list[tuple[int, ParentNode]] = []
     for (p, s), pub in zip(reversed(fdp), reversed(public_keys), strict=True):
         path.append((p, ParentNode(pub, ph, ())))
-        # the copath subtree of s does not contain the path, so its hash is not affected by
-        # the nodes set below: all of them are set at once (one cache invalidation)
         ph = tree.parent_hash_from(pub, ph, tree.tree_hash(s))
-    tree.set_path_nodes(leaf_index, path)
-    return ph
+    return path, ph
 
 
 def create_update_path(
@@ -233,28 +236,46 @@ def create_update_path(
         raise InvalidArgument("the committer cannot be an excluded leaf")
     nh = suite.hash_length
 
-    new = tree.copy()
-    new.blank_path(leaf_index)
-    fdp = new.filtered_direct_path_with_copath(leaf_index)
+    # the copath subtrees (resolutions, tree hashes) do not contain the direct path: computed on
+    # ``tree``, they are those of the tree with the path blanked and of the merged tree
+    fdp = tree.filtered_direct_path_with_copath(leaf_index)
 
+    # path secrets (section 7.4): leaf_secret, then one per filtered direct path node
     leaf_secret = rng(nh)
-    leaf_priv, leaf_pub = derive_node_key_pair(suite, leaf_secret)
-    path_secrets: dict[int, bytes] = {}
-    node_keys: dict[int, bytes] = {2 * leaf_index: leaf_priv}
-    pubs: list[bytes] = []
-    secret = next_path_secret(suite, leaf_secret)
-    last = leaf_secret
-    for i, (p, _s) in enumerate(fdp):
-        if i > 0:
-            secret = next_path_secret(suite, secret)
-        path_secrets[p] = secret
-        priv, pub = derive_node_key_pair(suite, secret)
-        node_keys[p] = priv
-        pubs.append(pub)
-        last = secret
-    commit_secret = next_path_secret(suite, last)
+    secrets: list[bytes] = []
+    secret = leaf_secret
+    for _ in fdp:
+        secret = next_path_secret(suite, secret)
+        secrets.append(secret)
+    commit_secret = next_path_secret(suite, secret)
+    path_secrets = {p: x for (p, _s), x in zip(fdp, secrets, strict=True)}
+    privs = [suite.derive_hpke_private_key(suite.derive_secret(x, "node")) for x in (leaf_secret, *secrets)]
 
-    leaf_ph = _merge_path(new, leaf_index, fdp, pubs)
+    # every (recipient key, path secret) of the whole path, node by node in resolution order
+    # (the serial loop's order, so rng is drawn in that order)
+    recipients: list[bytes] = []
+    plaintexts: list[bytes] = []
+    counts: list[int] = []
+    nodes_ = tree.nodes()
+    ex_nodes = {2 * i for i in excluded}
+    for (_p, s), path_secret in zip(fdp, secrets, strict=True):
+        res = tree.resolution(s)
+        if ex_nodes:
+            res = tuple(r for r in res if r not in ex_nodes)
+        for r in res:
+            v = nodes_[r]
+            assert v is not None
+            recipients.append(v.encryption_key)
+        plaintexts += [path_secret] * len(res)
+        counts.append(len(res))
+    # the ephemeral keys, every Diffie-Hellman and the path's public keys in one batch
+    batch = suite.start_encrypt_with_label(recipients, rng, derive_public=privs)
+    leaf_pub, *pubs = batch.derived_public_keys
+    leaf_priv = privs[0]
+    node_keys: dict[int, bytes] = {2 * leaf_index: leaf_priv}
+    node_keys.update((p, priv) for (p, _s), priv in zip(fdp, privs[1:], strict=True))
+
+    path, leaf_ph = _path_nodes(tree, fdp, pubs)
     unsigned = replace(
         template,
         encryption_key=leaf_pub,
@@ -265,25 +286,11 @@ def create_update_path(
     )
     sig = suite.sign_with_label(signature_private_key, "LeafNodeTBS", unsigned.tbs(group_context.group_id, leaf_index))
     new_leaf = unsigned.with_signature(sig)
-    new.set_leaf(leaf_index, new_leaf)
+    new = tree.copy()
+    new.set_direct_path(leaf_index, new_leaf, path)
 
     gc = replace(group_context, tree_hash=new.tree_hash())
-    ctx = gc.to_bytes()
-    # every (recipient key, path secret) of the whole path in one batch, in the order of the
-    # serial loop (node by node, resolution order), so rng is drawn in that order
-    recipients: list[bytes] = []
-    secrets: list[bytes] = []
-    counts: list[int] = []
-    for p, s in fdp:
-        res = new.resolution_excluding(s, excluded)
-        secret = path_secrets[p]
-        for r in res:
-            v = new.node(r)
-            assert v is not None
-            recipients.append(v.encryption_key)
-            secrets.append(secret)
-        counts.append(len(res))
-    cts = suite.encrypt_with_label_many_then(recipients, secrets, _PATH_LABEL, ctx, _ciphertext, rng=rng)
+    cts = batch.encrypt(plaintexts, _PATH_LABEL, gc.to_bytes(), _ciphertext)
     nodes: list[UpdatePathNode] = []
     start = 0
     for pub, count in zip(pubs, counts, strict=True):
@@ -302,7 +309,7 @@ def create_update_path(
 
 
 def _ciphertext(_i: int, kem_output: bytes, ciphertext: bytes) -> HPKECiphertext:
-    return HPKECiphertext(kem_output, ciphertext)
+    return new_hpke_ciphertext(kem_output, ciphertext)
 
 
 def apply_update_path(
@@ -338,12 +345,11 @@ def apply_update_path(
     if any(tree.has_encryption_key(k) for k in new_keys):
         raise TreeError("an UpdatePath encryption key already appears in the tree")
 
-    new = tree.copy()
-    new.blank_path(sender)
-    ph = _merge_path(new, sender, fdp, [u.encryption_key for u in update_path.nodes])
+    path, ph = _path_nodes(tree, fdp, [u.encryption_key for u in update_path.nodes])
     if ph != leaf.parent_hash:
         raise TreeError("the parent hash of the UpdatePath leaf does not match the merged path")
-    new.set_leaf(sender, leaf)
+    new = tree.copy()
+    new.set_direct_path(sender, leaf, path)
     return new, fdp
 
 

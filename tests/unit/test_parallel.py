@@ -325,3 +325,49 @@ def test_welcome_message_bytes_equal_the_encoded_welcome(workers: Callable[[int]
         js, ps = b"j" * 32, b"p" * 32
         want = MLSMessage(build_welcome(g.suite, gi, js, ps, (), recipients, det_rng("seal"))).to_bytes()
         assert build_welcome_message(g.suite, gi, js, ps, (), recipients, det_rng("seal")) == want
+
+
+def test_received_add_commit_checks_key_package_signatures_in_one_batch(
+    workers: Callable[[int], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member processing an Add commit checks the KeyPackage signatures in one parallel
+    batch before validating the proposals, and still rejects a bad one (typed error, state
+    unchanged)."""
+    import crdt_mls.mls.proposals as proposals_mod
+    from crdt_mls.mls.suites import CipherSuite
+
+    workers(2)
+    rng = det_rng("recv-adds")
+    creator = Group.create(1, b"c", group_id=b"g", rng=rng)
+    member = make_key_package(1, b"m", rng=rng)
+    _, welcome, creator = creator.commit(add=[member.public_message()], rng=rng)
+    assert welcome is not None
+    receiver = Group.join_from_welcome(welcome, member, ratchet_tree=creator.tree.encode())
+    kps = [make_key_package(1, b"a%d" % i, rng=rng).public_message() for i in range(40)]
+    msg, _, after = creator.commit(add=kps, rng=rng)
+    sizes: list[int] = []
+    original = CipherSuite.verify_labeled_many
+
+    def counting(
+        self: CipherSuite, keys: list[bytes], label: str, contents: list[bytes], sigs: list[bytes]
+    ) -> list[bool]:
+        sizes.append(len(keys))
+        return original(self, keys, label, contents, sigs)
+
+    monkeypatch.setattr(CipherSuite, "verify_labeled_many", counting)
+    got, _ = receiver.process(msg)
+    assert got.epoch_authenticator == after.epoch_authenticator
+    assert sizes[:2] == [40, 40]  # KeyPackageTBS and LeafNodeTBS of every Add, one batch each
+    monkeypatch.setattr(CipherSuite, "verify_labeled_many", original)
+
+    # a committer that skips the checks sends a KeyPackage with a broken signature
+    bad_kp = MLSMessage.from_bytes(kps[17]).body
+    assert isinstance(bad_kp, KeyPackage)
+    bad_kp = replace(bad_kp, signature=bytes([bad_kp.signature[0] ^ 1]) + bad_kp.signature[1:])
+    monkeypatch.setattr(proposals_mod, "verify_key_package", lambda *a, **k: None)
+    bad_msg, _, _ = creator.commit(add=[*kps[:17], MLSMessage(bad_kp).to_bytes(), *kps[18:]], rng=rng)
+    monkeypatch.undo()
+    before = receiver.to_bytes()
+    with pytest.raises(SignatureError, match="KeyPackage signature"):
+        receiver.process(bad_msg)
+    assert receiver.to_bytes() == before

@@ -191,6 +191,27 @@ def test_pmap_grows_with_its_size_and_copies_keep_their_buckets() -> None:
     assert built.bucket_count >= 1024 and dict(built.items()) == {i: i for i in range(20_000)}
 
 
+def test_pmap_add_counts_grows_once_and_leaves_copies_alone() -> None:
+    m: PMap[bytes, int] = PMap((b"k%d" % i, 1) for i in range(10))
+    before = m.copy()
+    m.add_counts({**{b"k%d" % i: 2 for i in range(5000)}, b"k3": -1})  # k3: 1 - 1 = 0, removed
+    want = {b"k%d" % i: 2 + (i < 10) for i in range(5000) if i != 3}
+    assert dict(m.items()) == want and len(m) == len(want)
+    assert m.bucket_count >= 5000 // 64  # grown to its final size at once
+    assert dict(before.items()) == {b"k%d" % i: 1 for i in range(10)} and len(before) == 10
+    m.add_counts({b"k4": -3, b"new": 5})  # no growth: bucket by bucket
+    assert b"k4" not in m and m[b"new"] == 5 and len(m) == len(want)
+
+
+def test_pvec_clear_skips_never_written_chunks() -> None:
+    v: PVec[int | None] = PVec.blank(4 * CHUNK)
+    v.set(5, 1)
+    w = v.copy()
+    w.clear([5, CHUNK + 1, 3 * CHUNK])  # chunk 0 copied; chunks 1 and 3 were never written
+    assert w[5] is None and v[5] == 1
+    assert w.shares_chunk(v, CHUNK + 1) and w.shares_chunk(v, 3 * CHUNK) and not w.shares_chunk(v, 5)
+
+
 def test_pvec_iter_written_skips_blank_chunks() -> None:
     v: PVec[int | None] = PVec.blank(10 * CHUNK)
     v.set(3 * CHUNK + 1, 5)
@@ -224,6 +245,16 @@ class PVecModel(RuleBasedStateMachine):
         p = pos % len(self.models[i])
         self.vecs[i].set(p, value)
         self.models[i][p] = value
+
+    @rule(which=st.integers(0, 7), positions=st.lists(st.integers(0, 10 * CHUNK), max_size=20))
+    def clear(self, which: int, positions: list[int]) -> None:
+        i = which % len(self.vecs)
+        if not self.models[i]:
+            return
+        ps = [p % len(self.models[i]) for p in positions]
+        self.vecs[i].clear(ps)
+        for p in ps:
+            self.models[i][p] = None
 
     @rule(which=st.integers(0, 7), length=st.integers(0, 6 * CHUNK))
     def resize(self, which: int, length: int) -> None:
@@ -270,6 +301,18 @@ class PMapModel(RuleBasedStateMachine):
         i = which % len(self.maps)
         self.maps[i][key] = value
         self.models[i][key] = value
+
+    @rule(which=st.integers(0, 7), counts=st.dictionaries(st.binary(max_size=2), st.integers(-3, 3), max_size=12))
+    def add_counts(self, which: int, counts: dict[bytes, int]) -> None:
+        i = which % len(self.maps)
+        self.maps[i].add_counts(counts)
+        m = self.models[i]
+        for k, c in counts.items():
+            v = m.get(k, 0) + c
+            if v:
+                m[k] = v
+            else:
+                m.pop(k, None)
 
     @rule(which=st.integers(0, 7), key=st.binary(max_size=2))
     def delete(self, which: int, key: bytes) -> None:

@@ -126,6 +126,102 @@ def test_set_path_nodes_equals_node_by_node_and_checks_the_path() -> None:
         base.copy().set_path_nodes(9, [(path[0], _leaf(1))])  # type: ignore[list-item]
 
 
+def test_set_direct_path_checks_its_arguments_and_leaves_the_tree_as_it_was() -> None:
+    import pytest
+
+    from crdt_mls.errors import InvalidArgument
+
+    base = _big_tree(64)
+    base.tree_hash()
+    path = treemath.direct_path(2 * 9, 64)
+    bad: list[list[tuple[int, ParentNode]]] = [
+        [(1, _parent())],  # node 1 is above leaves 0 and 1 only
+        [(path[0], _leaf(1))],  # type: ignore[list-item]
+        [(path[1], _parent()), (2, _parent())],  # a leaf position
+    ]
+    for values in bad:
+        t = base.copy()
+        with pytest.raises(InvalidArgument):
+            t.set_direct_path(9, _leaf(99), values)
+        assert t.diff(base) == [] and t.tree_hash() == base.tree_hash()
+    with pytest.raises(InvalidArgument):
+        base.copy().set_direct_path(9, _parent(), [])  # type: ignore[arg-type]
+    merged = base.copy()
+    merged.set_direct_path(9, _leaf(99), [(path[2], _parent())])
+    assert merged.diff(base) == sorted([18, *path])  # the leaf, and every path node (blank but one)
+    assert [merged.node(p) is None for p in path] == [p != path[2] for p in path]
+    assert merged.tree_hash() == RatchetTree(SUITE, list(merged.nodes())).tree_hash()
+
+
+def test_add_leaves_equals_add_leaf_one_by_one() -> None:
+    import pytest
+
+    from crdt_mls.errors import InvalidArgument
+
+    base = _big_tree(16)
+    for x in (2, 10, 22):  # blank leaves 1, 5 and 11 below non-blank parents (node 3 covers leaves 0-3)
+        base.set_node(x, None)
+    base.set_node(3, ParentNode(os.urandom(32), b"", (2,)))
+    base.tree_hash()
+    new = [_leaf(100 + i) for i in range(40)]  # fills the blanks, then extends twice
+    one, many = base.copy(), base.copy()
+    want = [one.add_leaf(lf) for lf in new]
+    assert many.add_leaves(new) == want
+    assert want[:4] == [1, 5, 11, 16] and many.n_leaves == 64
+    assert list(many.nodes()) == list(one.nodes())
+    assert many.node(3).unmerged_leaves == (1, 2)  # type: ignore[union-attr]
+    assert many.node(7).unmerged_leaves == (1, 5)  # type: ignore[union-attr]
+    assert many.tree_hash() == one.tree_hash() == RatchetTree(SUITE, list(many.nodes())).tree_hash()
+    assert [many.resolution(x) for x in range(many.width)] == [one.resolution(x) for x in range(one.width)]
+    assert many.free_leaf() == one.free_leaf()
+    assert list(base.nodes())[:31] == list(base.copy().nodes())[:31] and base.n_leaves == 16  # base untouched
+    t = base.copy()
+    with pytest.raises(InvalidArgument):
+        t.add_leaves([_leaf(1), _parent()])  # type: ignore[list-item]
+    assert t.diff(base) == []
+    assert t.add_leaves([]) == []
+
+
+def test_bottom_up_tree_hash_and_resolutions_equal_the_recursive_ones() -> None:
+    """`_hash_all` and `_resolve_all` (cold trees: new, decoded, after many adds) give every
+    node the hash and resolution the recursive `_th` and `resolution` give, also when some
+    are cached already."""
+    nodes: list[NodeValue | None] = [
+        None
+        if x % 7 == 3 or x % 11 == 4
+        else _leaf(x // 2)
+        if x % 2 == 0
+        else ParentNode(os.urandom(32), b"ph", (x // 2 % 5,))
+        for x in range(treemath.node_width(64))
+    ]
+    nodes[-1] = _leaf(63)
+    bulk, rec = RatchetTree(SUITE, nodes), RatchetTree(SUITE, nodes)
+    rec._cold = rec._cold_res = False
+    assert bulk._cold and bulk._cold_res
+    assert [bulk.resolution(x) for x in range(bulk.width)] == [rec.resolution(x) for x in range(rec.width)]
+    assert not bulk._cold_res
+    assert bulk.tree_hash() == rec.tree_hash()
+    assert not bulk._cold
+    assert [bulk.tree_hash(x) for x in range(bulk.width)] == [rec.tree_hash(x) for x in range(rec.width)]
+    # partly cached: change a path, mark cold, only the missing entries are computed
+    derived = bulk.copy()
+    derived.set_leaf(10, None)
+    derived._cold = derived._cold_res = True
+    ref = RatchetTree(SUITE, list(derived.nodes()))
+    ref._cold = ref._cold_res = False
+    assert [derived.tree_hash(x) for x in range(derived.width)] == [ref.tree_hash(x) for x in range(ref.width)]
+    assert [derived.resolution(x) for x in range(derived.width)] == [ref.resolution(x) for x in range(ref.width)]
+    assert bulk.resolution(bulk.root) == rec.resolution(rec.root)
+    assert bulk.tree_hash() == rec.tree_hash()  # the original's cache is untouched
+    many = bulk.copy()
+    many.add_leaves([_leaf(2000 + i) for i in range(1100)])  # extends to 2048 leaves, marks the hashes cold
+    assert many._cold and many._cold_res
+    ref = RatchetTree(SUITE, list(many.nodes()))
+    ref._cold = ref._cold_res = False
+    assert many.tree_hash() == ref.tree_hash()
+    assert many.resolution(many.root) == ref.resolution(ref.root)
+
+
 def test_deriving_a_tree_never_changes_the_old_one() -> None:
     base = _big_tree(1024)
     before = list(base.nodes())
@@ -185,6 +281,17 @@ class TreeFamily(RuleBasedStateMachine):
     def add(self, which: int, leaf: int) -> None:
         self._apply(self._pick(which), "add_leaf", POOL[leaf])
 
+    @rule(which=st.integers(0, 9), picks=st.lists(st.integers(0, len(POOL) - 1), max_size=12))
+    def add_many(self, which: int, picks: list[int]) -> None:
+        """`add_leaves` equals `add_leaf` one by one on an unshared tree (indices, unmerged
+        lists, extensions), and the caches stay exact (the invariant below)."""
+        i = self._pick(which)
+        ref = RatchetTree(SUITE, self.models[i])
+        want = [ref.add_leaf(POOL[k]) for k in picks]
+        assert self.trees[i].add_leaves([POOL[k] for k in picks]) == want
+        assert list(self.trees[i].nodes()) == list(ref.nodes())
+        self.models[i] = list(ref.nodes())
+
     @rule(which=st.integers(0, 9), pos=st.integers(0, 63))
     def remove(self, which: int, pos: int) -> None:
         i = self._pick(which)
@@ -216,6 +323,23 @@ class TreeFamily(RuleBasedStateMachine):
         path = treemath.direct_path(2 * j, self.trees[i].n_leaves)
         values = [(p, None if (blanks >> (k % 3)) & 1 else _parent()) for k, p in enumerate(path)]
         self._apply(i, "set_path_nodes", j, values)
+
+    @rule(which=st.integers(0, 9), pos=st.integers(0, 63), blanks=st.integers(0, 7), leaf=st.integers(0, 23))
+    def merge_path(self, which: int, pos: int, blanks: int, leaf: int) -> None:
+        """`set_direct_path` (an UpdatePath merge in one pass) equals `blank_path`,
+        `set_path_nodes` and `set_leaf` in turn on an unshared tree."""
+        i = self._pick(which)
+        members = [j for j, _ in self.trees[i].members()]
+        j = members[pos % len(members)]
+        path = treemath.direct_path(2 * j, self.trees[i].n_leaves)
+        values = [(p, _parent()) for k, p in enumerate(path) if not (blanks >> (k % 3)) & 1]
+        ref = RatchetTree(SUITE, self.models[i])
+        ref.blank_path(j)
+        ref.set_path_nodes(j, values)
+        ref.set_leaf(j, POOL[leaf])
+        self.trees[i].set_direct_path(j, POOL[leaf], values)
+        assert list(self.trees[i].nodes()) == list(ref.nodes())
+        self.models[i] = list(ref.nodes())
 
     @rule(which=st.integers(0, 9), pos=st.integers(0, 63))
     def blank(self, which: int, pos: int) -> None:
