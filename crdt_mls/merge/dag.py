@@ -658,9 +658,7 @@ class GroupDag:
 
     def _merge(self, heads: frozenset[bytes]) -> MergeState:
         """Replay the concurrent region of ``heads`` from the latest cut epoch (docs/merge.md section 4)."""
-        cut, todo, chs, fallback = self._region(heads)
-        above = todo
-        region_set = {c for c in above if not self._in_all(c, chs)}
+        cut, todo, _chs, fallback = self._region(heads)
         base = self.state({cut})
         recs = [self._nodes[c].rec for c in todo]
 
@@ -668,14 +666,15 @@ class GroupDag:
             return self.concurrent(a.cid, b.cid)
 
         def eviction_void(r: OpRecord, ch: Change) -> bool:
-            # weak eviction: void if the evicted member has an operation concurrent with it
-            # in the past of the heads and at least one of the two is in the merged region
+            # weak eviction (docs/merge.md 3.9): void if the evicted member has an operation
+            # concurrent with it in the past of the heads (every replay that re-examines the
+            # eviction decides the same, whether the two met in this merge or an earlier one)
             log = self._by_author.get(ch.member, {})
             first = self._nodes[r.cid].clock.get(ch.member, -1) + 1
             n = log.get(first)
             if n is None or not any(n == h or self.in_past(n, h) for h in heads):
                 return False
-            return self.concurrent(n, r.cid) and (r.cid in region_set or not self._in_all(n, chs))
+            return self.concurrent(n, r.cid)
 
         def log_position(r: OpRecord, member: bytes) -> int:
             # rule 3.7: an UPDATE in the member's own commit was made there; one in another's

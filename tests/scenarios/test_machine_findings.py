@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from crdt_mls.merge.dag import GroupDag
+from crdt_mls.merge.rules import MutualRemoval
 from tests.scenarios.harness import World
 
 
@@ -223,3 +224,27 @@ def test_f11_person_added_twice_keeps_the_winning_instances_leaf() -> None:
     m = w.merge("carol")
     w.check_epoch(m)
     assert {"eve", "frank"} <= w.members(m)
+
+
+@pytest.mark.parametrize("mode", list(MutualRemoval))
+def test_f14_racing_merges_keep_the_evictions_they_voided(mode: MutualRemoval) -> None:
+    """m1 removes m0 while m2 evicts m3 and then m1, and m3 removes m2, all concurrently; m1 and m3
+    were active, so both merges of these heads (racing: m1's and m3's) void the evictions and
+    keep {m1, m3}.  The merge of the two merges must decide the same: with the old "one of the two
+    in the merged region" clause of rule 3.9 the evictions, now in the past of both merges, stood
+    again, voided m1's and m3's commits and brought m0 and m2 back (docs/merge.md 3.9)."""
+    w = World(["m0", "m1", "m2", "m3"], seed=1, mode=mode)
+    g = w.genesis
+    w.commit("m1", g, remove=("m0",))
+    c2 = w.commit("m2", g, evict=("m3",))
+    w.commit("m3", g, remove=("m2",))
+    w.commit("m2", c2, evict=("m1",))
+    heads = tuple(sorted(w.dag.heads()))
+    assert _names(w, w.dag) == {"m1", "m3"}
+    a = w.merge("m1", heads)
+    b = w.merge("m3", heads)  # the same heads, without having seen m1's merge: a race
+    assert w.dag.heads() == {a, b} and w.dag.concurrent(a, b)
+    assert _names(w, w.dag) == {"m1", "m3"}  # as each merge decided
+    m = w.merge("m1")
+    w.check_epoch(m)
+    assert w.members(m) == {"m1", "m3"}
