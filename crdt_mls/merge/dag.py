@@ -181,6 +181,18 @@ class GroupDag:
     def __contains__(self, cid: object) -> bool:
         return cid in self._nodes
 
+    def epoch_heads(self, nodes: Iterable[bytes] | None = None) -> frozenset[bytes]:
+        """The latest commits in the causal past of ``nodes`` (default: every node held): the
+        epochs a merge commit naming ``nodes`` as its causal parents merges (docs/merge.md 4)."""
+        ns = self._tips if nodes is None else nodes
+        return self._maximal(c for h in ns for c in self._node(h).frontier)
+
+    def complete(self) -> bool:
+        """True iff this replica reads every commit it holds and pins no state but its first root:
+        its S(heads) are then exactly those of a replica that read the whole history from there
+        (void sets included), not only the same members (docs/merge.md 4.1-4.2)."""
+        return not self._opaque and set(self._roots) <= {self.genesis}
+
     def node_count(self) -> int:
         """Number of nodes held (after a checkpoint: those not before its cut)."""
         return len(self._nodes)

@@ -95,6 +95,9 @@ settings.register_profile(
 )
 
 MAX_JOINERS = 3
+#: merge rounds the teardown allows while merges are still possible (two suffice for a partition
+#: whose sides cannot read each other, docs/merge.md 4.1; more cover round-1 merges of several sides)
+MAX_HEAL_ROUNDS = 6
 
 
 def _profile(default: str) -> settings:
@@ -110,13 +113,15 @@ class View:
     pending: dict[bytes, OpRecord] = field(default_factory=dict)
     #: every operation (commit or application node) the DAG accepted
     accepted: set[bytes] = field(default_factory=set)
-    #: a member added later: its records go through `World.feed` (opaque history, pinned roots,
-    #: merge histories, docs/merge.md 4.1-4.2) instead of straight into the DAG
+    #: how a record enters the DAG as this member sees it (`World.feed`: readable, opaque, pinned
+    #: root, merge with its history, docs/merge.md 4.1-4.2); ``None``: everything is readable
     feed: Callable[[GroupDag, OpRecord], None] | None = None
 
     @property
-    def joiner(self) -> bool:
-        return self.feed is not None
+    def partial(self) -> bool:
+        """It does not read every commit it holds, or pins a state after its first root: only its
+        members (not its void sets) are comparable with the omniscient DAG's."""
+        return not self.dag.complete()
 
     def offer(self, rec: OpRecord) -> None:
         if rec.cid in self.dag or rec.cid in self.pending:
@@ -129,21 +134,29 @@ class View:
                 links = (*r.parents, *((r.prev,) if r.prev is not None else ()))
                 if all(p in self.dag for p in links):
                     del self.pending[cid]
-                    if self.feed is not None:
-                        self.feed(self.dag, r)
-                    elif r.is_commit:
-                        self.dag.add(r)
+                    if self.feed is None:
+                        self.dag.add(r) if r.is_commit else self._add_message(r)
+                    elif not r.is_commit and self.dag.complete() and r.epochs and self.dag.heads():
+                        self._check_message(r)
                     else:
-                        self._add_message(r)
+                        self.feed(self.dag, r)
                     self.accepted.add(cid)
                     progress = True
 
-    def _add_message(self, r: OpRecord) -> None:
+    def _check_message(self, r: OpRecord) -> None:
+        """Feed an application node (readable or not) with the checks of `_add_message`."""
+        assert self.feed is not None
+        self._add_message(r, lambda: self.feed(self.dag, r))  # type: ignore[misc]
+
+    def _add_message(self, r: OpRecord, add: Callable[[], object] | None = None) -> None:
         """An application node changes neither the epoch heads nor S(epoch heads); as activity
         it may only void a concurrent idle eviction of its author (docs/merge.md 3.9)."""
         heads = self.dag.heads()
         before, before_all = self.dag.state(heads), self.dag.state()
-        self.dag.add(r)
+        if add is None:
+            self.dag.add(r)
+        else:
+            add()
         assert r.cid in self.dag and self.dag.heads() == heads, "a message changed the heads"
         after, after_all = self.dag.state(heads), self.dag.state()
         assert (after.membership, after.void, after.moved) == (before.membership, before.void, before.moved)
@@ -169,6 +182,24 @@ class Sent:
     sender: str
     raw: bytes
     data: bytes
+
+
+def _junior_mutual(dag: GroupDag, recs: list[OpRecord], r: OpRecord, target: bytes) -> bool:
+    """SENIORITY (docs/merge.md 3.5): ``r``'s removal of ``target`` is a junior's removal of a senior
+    who concurrently removes ``r``'s author, so it does not count."""
+    if dag.mutual_removal != MutualRemoval.SENIORITY:
+        return False
+    if not any(
+        c.author == target
+        and dag.concurrent(c.cid, r.cid)
+        and any(x.kind in (ChangeKind.REMOVE, ChangeKind.EVICT) and x.member == r.author for x in c.changes or ())
+        for c in recs
+    ):
+        return False
+    base = dag.state(set(r.epochs)).membership  # both are members of r's parent epoch
+    a, t = base.get(r.author), base.get(target)
+    assert a is not None and t is not None
+    return (dag.rank(a.added_in), r.author) > (dag.rank(t.added_in), target)
 
 
 def _x25519_public(private_key: bytes) -> bytes:
@@ -203,6 +234,11 @@ class MergeMachine(RuleBasedStateMachine):
         self.joiners_version = -1
         self.joiner_checks = 0
         self.pcs_version = -1
+        self.heal_rounds = 0
+        self.dead_heads = 0
+        self.outside = 0
+        self.zombies = 0
+        self.split = False
         #: application messages by record CID, and who decrypted which (exactly once)
         self.sent: dict[bytes, Sent] = {}
         self.decrypted: set[tuple[str, bytes]] = set()
@@ -223,8 +259,13 @@ class MergeMachine(RuleBasedStateMachine):
         names = [f"m{i}" for i in range(n)]
         self.world = World(list(names), seed=seed, mode=mode)
         self.replicas = names
-        genesis = self.world.records[0]
-        self.views = {name: View(GroupDag(genesis, mutual_removal=mode), accepted={genesis.cid}) for name in names}
+        w = self.world
+        genesis = w.records[0]
+        # every member's own DAG: what it cannot read (a branch it was evicted or removed from) is
+        # opaque; the epochs it joined from a Welcome are pinned roots (docs/merge.md 4.1-4.2)
+        self.views = {name: self._own_view(name) for name in names}
+        for view in self.views.values():
+            view.offer(genesis)
         self.net = NetSim(seed=seed, drop=drop, duplicate=duplicate, max_delay=max_delay)
 
     @property
@@ -242,9 +283,12 @@ class MergeMachine(RuleBasedStateMachine):
                 self.net.send(author, other, idx)
 
     def _can_act(self, name: str) -> bytes | None:
-        """The single head of ``name``'s view if ``name`` may commit on it, else None."""
+        """The single epoch head ``name`` reads if ``name`` may commit on it, else None (a head it
+        cannot read does not hold it back: its nodes name only what it reads, docs/merge.md 4.1)."""
         view = self.views[name]
-        heads = view.dag.heads()
+        if not view.dag.frontier():
+            return None
+        heads = view.dag.epoch_heads(view.dag.readable_frontier())
         if len(heads) != 1:
             return None
         (h,) = heads
@@ -255,20 +299,23 @@ class MergeMachine(RuleBasedStateMachine):
 
     @staticmethod
     def _members(view: View) -> frozenset[bytes]:
-        """Who is in S(everything the view holds); nobody if it cannot compute it (a joiner
-        holding a head it cannot read waits for a merge Welcome)."""
-        if not view.dag.frontier():
+        """Who is in S(everything the view reads); nobody if it cannot compute it."""
+        if not view.dag.readable_frontier():
             return frozenset()
         try:
-            return view.dag.state().membership.keys()
+            return view.dag.state(view.dag.readable_frontier()).membership.keys()
         except InvalidState:
             return frozenset()
+
+    def _own_view(self, name: str) -> View:
+        w = self.w
+        return View(GroupDag.for_joiner(mutual_removal=w.mode), feed=lambda dag, r: w.feed(dag, name, r))
 
     def _new_joiner(self, name: str, adder: str) -> None:
         """A member added by ``adder`` becomes a replica with its own joiner DAG, synced with the
         history its adder holds (the joiner fetches the causal past of the commit that added it)."""
         w = self.w
-        view = View(GroupDag.for_joiner(mutual_removal=w.mode), feed=lambda dag, r: w.feed(dag, name, r))
+        view = self._own_view(name)
         self.views[name] = view
         self.replicas.append(name)
         held = self.views[adder].dag
@@ -312,6 +359,7 @@ class MergeMachine(RuleBasedStateMachine):
             joiner = f"j{self.joiners}"
             self.w.commit(name, h, add=(joiner,), proposals=props)
             self._new_joiner(joiner, name)
+            self.views[joiner].offer(self.w.records[-1])  # it joins from that commit's Welcome
         elif kind in ("remove", "evict"):
             if len(others) < 2:
                 return
@@ -342,21 +390,35 @@ class MergeMachine(RuleBasedStateMachine):
         """The first replica (from ``who`` on) whose view has several heads merges them."""
         k = len(self.replicas)
         for name in (self.replicas[(who + i) % k] for i in range(k)):
-            view = self.views[name]
-            heads = view.dag.heads()
-            if len(heads) < 2 or self.w.key(name) not in self._members(view):
-                continue
-            if not any((g := self.w.states.get((name, h))) is not None and g.active for h in heads):
-                continue
-            # a merge commit names everything its author has seen (docs/merge.md 4): its membership is
-            # S(the merger's frontier), which counts the messages it holds as activity (3.9); a joiner
-            # names what it can read (4.1) and merges with its own DAG
-            if view.joiner:
-                self.w.merge(name, tuple(sorted(heads)), seen=tuple(view.dag.readable_frontier()), view=view.dag)
-            else:
-                self.w.merge(name, tuple(sorted(heads)), seen=tuple(view.dag.frontier()))
-            self._publish(name)
-            return
+            if self._merge_by(name) is not None:
+                return
+
+    def _merge_by(self, name: str, *, full_only: bool = False) -> bytes | None:
+        """``name`` merges the epochs of what its view reads, if there are several and it is in S
+        of them; returns the merge commit.  A merge commit names everything its author has read
+        (docs/merge.md 4, 4.1): its membership is S(its readable frontier), which counts the
+        messages it holds as activity (3.9).  When some head is unreadable this is round 1 of
+        the partition healing (4.1: it merges what it reads, the others merge again); with
+        ``full_only`` only a merge of every epoch head the view holds."""
+        view = self.views[name]
+        dag = view.dag
+        if not dag.frontier():
+            return None
+        seen = dag.readable_frontier()
+        heads = dag.epoch_heads(seen)
+        if len(heads) < 2 or (full_only and heads != dag.heads()):
+            return None
+        try:
+            st_ = dag.state(seen)
+        except InvalidState:
+            return None
+        if self.w.key(name) not in st_.membership:
+            return None
+        if not any((g := self.w.states.get((name, h))) is not None and g.active for h in heads):
+            return None
+        m = self.w.merge(name, tuple(sorted(heads)), seen=tuple(seen), view=dag)
+        self._publish(name)
+        return m
 
     @precondition(lambda self: self.world is not None)
     @rule(who=st.integers(0, 10), size=st.integers(0, 40))
@@ -474,17 +536,27 @@ class MergeMachine(RuleBasedStateMachine):
         for name, view in self.views.items():
             if not view.dag.frontier():
                 continue  # a joiner that has received nothing yet
+            seen = view.dag.frontier()
             try:
-                s = view.dag.state()
+                s = view.dag.state(seen)
             except InvalidState:
-                assert view.joiner, name  # only a joiner can hold a head it cannot read
+                assert view.partial, name  # only a replica holding a head it cannot read
+                seen = view.dag.readable_frontier()  # what it acts on
+                if not seen:
+                    continue
+                try:
+                    s = view.dag.state(seen)
+                except InvalidState:
+                    continue
+                ref = self.w.dag.state(seen)
+                assert _who(s.membership) == _who(ref.membership), (name, "computes another S(what it reads)")
                 continue
             # S(heads) is a function of the heads: the DAG holding everything agrees
-            ref = self.w.dag.state(view.dag.frontier())
-            if not view.joiner:
+            ref = self.w.dag.state(seen)
+            if not view.partial:
                 assert s.membership == ref.membership and s.void == ref.void and s.moved == ref.moved, name
-            # a joiner's states are pinned where it joined: it agrees on who is where, with which
-            # LeafNode and provenance (its void sets start at its roots)
+            # a replica with pinned states (where it joined, or a cut a merge history gave it) agrees
+            # on who is where, with which LeafNode and provenance (its void sets start there)
             summary = (_who(s.membership), view.dag.heads())
             assert summary[0] == _who(ref.membership), (name, "computes another S(heads)")
             held = view.held()
@@ -499,17 +571,15 @@ class MergeMachine(RuleBasedStateMachine):
         (mutual removals excepted: they follow the configured rule)."""
         if self.world is None:
             return
-        for view in self.views.values():
-            if view.joiner:
-                continue  # its void sets start at its roots; the omniscient replicas check the rule
-            dag = view.dag
+        for dag in [self.w.dag, *(v.dag for v in self.views.values() if not v.partial and v.dag.frontier())]:
+            # (a partial view's void sets start at its pinned states: the others check the rule)
             s = dag.state()
             recs = [dag.record(c) for c in dag.commits()]
             for r in recs:
                 if r.cid in s.void or r.changes is None:
                     continue
                 for ch in r.changes:
-                    if ch.kind != ChangeKind.REMOVE:
+                    if ch.kind != ChangeKind.REMOVE or _junior_mutual(dag, recs, r, ch.member):
                         continue
                     for c in recs:
                         if c.author != ch.member or not dag.concurrent(c.cid, r.cid) or c.changes is None:
@@ -642,7 +712,8 @@ class MergeMachine(RuleBasedStateMachine):
                 assert not (pubs & public), (person, "holds a private key of an epoch it is not in")
 
     def teardown(self) -> None:
-        """Liveness: heal, deliver everything, one merge round gives a single head for all."""
+        """Liveness: heal, deliver everything; at most `MAX_HEAL_ROUNDS` merge rounds by replicas
+        from their own views leave one live head that every member of it holds and acts on."""
         if self.world is None:
             return
         w = self.w
@@ -662,22 +733,59 @@ class MergeMachine(RuleBasedStateMachine):
             readers = {n for (n, c) in self.decrypted if c == cid}
             assert readers == members - {sent.sender}, (sorted(readers), sorted(members))
             self._outsiders_cannot_read(cid)  # with every state held by the end, too
-        heads = w.dag.heads()
-        if len(heads) > 1:
-            # the member whose turn is first (`GroupDag.merge_order`) must be able to merge
-            order = w.dag.merge_order()
-            if not order or not any(w.states.get((w.name_of(order[0]), h)) for h in heads):
-                # diagnostics for the report: who is in S, who holds which head
-                st_ = w.dag.state()
-                detail = {
-                    w.name_of(mm.key): [(w.states.get((w.name_of(mm.key), h)) or None) is not None for h in heads]
-                    for mm in st_.membership.members
-                }
-                raise AssertionError(f"nobody can issue the merge commit: S={detail}, {len(heads)} heads")
-            m = w.merge(w.name_of(order[0]))
-            assert w.dag.heads() == {m}
+        # merge rounds, each by a replica from its own view: the first in the turn order
+        # (`GroupDag.merge_order`) that can merge every head it holds, else (a partition whose
+        # sides cannot read each other, docs/merge.md 4.1) the first that can merge what it reads
+        for _round in range(MAX_HEAL_ROUNDS + 1):
+            if len(w.dag.heads()) == 1:
+                break
+            assert _round < MAX_HEAL_ROUNDS, f"merges still possible after {MAX_HEAL_ROUNDS} rounds"
+            turn = [w.name_of(k) for k in w.dag.merge_order()]
+            order = [*turn, *(n for n in self.replicas if n not in turn)]
+            m = next((c for n in order if (c := self._merge_by(n, full_only=True)) is not None), None)
+            if m is None:
+                m = next((c for n in order if (c := self._merge_by(n)) is not None), None)
+            if m is None:
+                break
+            for view in self.views.values():
+                view.offer(w.records[-1])
             w.check_epoch(m)  # every member holds it, same secrets, and everyone can talk
-        assert len(w.dag.heads()) == 1
+            self.heal_rounds = _round + 1
+        # liveness: every member of S(all heads) acts on one and the same head, which holds them
+        # all; any other head is a dead branch that none of them can read: its readers all left
+        # the group, so only they could merge it (docs/merge.md 3.10, proofs/findings.md F13)
+        heads = w.dag.heads()
+        group = {w.name_of(m.key) for m in w.dag.state().membership.members}
+        acting = {n: self.views[n].dag.epoch_heads(self.views[n].dag.readable_frontier()) for n in sorted(group)}
+        if group and not (len(set(acting.values())) == 1 and len(next(iter(acting.values()))) == 1):
+            # no merge is possible any more (the rounds stopped) and S is split: no member of S reads
+            # the heads the others act on, and the members who did (the bridges) left the group
+            # (proofs/findings.md F13).  Each member of S acts on one head it alone, with its
+            # sub-group, reads; nobody reads two of them (else it could have merged)
+            detail = {n: [(n, h) in w.states for h in sorted(heads)] for n in sorted(group)}
+            assert all(len(a) == 1 for a in acting.values()), f"a member of S is left with several heads: {detail}"
+            for n, (h,) in ((n, tuple(a)) for n, a in acting.items()):
+                assert not any((n, o) in w.states for o in heads - {h}), f"{n} reads two live heads: {detail}"
+                w.check_epoch(h)
+            self.split = True
+        elif group:
+            (head,) = next(iter(acting.values()))
+            assert group <= w.members(head), "a member of S is not in the head it acts on"
+            assert not any((n, o) in w.states for n in group for o in heads - {head}), "a member reads another head"
+            w.check_epoch(head)
+            self.dead_heads = len(heads) - 1
+            self.outside = len(w.members(head) - group)
+            # members outside S that act on a head of their own (they cannot read their removal)
+            self.zombies = sum(
+                1
+                for n, v in self.views.items()
+                if n not in group
+                and v.dag.readable_frontier()
+                and len(v.dag.epoch_heads(v.dag.readable_frontier())) == 1
+                and head not in v.dag.epoch_heads(v.dag.readable_frontier())
+                and self._members(v)
+                and self.w.key(n) in self._members(v)
+            )
         self._coverage()
 
     def _coverage(self) -> None:
@@ -712,6 +820,16 @@ class MergeMachine(RuleBasedStateMachine):
             event("messages sent")
         if self.joiner_checks:
             event("joiner view compared")
+        if self.heal_rounds > 1:
+            event(f"teardown needed {self.heal_rounds} merge rounds")
+        if self.dead_heads:
+            event("a dead branch (only former members read it) stays a head")
+        if self.outside:
+            event("F13: the live head holds a member S excludes (decided by commits only non-members read)")
+        if self.zombies:
+            event("F13: a member outside S acts on a head of its own (it cannot read its removal)")
+        if self.split:
+            event("F13: S split into sub-groups that cannot read each other (no bridge left)")
         if any(ch.kind == ChangeKind.UPDATE and ch.member != r.author for r in recs for ch in r.changes or ()):
             event("an Update proposal committed")
         joiners = {w.key(f"j{i}") for i in range(1, self.joiners + 1)}
