@@ -70,8 +70,9 @@ def fill_tree(tree: RatchetTree, holder: int) -> tuple[RatchetTree, dict[int, by
         else:
             pub = os.urandom(32)
         out.set_node(x, ParentNode(pub, b"", ()))
-    # warm the caches a long-lived replica's tree has (hashes, key index, leaf summary)
+    # warm the caches a long-lived replica's tree has (hashes, resolutions, key index, leaf summary)
     out.tree_hash()
+    out.resolution(out.root)
     out.has_encryption_key(b"")
     out._summary()
     return out, keys

@@ -385,9 +385,12 @@ def _merge_tree(
 
     # rule 1: the merged leaves, on a copy of the reference (widened or truncated to fit)
     leaves = _merged_leaves(ref, base.membership if base is not None else None, membership)
-    # the copy shares the reference's caches: build its key index once, in the reference, so
-    # that every merged tree (and the commit processing on it) finds it built
+    # the copy shares the reference's caches: build its key index, tree hashes and resolutions
+    # once, in the reference (a no-op when warm), so that every merged tree derived from it (and
+    # the commit processing on it) finds them built instead of rebuilding them per copy
     ref.has_encryption_key(b"")
+    ref.tree_hash()
+    ref.resolution(ref.root)
     tree = ref.copy()
     top = max((i for i, v in leaves.items() if v is not None), default=-1)
     while tree.n_leaves <= top:
