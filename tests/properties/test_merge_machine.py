@@ -51,6 +51,7 @@ Profiles: the default run does a few examples; ``-m slow`` runs the CI profile
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from crdt_mls.errors import CrdtMlsError, InvalidState, ReplayError
 from crdt_mls.merge.dag import GroupDag
+from crdt_mls.merge.mlsmerge import create_merge_commit
 from crdt_mls.merge.rules import ChangeKind, Membership, MutualRemoval, OpRecord
 from crdt_mls.mls import treemath
 from crdt_mls.mls.messages import MLSMessage
@@ -239,6 +241,7 @@ class MergeMachine(RuleBasedStateMachine):
         self.outside = 0
         self.zombies = 0
         self.split = False
+        self.stuck = 0
         #: application messages by record CID, and who decrypted which (exactly once)
         self.sent: dict[bytes, Sent] = {}
         self.decrypted: set[tuple[str, bytes]] = set()
@@ -733,6 +736,23 @@ class MergeMachine(RuleBasedStateMachine):
             readers = {n for (n, c) in self.decrypted if c == cid}
             assert readers == members - {sent.sender}, (sorted(readers), sorted(members))
             self._outsiders_cannot_read(cid)  # with every state held by the end, too
+        # the engine's liveness (everything readable): a member of S is in a head epoch and can
+        # issue the merge of all heads (its merged leaf key found, F8; evictions decided as the
+        # merges decided them, F14).  Computed, not recorded: the views decide what happens.
+        heads = w.dag.heads()
+        st_all = w.dag.state()
+        if len(heads) > 1 and len(st_all.membership):
+            order = w.dag.merge_order()
+            assert order, "no member of S is a member of a head epoch: nobody could merge"
+            first = w.name_of(order[0])
+            base = None if st_all.base is None else w.base_of(st_all.base)
+            create_merge_commit(
+                w.parent_epochs(first, tuple(sorted(heads))),
+                st_all.membership,
+                base=base,
+                rng=random.Random(0).randbytes,
+                own_states=w.own_states(first),
+            )
         # merge rounds, each by a replica from its own view: the first in the turn order
         # (`GroupDag.merge_order`) that can merge every head it holds, else (a partition whose
         # sides cannot read each other, docs/merge.md 4.1) the first that can merge what it reads
@@ -756,20 +776,14 @@ class MergeMachine(RuleBasedStateMachine):
         # the group, so only they could merge it (docs/merge.md 3.10, proofs/findings.md F13)
         heads = w.dag.heads()
         group = {w.name_of(m.key) for m in w.dag.state().membership.members}
-        acting = {n: self.views[n].dag.epoch_heads(self.views[n].dag.readable_frontier()) for n in sorted(group)}
-        if group and not (len(set(acting.values())) == 1 and len(next(iter(acting.values()))) == 1):
-            # no merge is possible any more (the rounds stopped) and S is split: no member of S reads
-            # the heads the others act on, and the members who did (the bridges) left the group
-            # (proofs/findings.md F13).  Each member of S acts on one head it alone, with its
-            # sub-group, reads; nobody reads two of them (else it could have merged)
-            detail = {n: [(n, h) in w.states for h in sorted(heads)] for n in sorted(group)}
-            assert all(len(a) == 1 for a in acting.values()), f"a member of S is left with several heads: {detail}"
-            for n, (h,) in ((n, tuple(a)) for n, a in acting.items()):
-                assert not any((n, o) in w.states for o in heads - {h}), f"{n} reads two live heads: {detail}"
-                w.check_epoch(h)
-            self.split = True
-        elif group:
-            (head,) = next(iter(acting.values()))
+        on: dict[str, bytes] = {}  # member of S -> the one head it reads and is a member of
+        for n in sorted(group):
+            v = self.views[n].dag
+            reads = v.epoch_heads(v.readable_frontier()) if v.readable_frontier() else frozenset()
+            if len(reads) == 1 and n in w.members(next(iter(reads))):
+                on[n] = next(iter(reads))
+        if group and len(on) == len(group) and len(set(on.values())) == 1:
+            (head,) = set(on.values())
             assert group <= w.members(head), "a member of S is not in the head it acts on"
             assert not any((n, o) in w.states for n in group for o in heads - {head}), "a member reads another head"
             w.check_epoch(head)
@@ -786,6 +800,16 @@ class MergeMachine(RuleBasedStateMachine):
                 and self._members(v)
                 and self.w.key(n) in self._members(v)
             )
+        elif group:
+            # no merge is possible from anyone's view any more (the rounds stopped) and S is split
+            # (proofs/findings.md F13): whether a member of S is in depends on commits that only
+            # non-members read, so its own view may even exclude it ("stuck"); the members on a
+            # head hold it consistently.  (The omniscient engine check above still requires that
+            # someone could merge were everything readable.)
+            for h in set(on.values()):
+                w.check_epoch(h)
+            self.split = True
+            self.stuck = len(group) - len(on)
         self._coverage()
 
     def _coverage(self) -> None:
@@ -830,6 +854,8 @@ class MergeMachine(RuleBasedStateMachine):
             event("F13: a member outside S acts on a head of its own (it cannot read its removal)")
         if self.split:
             event("F13: S split into sub-groups that cannot read each other (no bridge left)")
+        if self.stuck:
+            event("F13: a member of S whose own view excludes it (decided by commits it cannot read)")
         if any(ch.kind == ChangeKind.UPDATE and ch.member != r.author for r in recs for ch in r.changes or ()):
             event("an Update proposal committed")
         joiners = {w.key(f"j{i}") for i in range(1, self.joiners + 1)}
