@@ -1,19 +1,26 @@
 """The merge state machine (issue 4, "Done when"; design doc section 6; proofs/README.md).
 
-A Hypothesis `RuleBasedStateMachine` over 3 to 8 replicas.  Every replica is one member's
-view of the group: a `GroupDag` fed through a faulty `NetSim` (reordering, duplication,
-delay, loss, partitions) with a causal buffer and anti-entropy.  Members commit (update,
-add, remove, idle eviction) on the single head of their own view and issue merge commits
-when their view has several heads; the MLS side is real (`tests.scenarios.harness.World`:
-RFC 9420 commits, merged trees, merge commits and merge Welcomes).
+A Hypothesis `RuleBasedStateMachine` over 3 to 8 replicas (plus up to 3 members added
+later).  Every replica is one member's own view of the group: a `GroupDag` fed through a
+faulty `NetSim` (reordering, duplication, delay, loss, partitions) with a causal buffer and
+anti-entropy, holding as readable only what the member can read (the epochs it is a member
+of; the rest is opaque; epochs it joined from a Welcome are pinned roots with the sealed
+provenance, merges it joined come with their sealed history: `World.feed`, docs/merge.md
+3.5, 4.1-4.2).  Members commit (update, add, remove, idle eviction, others' pending Update
+proposals) on the single epoch head they read, send messages, propose updates, and merge the
+epochs they read (round 1 of a partition healing when some head is unreadable); the MLS side
+is real (`tests.scenarios.harness.World`: RFC 9420 commits, merged trees, merge commits and
+merge Welcomes).
 
 Checked after every step:
 
 * convergence: replicas holding the same operations (commits *and* application nodes, which
-  count as activity against idle eviction, docs/merge.md 3.9) have the same S(heads)
-  (membership, void commits, moved joiners) and heads; each replica's S equals S of the same heads
-  computed by a DAG that holds everything; every holder of an epoch has the same
-  GroupContext, tree hash, epoch authenticator and exporter secret;
+  count as activity against idle eviction, docs/merge.md 3.9) have the same S(heads) and
+  heads; each replica's S (of everything it holds, or of what it reads when a head is
+  unreadable) equals S of the same nodes computed by a DAG that holds and reads everything —
+  exactly (membership, void commits, moved joiners) for a replica that reads every commit from
+  the genesis, in members, leaves, LeafNodes and provenance otherwise; every holder of an epoch
+  has the same GroupContext, tree hash, epoch authenticator and exporter secret;
 * key knowledge: every non-blank parent node of every epoch's tree has its private key held
   by exactly the members below it minus its unmerged leaves, and nobody outside the epoch
   holds the epoch;
@@ -38,11 +45,15 @@ Checked after every step:
   against a concurrent idle eviction, docs/merge.md 3.9), and decrypting changes no epoch
   secret or tree (RFC 9420 sections 6.3, 9; design section 6).
 
-A merge commit names everything its author has seen (its view's frontier, docs/merge.md 4),
-so its membership counts the messages the merger holds as activity.  At the end the network
-heals, everything is delivered, and one merge round by the member whose turn is first
-(`GroupDag.merge_order`) must leave a single head that every member holds (liveness); every member of every message's epoch has
-then decrypted it exactly once (joiners, who have no DAG view here, receive messages there).
+A merge commit names everything its author has read (docs/merge.md 4, 4.1), so its
+membership counts the messages the merger holds as activity.  At the end the network heals and
+everything is delivered; every member of every message's epoch has then decrypted it exactly
+once.  Liveness: were everything readable, the first member of `GroupDag.merge_order` could
+issue the merge of all heads (checked, not recorded); then merge rounds by replicas from their
+own views (the first in the turn order that merges every head it holds, else one that merges
+what it reads) must leave every member of S on one head that holds them all, unless no view can
+merge any more because the bridges left (proofs/findings.md F13: counted, and the heads the
+members act on are checked).
 
 Profiles: the default run does a few examples; ``-m slow`` runs the CI profile
 (``merge-ci``: 2,000 examples) and ``HYPOTHESIS_PROFILE=nightly`` raises it to 20,000.
