@@ -248,3 +248,34 @@ def test_f14_racing_merges_keep_the_evictions_they_voided(mode: MutualRemoval) -
     m = w.merge("m1")
     w.check_epoch(m)
     assert w.members(m) == {"m1", "m3"}
+
+
+def test_f13_without_a_bridge_the_members_of_s_cannot_merge() -> None:
+    """The known limit of healing under confidentiality (proofs/findings.md F13): m1 removes m2
+    while m0 evicts m1 (who was active: the eviction is void), then adds j1, and j1 removes m0.
+    S = {m1, j1}, but m1 reads only its branch and m0's first commit, j1 only m0's branch; the
+    one member who read both, m0, has left.  m1 merges what it reads (round 1, with m0 still in:
+    it cannot read that j1 removed m0); afterwards neither m1 nor j1 can read the other's head,
+    so nobody can merge them.  Each still holds a consistent epoch."""
+    w = World(["m0", "m1", "m2"], seed=0)
+    g = w.genesis
+    b = w.commit("m1", g, remove=("m2",))
+    e = w.commit("m0", g, evict=("m1",))
+    u = w.commit("m0", e)
+    a = w.commit("m0", u, add=("j1",))
+    r = w.commit("j1", a, remove=("m0",))
+    assert _names(w, w.dag) == {"m1", "j1"}
+    m1 = w.view("m1")
+    assert m1.epoch_heads(m1.readable_frontier()) == {b, e}  # m1 cannot read past m0's eviction
+    j1 = w.view("j1")
+    assert j1.epoch_heads(j1.readable_frontier()) == {r}  # j1 cannot read m1's branch
+    m = w.merge("m1", (b, e), seen=tuple(m1.readable_frontier()), view=m1)  # round 1
+    assert w.members(m) == {"m0", "m1"}
+    w.check_epoch(m)
+    assert w.dag.heads() == {m, r}
+    for name in ("m1", "j1"):
+        v = w.view(name)
+        assert len(v.epoch_heads(v.readable_frontier())) == 1  # each reads one head only
+        assert not all((name, h) in w.states for h in (m, r))
+    assert "m0" not in _names(w, w.dag, {m, r})  # S excludes m0, whom m1's head still holds
+    w.check_epoch(r)
