@@ -14,12 +14,12 @@ hashable.  Byte-exact re-encoding follows from strict decoding (minimal varints 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from enum import IntEnum
 from itertools import starmap
-from typing import ClassVar, Protocol, TypeAlias, TypeVar
+from typing import ClassVar, Protocol, TypeAlias, TypeVar, overload
 
 from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, OversizeError
 from crdt_mls.mls.codec import DEFAULT_MAX_VECTOR, Reader, Writer, decode_with, encode_varint
@@ -1078,6 +1078,8 @@ class HPKECiphertext:
 
 def _encode_ciphertexts(cts: Sequence[HPKECiphertext]) -> bytes:
     """The body of ``HPKECiphertext x<V>`` (RFC 9420 section 7.6), without per-field calls."""
+    if isinstance(cts, CiphertextVector):
+        return cts.body
     small = _SMALL_VARINTS
     parts: list[bytes] = []
     append = parts.append
@@ -1136,12 +1138,105 @@ def new_hpke_ciphertext(kem_output: bytes, ciphertext: bytes) -> HPKECiphertext:
     return ct
 
 
-def _read_ciphertexts(r: Reader) -> tuple[HPKECiphertext, ...]:
-    """Read ``HPKECiphertext x<V>`` (RFC 9420 section 7.6) with the specialised parser."""
+class CiphertextVector(Sequence[HPKECiphertext]):
+    """The items of ``HPKECiphertext x<V>`` (RFC 9420 section 7.6) kept as their checked wire
+    bytes and parsed on access.
+
+    A receiver of an UpdatePath needs one ciphertext of each node, but a sparse commit at
+    50,000 members carries ~50,000 of them: building an object per item was most of the time
+    spent processing it.  Built only by `_read_ciphertexts` for the common layout in which
+    every item has the same field lengths below 64 bytes (one-byte headers), after checking
+    the whole layout at C speed; equal to (and hashing like) the tuple of its items.
+    """
+
+    __slots__ = ("_body", "_count", "_ct_len", "_kem_len", "_stride")
+
+    def __init__(self, body: bytes, kem_len: int, ct_len: int) -> None:
+        stride = 2 + kem_len + ct_len
+        if not body or len(body) % stride:
+            raise InvalidArgument("not a uniform HPKECiphertext vector")
+        self._body = body
+        self._count = len(body) // stride
+        self._kem_len = kem_len
+        self._ct_len = ct_len
+        self._stride = stride
+
+    @classmethod
+    def parse(cls, body: bytes, cap: int) -> CiphertextVector | None:
+        """The vector over ``body`` if every item has the first item's one-byte headers, else
+        ``None`` (the caller then uses the item-by-item parser and its errors)."""
+        if len(body) < 2:
+            return None
+        kem_len = body[0]
+        if kem_len >= 0x40 or kem_len > cap or len(body) < 2 + kem_len:
+            return None
+        ct_len = body[1 + kem_len]
+        if ct_len >= 0x40 or ct_len > cap:
+            return None
+        stride = 2 + kem_len + ct_len
+        count, rest = divmod(len(body), stride)
+        if rest or body[0::stride] != bytes((kem_len,)) * count:
+            return None
+        if body[1 + kem_len :: stride] != bytes((ct_len,)) * count:
+            return None
+        return cls(body, kem_len, ct_len)
+
+    @property
+    def body(self) -> bytes:
+        """The encoded items (the vector without its length header)."""
+        return self._body
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _item(self, i: int) -> HPKECiphertext:
+        start = i * self._stride + 1
+        mid = start + self._kem_len
+        return new_hpke_ciphertext(self._body[start:mid], self._body[mid + 1 : mid + 1 + self._ct_len])
+
+    @overload
+    def __getitem__(self, index: int) -> HPKECiphertext: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[HPKECiphertext, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> HPKECiphertext | tuple[HPKECiphertext, ...]:
+        if isinstance(index, slice):
+            return tuple(self._item(i) for i in range(*index.indices(self._count)))
+        i = index.__index__()
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError("ciphertext index out of range")
+        return self._item(i)
+
+    def __iter__(self) -> Iterator[HPKECiphertext]:
+        return (self._item(i) for i in range(self._count))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CiphertextVector):
+            return self._body == other._body
+        if isinstance(other, (tuple, list)):
+            return len(other) == self._count and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"CiphertextVector({self._count} items)"
+
+
+def _read_ciphertexts(r: Reader) -> Sequence[HPKECiphertext]:
+    """Read ``HPKECiphertext x<V>`` (RFC 9420 section 7.6) with the specialised parser
+    (a lazy `CiphertextVector` when the layout is uniform)."""
     buf, pos, end = r.view()
     cap = r.max_vector
     body, stop = _p_opaque(buf, pos, end, cap)
     r.seek(stop)
+    lazy = CiphertextVector.parse(body, cap)
+    if lazy is not None:
+        return lazy
     return _parse_ciphertexts(body, 0, len(body), cap)
 
 
@@ -1154,7 +1249,7 @@ class UpdatePathNode:
     """RFC 9420 section 7.6."""
 
     encryption_key: bytes
-    encrypted_path_secret: tuple[HPKECiphertext, ...]
+    encrypted_path_secret: Sequence[HPKECiphertext]
 
     def encode(self, w: Writer) -> None:
         w.opaque(self.encryption_key)

@@ -223,6 +223,10 @@ def _vec(data: bytes) -> bytes:
 
 
 _LABELS: dict[str, bytes] = {}
+#: (label, length) -> the ``uint16 length || opaque label<V>`` head of a KDFLabel
+_EXPAND_HEADS: dict[tuple[str, int], bytes] = {}
+#: One-byte varint headers (lengths below 64).
+_ONE_BYTE_VARINTS = tuple(bytes((i,)) for i in range(0x40))
 #: (label, Nh) -> KDFLabel of DeriveSecret with the HKDF-Expand counter byte appended
 _DERIVE_INFO: dict[tuple[str, int], bytes] = {}
 
@@ -275,14 +279,26 @@ class CipherSuite:
         return self._hpke.kdf.extract(salt, ikm)
 
     def kdf_expand(self, prk: bytes, info: bytes, length: int) -> bytes:
-        """HKDF-Expand with the suite hash."""
+        """HKDF-Expand with the suite hash (RFC 5869 section 2.3; up to ``Nh`` bytes it is
+        one HMAC, ``T(1)`` truncated, computed here directly)."""
+        if 0 <= length <= self.hash_length:
+            return _hmac_new(prk, info + b"\x01", self.hash_name).digest()[:length]
         return self._hpke.kdf.expand(prk, info, length)
 
     def expand_with_label(self, secret: bytes, label: str, context: bytes, length: int) -> bytes:
-        """ExpandWithLabel (RFC 9420 section 5.1): KDF.Expand(secret, KDFLabel, length)."""
-        if not 0 <= length <= 0xFFFF:
-            raise InvalidArgument(f"ExpandWithLabel length {length} is not a uint16")
-        info = length.to_bytes(2, "big") + _label(label) + _vec(context)
+        """ExpandWithLabel (RFC 9420 section 5.1): KDF.Expand(secret, KDFLabel, length), with
+        the KDFLabel's ``length || label`` head memoized per (label, length)."""
+        head = _EXPAND_HEADS.get((label, length))
+        if head is None:
+            if not 0 <= length <= 0xFFFF:
+                raise InvalidArgument(f"ExpandWithLabel length {length} is not a uint16")
+            head = length.to_bytes(2, "big") + _label(label)
+            if len(_EXPAND_HEADS) < 1024:
+                _EXPAND_HEADS[(label, length)] = head
+        n = len(context)
+        info = head + (_ONE_BYTE_VARINTS[n] if n < 0x40 else encode_varint(n)) + context
+        if length <= self.hash_length:
+            return _hmac_new(secret, info + b"\x01", self.hash_name).digest()[:length]
         return self._hpke.kdf.expand(secret, info, length)
 
     def derive_secret(self, secret: bytes, label: str) -> bytes:

@@ -21,6 +21,7 @@ from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer, decode_with
 from crdt_mls.mls.messages import (
     Add,
+    CiphertextVector,
     Commit,
     EncryptedGroupSecrets,
     HPKECiphertext,
@@ -312,3 +313,57 @@ def test_welcome_for_member_only_handles_welcome_messages() -> None:
     assert welcome_for_member(bytearray(b"\x00\x01\x00\x03" + body), b"r") is None  # type: ignore[arg-type]
     with pytest.raises(DecodeError, match="trailing"):
         welcome_for_member(b"\x00\x01\x00\x03" + body + b"\x00", b"r")
+
+
+def _uniform_node(count: int, kem_len: int = 32, ct_len: int = 48) -> tuple[UpdatePathNode, bytes]:
+    cts = tuple(HPKECiphertext(bytes([i % 251]) * kem_len, bytes([(i * 7) % 253]) * ct_len) for i in range(count))
+    node = UpdatePathNode(b"e" * 32, cts)
+    return node, codec.encode(node)
+
+
+@pytest.mark.parametrize(("count", "kem_len", "ct_len"), [(1, 32, 48), (3, 0, 1), (500, 32, 48), (7, 63, 63)])
+def test_uniform_ciphertext_vector_is_lazy_and_equal_to_the_tuple(count: int, kem_len: int, ct_len: int) -> None:
+    node, data = _uniform_node(count, kem_len, ct_len)
+    fast = decode_with(UpdatePathNode.decode, data)
+    slow = decode_with(UpdatePathNode.decode_slow, data)
+    vec = fast.encrypted_path_secret
+    assert isinstance(vec, CiphertextVector)
+    assert fast == slow == node and slow == fast and hash(fast) == hash(node)
+    assert len(vec) == count and list(vec) == list(node.encrypted_path_secret)
+    assert vec[-1] == node.encrypted_path_secret[-1] and vec[1:3] == node.encrypted_path_secret[1:3]
+    with pytest.raises(IndexError):
+        vec[count]
+    assert codec.encode(fast) == data  # re-encoding returns the received body
+    assert vec != tuple(reversed(node.encrypted_path_secret)) or count == 1
+    assert repr(vec) == f"CiphertextVector({count} items)"
+
+
+def test_non_uniform_or_damaged_ciphertext_vectors_use_the_item_parser() -> None:
+    # different field lengths: parsed item by item, still equal to the generic decoder
+    node = UpdatePathNode(b"e" * 32, (HPKECiphertext(b"k" * 32, b"c" * 48), HPKECiphertext(b"k" * 31, b"c" * 48)))
+    data = codec.encode(node)
+    fast = decode_with(UpdatePathNode.decode, data)
+    assert not isinstance(fast.encrypted_path_secret, CiphertextVector)
+    assert fast == decode_with(UpdatePathNode.decode_slow, data) == node
+    # a header in the middle of a uniform vector damaged: both parsers reject it alike
+    good, raw = _uniform_node(5)
+    body_start = 1 + 32 + 2  # encryption_key opaque, then the vector's two-byte length header
+    for offset in (0, 82 * 2, 82 * 3 + 33, 82 * 4 + 1):
+        bad = bytearray(raw)
+        bad[body_start + offset] ^= 0x01
+        results = []
+        for dec in PAIRS["update_path_node"]:
+            try:
+                results.append(decode_with(dec, bytes(bad)))
+            except DecodeError as exc:
+                results.append(type(exc))
+        assert results[0] == results[1]
+        assert results[0] != good
+
+
+@given(st.lists(st.tuples(st.binary(max_size=70), st.binary(max_size=70)), max_size=12))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_ciphertext_vectors_of_any_shape_decode_like_the_generic_decoder(items: list[tuple[bytes, bytes]]) -> None:
+    node = UpdatePathNode(b"e" * 32, tuple(HPKECiphertext(k, c) for k, c in items))
+    data = codec.encode(node)
+    assert decode_with(UpdatePathNode.decode, data) == decode_with(UpdatePathNode.decode_slow, data) == node

@@ -622,3 +622,41 @@ def test_ed25519_rfc8032_test1() -> None:
     assert cs.signature_public_key(sk) == pk
     assert cs.sign(sk, b"") == sig
     cs.verify(pk, b"", sig)
+
+
+def _hkdf_expand_reference(cs: CipherSuite, prk: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF-Expand through `cryptography` (an independent implementation)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    algo = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}[cs.hash_name]
+    return HKDFExpand(algo, length, info).derive(prk) if length else b""
+
+
+@SUITES
+@given(
+    label=st.text(max_size=20),
+    context=st.binary(max_size=300),
+    length=st.integers(0, 200),
+)
+@settings(max_examples=60, deadline=None)
+def test_expand_with_label_is_hkdf_expand_of_the_kdf_label(
+    suite_id: int, label: str, context: bytes, length: int
+) -> None:
+    cs = cs_of(suite_id)
+    secret = hashlib.sha256(label.encode() + context).digest() * 2
+    mls_label = b"MLS 1.0 " + label.encode()
+    kdf_label = length.to_bytes(2, "big") + _varint(len(mls_label)) + mls_label + _varint(len(context)) + context
+    want = _hkdf_expand_reference(cs, secret, kdf_label, length)
+    assert cs.expand_with_label(secret, label, context, length) == want
+    assert cs.expand_with_label(secret, label, context, length) == want  # memoized head
+    assert cs.kdf_expand(secret, kdf_label, length) == want
+
+
+def _varint(n: int) -> bytes:
+    """RFC 9420 section 2.1.2 variable-length integer (written out here as the reference)."""
+    if n < 1 << 6:
+        return n.to_bytes(1, "big")
+    if n < 1 << 14:
+        return (n | 0x4000).to_bytes(2, "big")
+    return (n | 0x80000000).to_bytes(4, "big")
