@@ -100,10 +100,9 @@ def common_ancestor(x: int, y: int) -> int:
         return y
     if ly <= lx and x >> lx == y >> lx:
         return x
-    xn, yn, k = x, y, 0
-    while xn != yn:
-        xn, yn, k = xn >> 1, yn >> 1, k + 1
-    return (xn << k) + (1 << (k - 1)) - 1
+    # shifting both right until they agree takes exactly bit_length(x ^ y) steps
+    k = (x ^ y).bit_length()
+    return ((x >> k) << k) + (1 << (k - 1)) - 1
 
 
 def is_leaf(x: int) -> bool:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, SignatureError, TreeError
 from crdt_mls.mls import treemath
@@ -488,3 +490,20 @@ def test_validate_leaf_node_cache_follows_tree_changes() -> None:
     validate_leaf_node(snapshot, clash, source=kp, group_id=GROUP_ID)  # the copy is unaffected
     tree.remove_leaf(3)
     validate_leaf_node(tree, clash, source=kp, group_id=GROUP_ID)
+
+
+@given(st.integers(0, 2**12 - 2), st.integers(0, 2**12 - 2))
+@settings(max_examples=500)
+def test_common_ancestor_is_the_lowest_node_whose_subtree_holds_both(x: int, y: int) -> None:
+    """RFC 9420 appendix C: the common ancestor, checked against the definition (the lowest
+    node on both nodes' ancestor chains, in a tree wide enough for both)."""
+    n = 1 << 12
+
+    def chain(v: int) -> list[int]:
+        out = [v]
+        while out[-1] != treemath.root(n):
+            out.append(treemath.parent(out[-1], n))
+        return out
+
+    cx, cy = chain(x), set(chain(y))
+    assert treemath.common_ancestor(x, y) == next(v for v in cx if v in cy)
