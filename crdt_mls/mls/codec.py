@@ -231,12 +231,16 @@ class Writer:
             item(self, value)
 
 
+#: The one-byte encodings (lengths below 64), shared.
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x40))
+
+
 def encode_varint(v: int) -> bytes:
     """Encode a length as RFC 9420 section 2.1.2 requires (shortest form)."""
+    if 0 <= v < 0x40:
+        return _ONE_BYTE[v]
     if v < 0:
         raise InvalidArgument("negative length")
-    if v < 0x40:
-        return bytes((v,))
     if v < 0x4000:
         return (v | 0x4000).to_bytes(2, "big")
     if v <= MAX_VARINT:

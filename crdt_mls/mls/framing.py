@@ -467,9 +467,12 @@ def unprotect_private(
     pending = secret_tree.prepare_key(sender_data.leaf_index, ratchet_type_for(content_type), sender_data.generation)
     aad = _content_aad(message.group_id, message.epoch, content_type, message.authenticated_data)
     plaintext = suite.aead_open(pending.key, _guarded(pending.nonce, sender_data.reuse_guard), aad, message.ciphertext)
-    r = Reader(plaintext)
-    pmc = PrivateMessageContent.decode(r, content_type)
-    r.finish()
+    if content_type == ContentType.APPLICATION:
+        pmc = PrivateMessageContent.decode_application(plaintext)
+    else:
+        r = Reader(plaintext)
+        pmc = PrivateMessageContent.decode(r, content_type)
+        r.finish()
     content = FramedContent(message.group_id, message.epoch, sender, message.authenticated_data, pmc.content)
     if content.content_type != content_type:  # pragma: no cover - decode is driven by content_type
         raise ProtocolError("decrypted content type does not match the PrivateMessage header")

@@ -1992,6 +1992,18 @@ class PrivateMessageContent:
             raise DecodeError("PrivateMessageContent padding contains a non-zero byte")
         return cls(content, auth, len(pad))
 
+    @classmethod
+    def decode_application(cls, data: bytes, cap: int = DEFAULT_MAX_VECTOR) -> PrivateMessageContent:
+        """`decode` of application data filling ``data`` (every received message): the same
+        checks without a Reader -- ``opaque application_data<V>``, ``opaque signature<V>``,
+        then zero padding."""
+        content, pos = _p_opaque(data, 0, len(data), cap)
+        signature, pos = _p_opaque(data, pos, len(data), cap)
+        pad = data[pos:]
+        if pad.count(0) != len(pad):
+            raise DecodeError("PrivateMessageContent padding contains a non-zero byte")
+        return cls(content, FramedContentAuthData(signature), len(pad))
+
 
 @dataclass(frozen=True, slots=True)
 class SenderData:
@@ -2231,6 +2243,25 @@ _BODY_FORMAT: dict[type, WireFormat] = {
 }
 _FORMAT_BODY: dict[int, type[MLSMessageBody]] = {v: k for k, v in _BODY_FORMAT.items()}
 _KEY_PACKAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_KEY_PACKAGE.to_bytes(2, "big")
+_PRIVATE_MESSAGE_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_PRIVATE_MESSAGE.to_bytes(2, "big")
+
+
+def _p_private_message(buf: bytes, pos: int, end: int, cap: int) -> PrivateMessage:
+    """A PrivateMessage (RFC 9420 section 6.3) filling ``buf[pos:end]`` exactly: the checks of
+    `PrivateMessage.decode` plus the no-trailing-bytes check of `decode_with`."""
+    group_id, pos = _p_opaque(buf, pos, end, cap)
+    if pos + 9 > end:
+        raise _trunc(pos)
+    epoch = int.from_bytes(buf[pos : pos + 8], "big")
+    content_type = _enum(ContentType, buf[pos + 8], "content_type")
+    aad, pos = _p_opaque(buf, pos + 9, end, cap)
+    sender_data, pos = _p_opaque(buf, pos, end, cap)
+    ciphertext, pos = _p_opaque(buf, pos, end, cap)
+    if pos != end:
+        raise DecodeError(f"{end - pos} trailing bytes after the encoded value")
+    return PrivateMessage(group_id, epoch, content_type, aad, sender_data, ciphertext)
+
+
 _WELCOME_HEADER = MLS10.to_bytes(2, "big") + WireFormat.MLS_WELCOME.to_bytes(2, "big")
 
 
@@ -2280,4 +2311,7 @@ class MLSMessage:
             if pos != len(data):
                 raise DecodeError(f"{len(data) - pos} trailing bytes after the encoded value")
             return cls(kp)
+        if data[:4] == _PRIVATE_MESSAGE_HEADER and isinstance(data, bytes):
+            # every application message: the six fields read without a Reader (same checks)
+            return cls(_p_private_message(data, 4, len(data), DEFAULT_MAX_VECTOR))
         return decode_with(cls.decode, data)

@@ -23,11 +23,15 @@ from crdt_mls.mls.messages import (
     Add,
     CiphertextVector,
     Commit,
+    ContentType,
     EncryptedGroupSecrets,
+    FramedContentAuthData,
     HPKECiphertext,
     KeyPackage,
     LeafNode,
     MLSMessage,
+    PrivateMessage,
+    PrivateMessageContent,
     ProposalRef,
     Remove,
     UpdatePathNode,
@@ -367,3 +371,40 @@ def test_ciphertext_vectors_of_any_shape_decode_like_the_generic_decoder(items: 
     node = UpdatePathNode(b"e" * 32, tuple(HPKECiphertext(k, c) for k, c in items))
     data = codec.encode(node)
     assert decode_with(UpdatePathNode.decode, data) == decode_with(UpdatePathNode.decode_slow, data) == node
+
+
+def _decode_both(fast: Callable[[], Any], slow: Callable[[], Any]) -> tuple[Any, Any]:
+    out = []
+    for f in (fast, slow):
+        try:
+            out.append(f())
+        except DecodeError as exc:  # OversizeError is a DecodeError
+            out.append(type(exc))
+    return out[0], out[1]
+
+
+@given(st.binary(max_size=120), st.integers(0, 119), st.integers(0, 255))
+@settings(max_examples=400)
+def test_application_plaintext_parser_matches_the_generic_decoder(data: bytes, at: int, byte: int) -> None:
+    good = codec.encode(PrivateMessageContent(data, FramedContentAuthData(b"s" * 64), 3))
+    for plain in (good, data, good[: at % (len(good) + 1)], good[:at] + bytes([byte]) + good[at + 1 :]):
+
+        def slow(p: bytes = plain) -> PrivateMessageContent:
+            r = Reader(p)
+            v = PrivateMessageContent.decode(r, ContentType.APPLICATION)
+            r.finish()
+            return v
+
+        fast, ref = _decode_both(lambda p=plain: PrivateMessageContent.decode_application(p), slow)
+        assert fast == ref
+
+
+@given(st.binary(max_size=80), st.integers(0, 79), st.integers(0, 255))
+@settings(max_examples=400)
+def test_private_message_fast_parse_matches_the_generic_decoder(ct: bytes, at: int, byte: int) -> None:
+    good = MLSMessage(PrivateMessage(b"g" * 16, 7, ContentType.APPLICATION, b"ad", b"e" * 28, ct)).to_bytes()
+    for raw in (good, good[: at % (len(good) + 1)], good[:at] + bytes([byte]) + good[at + 1 :], good + b"\x00"):
+        fast, ref = _decode_both(
+            lambda r=raw: MLSMessage.from_bytes(r), lambda r=raw: decode_with(MLSMessage.decode, r)
+        )
+        assert fast == ref
