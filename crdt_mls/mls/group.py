@@ -889,6 +889,7 @@ class Group:
                     group_id=gc.group_id,
                     leaf_index=committer,
                     required_capabilities=required_capabilities_of(applied.extensions),
+                    signature_verified=True,  # by process_update_path (apply_update_path)
                 )
             except DecodeError:
                 raise SignatureError(f"LeafNode signature of committer leaf {committer} does not verify") from None

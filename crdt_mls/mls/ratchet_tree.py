@@ -1144,6 +1144,7 @@ def validate_leaf_node(
     leaf_index: int | None = None,
     required_capabilities: RequiredCapabilities | None = None,
     now: int | None = None,
+    signature_verified: bool = False,
 ) -> None:
     """Leaf node validation against a group (RFC 9420 section 7.3), except credential
     validation, which is application policy.
@@ -1152,13 +1153,16 @@ def validate_leaf_node(
     commit for an UpdatePath leaf).  ``leaf_index`` is the leaf the node will occupy (needed
     for update/commit signatures; the current occupant is ignored by the uniqueness checks).
     ``now`` (seconds since the epoch), if given, is checked against a key_package lifetime.
+    ``signature_verified``: the caller has just verified this leaf's signature for this group
+    and leaf index (`crdt_mls.mls.treekem.apply_update_path` does, for an UpdatePath leaf).
     Raises `SignatureError` or `TreeError`.
     """
     if leaf.leaf_node_source != source:
         raise TreeError(f"leaf_node_source is {leaf.leaf_node_source}, expected {source}")
     if source != LeafNodeSource.KEY_PACKAGE and leaf_index is None:
         raise InvalidArgument("an update/commit leaf node is validated at a leaf index")
-    verify_leaf_signature(tree.suite, leaf, group_id, 0 if leaf_index is None else leaf_index)
+    if not signature_verified:
+        verify_leaf_signature(tree.suite, leaf, group_id, 0 if leaf_index is None else leaf_index)
 
     caps = leaf.capabilities
     if required_capabilities is not None:

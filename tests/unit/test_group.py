@@ -753,3 +753,22 @@ def test_deriving_states_never_changes_the_old_state(private: bool) -> None:
     r1, _ = g1.process(c1)
     assert r1.epoch_authenticator == a.epoch_authenticator
     assert isinstance(g0x, Group)
+
+
+def test_commit_with_a_forged_update_path_leaf_signature(trio: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The committer signs the commit correctly but its UpdatePath LeafNode carries a wrong
+    signature (RFC 9420 section 7.3): rejected with `SignatureError`, the receiver unchanged.
+    (The leaf signature is checked once, by the UpdatePath merge, not again by the leaf
+    validation that follows it.)"""
+    from crdt_mls.mls.suites import CipherSuite
+
+    real = CipherSuite.sign_with_label
+
+    def forge(self: CipherSuite, private_key: bytes, label: str, content: bytes) -> bytes:
+        sig = real(self, private_key, label, content)
+        return bytes(64) if label == "LeafNodeTBS" else sig
+
+    monkeypatch.setattr(CipherSuite, "sign_with_label", forge)
+    commit, _, _ = trio.members["m0"].commit(rng=trio.rng)
+    monkeypatch.setattr(CipherSuite, "sign_with_label", real)
+    _unchanged(trio.members["m1"], lambda: trio.members["m1"].process(commit), SignatureError)
