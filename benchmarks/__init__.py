@@ -11,6 +11,6 @@ timed calls (``time.perf_counter``: what the caller waits for; the goals of issu
 judged on them), ``*_cpu_s`` the process CPU seconds of the same calls (``time.process_time``,
 all threads, so above the wall time where the work runs on both cores, and robust against
 other processes competing for the cores).  Both implementations are measured the same way.
-Earlier result files (e.g. ``docs/benchmarks-results.json``) have ``median_s`` etc. in CPU
+Result files written before 2026-11-30 have ``median_s`` etc. in CPU
 seconds and the wall median as ``median_wall_s``; `benchmarks.plot.wall_cpu` reads both.
 """
