@@ -35,14 +35,16 @@ from typing import TypeVar
 
 from crdt_mls.errors import InvalidArgument
 
-__all__ = ["MAX_DEFAULT_WORKERS", "default_workers", "map_ranges", "set_workers", "workers"]
+__all__ = ["MAX_DEFAULT_WORKERS", "default_workers", "guided_bounds", "map_ranges", "set_workers", "workers"]
 
 R = TypeVar("R")
 
 #: Upper bound of the default worker count (more threads only add GIL contention).
 MAX_DEFAULT_WORKERS = 4
-#: Ranges per worker: a few, so that a thread delayed by the OS does not hold up the batch.
-_RANGES_PER_WORKER = 4
+#: The smallest range a batch is cut into (guided scheduling, `guided_bounds`): small enough
+#: that the threads end a batch together (a 50k-member commit's 263 seals: 8 seals ~ 0.5 ms),
+#: large enough that a range's setup cost does not count.
+_MIN_RANGE = 8
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -112,6 +114,20 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+def guided_bounds(n: int, workers: int, min_chunk: int = _MIN_RANGE) -> list[int]:
+    """Range boundaries ``0 = b0 < b1 < ... = n`` for ``workers`` threads taking ranges in
+    order (guided self-scheduling): each range is the remaining work over ``2 x workers``,
+    at least ``min_chunk`` items, so the first ranges are large (few hand-offs) and the last
+    ones small (the threads finish within a small range of each other)."""
+    bounds = [0]
+    done = 0
+    while done < n:
+        size = max(min_chunk, (n - done) // (2 * workers))
+        done = min(n, done + size)
+        bounds.append(done)
+    return bounds
+
+
 def map_ranges(fn: Callable[[int, int], list[R]], n: int, *, min_items: int) -> list[R]:
     """``fn(0, n)`` computed as ``fn(lo, hi)`` over consecutive ranges on the worker threads.
 
@@ -123,8 +139,8 @@ def map_ranges(fn: Callable[[int, int], list[R]], n: int, *, min_items: int) -> 
     w = _workers
     if w <= 1 or n < max(min_items, 2) or getattr(_local, "in_batch", False):
         return fn(0, n)  # nested batches run serially (no waiting on our own pool)
-    parts = min(n, w * _RANGES_PER_WORKER)
-    bounds = [n * k // parts for k in range(parts + 1)]
+    bounds = guided_bounds(n, w)
+    parts = len(bounds) - 1
     results: list[list[R] | None] = [None] * parts
     errors: list[BaseException | None] = [None] * parts
     counter = itertools.count()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdt_mls.errors import DecodeError, InvalidArgument, ProposalError, ProtocolError, SignatureError
 from crdt_mls.mls import parallel
@@ -71,7 +74,7 @@ def test_map_ranges_uses_other_threads(workers: Callable[[int], None]) -> None:
                 gate.wait()  # three threads hold ranges at the same time
         return list(range(lo, hi))
 
-    assert parallel.map_ranges(fn, 12, min_items=2) == list(range(12))
+    assert parallel.map_ranges(fn, 64, min_items=2) == list(range(64))
     assert len(seen) == 3
 
 
@@ -371,3 +374,13 @@ def test_received_add_commit_checks_key_package_signatures_in_one_batch(
     with pytest.raises(SignatureError, match="KeyPackage signature"):
         receiver.process(bad_msg)
     assert receiver.to_bytes() == before
+
+
+@given(st.integers(0, 100_000), st.integers(1, 8), st.integers(1, 64))
+def test_guided_bounds_cover_the_batch_with_shrinking_ranges(n: int, workers: int, min_chunk: int) -> None:
+    b = parallel.guided_bounds(n, workers, min_chunk)
+    assert b[0] == 0 and b[-1] == n
+    sizes = [hi - lo for lo, hi in itertools.pairwise(b)]
+    assert all(s > 0 for s in sizes)
+    assert all(s >= min_chunk for s in sizes[:-1])  # only the last range may be short
+    assert sizes[:-1] == sorted(sizes[:-1], reverse=True)  # large ranges first
