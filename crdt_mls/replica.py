@@ -103,6 +103,7 @@ from crdt_mls.merge.mlsmerge import (
 from crdt_mls.merge.provenance import open_history, seal_history
 from crdt_mls.merge.records import (
     EVICT_AAD_PREFIX,
+    changes_between,
     decode_member,
     decode_record,
     encode_member,
@@ -730,20 +731,8 @@ def _leaf_maps(
 
 def _tree_changes(before: RatchetTree, after: RatchetTree, evicted: Iterable[bytes] = ()) -> tuple[Change, ...]:
     """`crdt_mls.merge.records.tree_changes` in O(changed leaves) (same result, tested)."""
-    ev = frozenset(evicted)
     old, new = _leaf_maps(before, after)
-    out: list[Change] = []
-    for key, (_i, _lf) in sorted(old.items(), key=lambda kv: kv[1][0]):
-        if key not in new:
-            out.append(Change(ChangeKind.EVICT if key in ev else ChangeKind.REMOVE, key))
-    if ev - (old.keys() - new.keys()):
-        raise InvalidArgument("an evicted member must be removed by the commit")
-    for key, (i, lf) in sorted(new.items(), key=lambda kv: kv[1][0]):
-        if key not in old:
-            out.append(Change(ChangeKind.ADD, key, i, codec.encode(lf)))
-        elif codec.encode(old[key][1]) != codec.encode(lf):
-            out.append(Change(ChangeKind.UPDATE, key, i, codec.encode(lf)))
-    return tuple(out)
+    return changes_between(old, new, evicted)
 
 
 def _commit_record(

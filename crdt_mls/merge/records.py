@@ -8,16 +8,18 @@ eviction), one whose LeafNode changed an UPDATE.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from crdt_mls.errors import DecodeError, InvalidArgument
 from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
+from crdt_mls.mls.messages import LeafNode
 from crdt_mls.mls.ratchet_tree import RatchetTree
 
 __all__ = [
     "EVICT_AAD_PREFIX",
+    "changes_between",
     "commit_record",
     "decode_member",
     "decode_record",
@@ -64,9 +66,17 @@ def tree_changes(
     before: RatchetTree | None, after: RatchetTree, *, evicted: Iterable[bytes] = ()
 ) -> tuple[Change, ...]:
     """The membership changes that turn ``before`` into ``after`` (keys are signature keys)."""
-    ev = frozenset(evicted)
     old = {lf.signature_key: (i, lf) for i, lf in before.members()} if before is not None else {}
     new = {lf.signature_key: (i, lf) for i, lf in after.members()}
+    return changes_between(old, new, evicted)
+
+
+def changes_between(
+    old: Mapping[bytes, tuple[int, LeafNode]], new: Mapping[bytes, tuple[int, LeafNode]], evicted: Iterable[bytes] = ()
+) -> tuple[Change, ...]:
+    """The membership changes between two ``signature key -> (leaf index, LeafNode)`` maps:
+    removals (evictions for ``evicted`` keys) in leaf order, then adds and updated LeafNodes."""
+    ev = frozenset(evicted)
     out: list[Change] = []
     for key, (_i, _lf) in sorted(old.items(), key=lambda kv: kv[1][0]):
         if key not in new:

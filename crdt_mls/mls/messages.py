@@ -926,21 +926,8 @@ def _p_leaf(buf: bytes, pos: int, end: int, cap: int, caps_cache: dict[bytes, _C
         src = LeafNodeSource.COMMIT
     else:
         raise DecodeError(f"invalid leaf_node_source value {src_value}")
-    if pos < end and buf[pos] == 0:
-        extensions: tuple[Extension, ...] = ()
-        pos += 1
-    else:
-        ext_data, pos = _p_opaque(buf, pos, end, cap)
-        extensions = _p_extensions(ext_data, cap)
-    # signature: a two-byte header for 64..16383 bytes (Ed25519: 64)
-    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
-        stop = pos + 2 + n
-        if stop > end:
-            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
-        signature = buf[pos + 2 : stop]
-        pos = stop
-    else:
-        signature, pos = _p_opaque(buf, pos, end, cap)
+    extensions, pos = _p_extensions_field(buf, pos, end, cap)
+    signature, pos = _p_signature(buf, pos, end, cap)
     leaf = _new_object(LeafNode)
     s0, s1, s2, s3, s4, s5, s6, s7, s8, s9 = _LEAF_SETTERS or _leaf_setters()
     s0(leaf, encryption_key)
@@ -960,6 +947,25 @@ _new_object = object.__new__
 _CRED_SETTERS = _slot_setters(Credential, "credential_type", "content")
 
 
+def _p_extensions_field(buf: bytes, pos: int, end: int, cap: int) -> tuple[tuple[Extension, ...], int]:
+    """``Extension extensions<V>`` at ``buf[pos:]`` (an empty list is one zero byte)."""
+    if pos < end and buf[pos] == 0:
+        return (), pos + 1
+    ext_data, pos = _p_opaque(buf, pos, end, cap)
+    return _p_extensions(ext_data, cap), pos
+
+
+def _p_signature(buf: bytes, pos: int, end: int, cap: int) -> tuple[bytes, int]:
+    """``opaque signature<V>`` at ``buf[pos:]``, with the two-byte header of 64..16383 bytes
+    (Ed25519: 64) read inline."""
+    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
+        stop = pos + 2 + n
+        if stop > end:
+            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
+        return buf[pos + 2 : stop], stop
+    return _p_opaque(buf, pos, end, cap)
+
+
 def _p_key_package(buf: bytes, start: int, end: int, cap: int) -> tuple[KeyPackage, int]:
     """A KeyPackage (RFC 9420 section 10) at ``buf[start:]``, with its encoding kept; the
     checks of the generic decoder (`KeyPackage.decode_slow`)."""
@@ -974,20 +980,8 @@ def _p_key_package(buf: bytes, start: int, end: int, cap: int) -> tuple[KeyPacka
     else:
         init_key, pos = _p_opaque(buf, pos, end, cap)
     leaf, pos = _p_leaf(buf, pos, end, cap, _CAPS_CACHE)
-    if pos < end and buf[pos] == 0:
-        extensions: tuple[Extension, ...] = ()
-        pos += 1
-    else:
-        ext_data, pos = _p_opaque(buf, pos, end, cap)
-        extensions = _p_extensions(ext_data, cap)
-    if pos + 1 < end and (b := buf[pos]) >> 6 == 1 and (n := ((b & 0x3F) << 8) | buf[pos + 1]) >= 0x40 and n <= cap:
-        stop = pos + 2 + n
-        if stop > end:
-            raise DecodeError(f"truncated vector: need {n} bytes at offset {pos + 2}, have {end - pos - 2}")
-        signature = buf[pos + 2 : stop]
-        pos = stop
-    else:
-        signature, pos = _p_opaque(buf, pos, end, cap)
+    extensions, pos = _p_extensions_field(buf, pos, end, cap)
+    signature, pos = _p_signature(buf, pos, end, cap)
     if len(_CAPS_CACHE) > 256:
         _CAPS_CACHE.clear()
     kp = _new_object(KeyPackage)
