@@ -617,14 +617,6 @@ def _r_record(r: Reader) -> OpRecord:
     return OpRecord(cid, author, seq, prev, parents, epochs, changes)
 
 
-def _w_member(w: Writer, m: Member) -> None:
-    w.opaque(m.key)
-    w.u32(m.leaf)
-    w.opaque(m.data)
-    w.opaque(m.added_in)
-    w.opaque(m.updated_in)
-
-
 def _r_member(r: Reader) -> Member:
     return Member(r.opaque(), r.u32(), r.opaque(), r.opaque(), r.opaque())
 
@@ -641,7 +633,7 @@ def _dag_entry(
     w.u8(kind)
     _w_record(w, rec)
     w.boolean(commit)
-    w.optional(None if membership is None else list(membership.members), lambda ww, ms: ww.vector(ms, _w_member))
+    w.optional(None if membership is None else list(membership.members), lambda ww, ms: ww.vector(ms, encode_member))
     if history is not None:  # only _DAG_JOINED: the merge history its committer sealed
         w.opaque(history.cut)
         w.vector(list(history.base.members), encode_member)

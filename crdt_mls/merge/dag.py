@@ -41,7 +41,7 @@ from crdt_mls.merge.rules import (
 )
 from crdt_mls.mls.codec import Reader, Writer
 
-__all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeHistory", "MergeState", "OperationVoided"]
+__all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeHistory", "MergeState", "OperationVoided", "encode_member"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -863,7 +863,8 @@ class GroupDag:
 _CHECKPOINT_VERSION = 1
 
 
-def _w_member(w: Writer, m: Member) -> None:
+def encode_member(w: Writer, m: Member) -> None:
+    """Encode a `Member` (a checkpoint's, a cut state's or a provenance's)."""
     w.opaque(m.key)
     w.u32(m.leaf)
     w.opaque(m.data)
@@ -873,7 +874,7 @@ def _w_member(w: Writer, m: Member) -> None:
 
 def _w_state(w: Writer, st: MergeState) -> None:
     w.vector(sorted(st.heads), Writer.opaque)
-    w.vector(list(st.membership.members), _w_member)
+    w.vector(list(st.membership.members), encode_member)
     w.vector(sorted(st.void), Writer.opaque)
     w.vector(sorted(st.moved), Writer.opaque)
     w.optional(st.base, Writer.opaque)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from crdt_mls.errors import DecodeError, InvalidArgument
+from crdt_mls.merge.dag import encode_member
 from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
@@ -193,15 +194,6 @@ def decode_record(r: Reader) -> OpRecord:
     if not cid or not author or any(not p for p in (*parents, *epochs)) or prev == b"":
         raise DecodeError("empty identifier in a record")
     return OpRecord(cid, author, seq, prev, parents, epochs, changes)
-
-
-def encode_member(w: Writer, m: Member) -> None:
-    """Encode a `Member` (a cut state or provenance)."""
-    w.opaque(m.key)
-    w.u32(m.leaf)
-    w.opaque(m.data)
-    w.opaque(m.added_in)
-    w.opaque(m.updated_in)
 
 
 def decode_member(r: Reader) -> Member:
