@@ -42,7 +42,7 @@ from crdt_mls.mls.messages import (
     write_ratchet_tree,
     write_ratchet_tree_slow,
 )
-from tests.unit.test_fuzz_decoders import fresh
+from tests.unit.test_fuzz_decoders import fresh, mutate_bytes
 from tests.vectors.loader import h, load
 
 Decoder = Callable[[Reader], Any]
@@ -123,21 +123,7 @@ def test_cached_encodings_are_the_fresh_encodings() -> None:
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     name, data = draw(st.sampled_from(CORPUS))
-    buf = bytearray(data)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
-        pos = draw(st.integers(0, max(len(buf) - 1, 0)))
-        if op == "flip" and buf:
-            buf[pos] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set" and buf:
-            buf[pos] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x03, 0x3F, 0x40, 0x7F, 0x80, 0xBF, 0xC0, 0xFF]))
-        elif op == "insert":
-            buf[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete" and buf:
-            del buf[pos : pos + draw(st.integers(1, 8))]
-        else:
-            del buf[pos:]
-    return name, bytes(buf)
+    return name, mutate_bytes(draw, data)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -115,6 +115,12 @@ def test_corpus_is_valid() -> None:
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
     name, data = draw(st.sampled_from(CORPUS))
+    return name, mutate_bytes(draw, data)
+
+
+def mutate_bytes(draw: st.DrawFn, data: bytes) -> bytes:
+    """One to four flips, byte settings (varint-header values), insertions, deletions or a
+    truncation of ``data`` (shared by the decoder fuzz tests)."""
     buf = bytearray(data)
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
@@ -129,7 +135,7 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
             del buf[pos : pos + draw(st.integers(1, 8))]
         else:
             del buf[pos:]
-    return name, bytes(buf)
+    return bytes(buf)
 
 
 def fresh(value: Any) -> Any:
