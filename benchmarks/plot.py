@@ -39,7 +39,7 @@ def plot(paths: list[str], png: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
 
-    rows = [r for r in load(paths) if r["scenario"] != "replica_rss"]
+    rows = [r for r in load(paths) if not r["scenario"].endswith("_rss")]  # memory, not time
     series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         series[r["scenario"]][r["impl"]].append((r["members"], wall_cpu(r)[0]))

@@ -20,13 +20,18 @@ to write by that call: blocks, meta keys and values, sealed):
 * ``replica_commit`` / ``replica_commit_process``: alice's ``update`` (a commit with a path) /
   bob's ``receive`` of it; ``group_commit`` / ``group_commit_process``: the same on bare `Group`s.
   Right after an add-all the tree is sparse, so these commits encrypt to O(n) nodes in both;
-* ``replica_reload``: ``Replica.load`` of alice's store.
+* ``replica_reload``: ``Replica.load`` of alice's store;
+* ``replica_load_rss``: the same load in a fresh process (`benchmarks.rss_child`): its peak RSS
+  is the memory of one replica holding the group (``median_s`` is that load's time).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +53,7 @@ REPLICA_SCENARIOS = (
     "group_commit",
     "group_commit_process",
     "replica_reload",
+    "replica_load_rss",
 )
 #: members added per commit ("add everyone in a few commits")
 BATCH = 10_000
@@ -180,5 +186,20 @@ def run_replica(
         emit(_rec("replica_reload", n, t))
         astore.close()
         bstore.close()
+        emit(_replica_load_rss(root / "alice.sqlite", n))
     finally:
         tmp.cleanup()
+
+
+def _replica_load_rss(path: Path, n: int) -> Record:
+    """Load alice's store as a `Replica` in a fresh process: its peak RSS."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rss_child", "--replica", str(path), STATE_KEY.hex()],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if res["members"] != n:
+        raise AssertionError(f"the reloaded replica has {res['members']} members, not {n}")
+    return record("replica_load_rss", n, OURS, [res["load_s"]], rss=res["peak_rss_bytes"])

@@ -34,6 +34,7 @@ GOALS_50K: dict[str, float] = {
     "merge_2": 20e-3,
     "app_message": 0.2e-3,
     "replica_rss": 400e6,
+    "replica_load_rss": 400e6,
 }
 
 #: issue 5 goals for the ratio ours/mls-rs at 50,000 members (wall medians, side by side)
@@ -79,7 +80,7 @@ def table(paths: list[str]) -> str:
     for (scenario, n), impls in sorted(by.items()):
         ours, peer = impls.get(OURS), impls.get(PEER)
         goal = GOALS_50K.get(scenario) if n == 50_000 else None
-        if scenario == "replica_rss":
+        if scenario.endswith("_rss"):
             ow = _mb(ours["peak_rss_bytes"]) if ours else "-"
             pw = _mb(peer["peak_rss_bytes"]) if peer else "-"
             oc = pc = ratio = fl = "-"
