@@ -21,7 +21,7 @@ from benchmarks.scenarios import GROUP_SCENARIOS
 DEFAULT_SIZES = (1000, 10_000, 50_000)
 #: the Replica facade end to end over SQLite (benchmarks.replica_bench), crdt-mls only
 REPLICA = "replica"
-COMMANDS = (*GROUP_SCENARIOS, "sync_10k", REPLICA, "all", "plot", "table")
+COMMANDS = (*GROUP_SCENARIOS, "sync_10k", REPLICA, "all", "plot", "table", "combine")
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -87,7 +87,7 @@ def _run_child(impl: str, n: int, scenarios: list[str], progress: bool, reps: in
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     ap.add_argument("command", help=f"one of {', '.join(COMMANDS)}, or a comma-separated list of scenarios")
-    ap.add_argument("inputs", nargs="*", help="plot/table: result JSON files")
+    ap.add_argument("inputs", nargs="*", help="plot/table/combine: result JSON files")
     ap.add_argument("--members", type=int, nargs="+", default=list(DEFAULT_SIZES), help="group sizes")
     ap.add_argument("--impl", choices=("ours", "peer", "both", OURS, PEER), default="both")
     ap.add_argument("--json", help="write results here")
@@ -111,6 +111,14 @@ def main(argv: list[str]) -> int:
         from benchmarks.table import table
 
         print(table(args.inputs or ["results.json"]))
+        return 0
+    if args.command == "combine":
+        from benchmarks.combine import combine
+
+        if not args.json:
+            ap.error("combine writes its result with --json FILE")
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"results": combine(args.inputs)}, f, indent=1)
         return 0
     if args.command == "plot":
         from benchmarks.plot import plot
