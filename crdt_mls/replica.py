@@ -114,7 +114,7 @@ from crdt_mls.merge.records import (
     membership_from_tree,
     merge_record,
 )
-from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord, apply_commit
+from crdt_mls.merge.rules import Change, Membership, OpRecord, apply_commit
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
 from crdt_mls.mls.group import ApplicationMessage, CommitApplied, Group
@@ -582,45 +582,6 @@ _DAG_ROOT = 4  #: the epoch joined from a Welcome or merge Welcome: `GroupDag.ad
 _DAG_JOINED = 5  #: a merge joined from its Welcome with its history: `GroupDag.add_joined_merge`
 
 
-def _w_change(w: Writer, ch: Change) -> None:
-    w.u8(int(ch.kind))
-    w.opaque(ch.member)
-    w.u32(ch.leaf)
-    w.opaque(ch.data)
-
-
-def _r_change(r: Reader) -> Change:
-    kind = r.u8()
-    try:
-        k = ChangeKind(kind)
-    except ValueError:
-        raise DecodeError("unknown change kind in the merge log") from None
-    return Change(k, r.opaque(), r.u32(), r.opaque())
-
-
-def _w_record(w: Writer, rec: OpRecord) -> None:
-    w.opaque(rec.cid)
-    w.opaque(rec.author)
-    w.u64(rec.seq)
-    w.optional(rec.prev, _w_opaque)
-    w.vector(rec.parents, _w_opaque)
-    w.vector(rec.epochs, _w_opaque)
-    w.optional(rec.changes, lambda ww, chs: ww.vector(chs, _w_change))
-
-
-def _r_record(r: Reader) -> OpRecord:
-    cid, author, seq = r.opaque(), r.opaque(), r.u64()
-    prev = r.optional(lambda rr: rr.opaque())
-    parents = tuple(r.vector(lambda rr: rr.opaque()))
-    epochs = tuple(r.vector(lambda rr: rr.opaque()))
-    changes = r.optional(lambda rr: tuple(rr.vector(_r_change)))
-    return OpRecord(cid, author, seq, prev, parents, epochs, changes)
-
-
-def _r_member(r: Reader) -> Member:
-    return Member(r.opaque(), r.u32(), r.opaque(), r.opaque(), r.opaque())
-
-
 def _dag_entry(
     kind: int,
     rec: OpRecord,
@@ -631,7 +592,7 @@ def _dag_entry(
 ) -> bytes:
     w = Writer()
     w.u8(kind)
-    _w_record(w, rec)
+    encode_record(w, rec)
     w.boolean(commit)
     w.optional(None if membership is None else list(membership.members), lambda ww, ms: ww.vector(ms, encode_member))
     if history is not None:  # only _DAG_JOINED: the merge history its committer sealed
@@ -646,9 +607,9 @@ def _feed(dag: GroupDag | None, entry: bytes) -> tuple[GroupDag, int, OpRecord]:
     (a new one for a genesis entry), the entry kind and its record.  Raises as the DAG does."""
     r = Reader(entry)
     kind = r.u8()
-    rec = _r_record(r)
+    rec = decode_record(r)
     commit = r.boolean()
-    members = r.optional(lambda rr: rr.vector(_r_member))
+    members = r.optional(lambda rr: rr.vector(decode_member))
     history: MergeHistory | None = None
     if kind == _DAG_JOINED:
         cut = r.opaque()

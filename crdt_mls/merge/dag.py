@@ -41,7 +41,18 @@ from crdt_mls.merge.rules import (
 )
 from crdt_mls.mls.codec import Reader, Writer
 
-__all__ = ["EpochAdded", "GroupDag", "HeadsChanged", "MergeHistory", "MergeState", "OperationVoided", "encode_member"]
+__all__ = [
+    "EpochAdded",
+    "GroupDag",
+    "HeadsChanged",
+    "MergeHistory",
+    "MergeState",
+    "OperationVoided",
+    "decode_member",
+    "decode_record",
+    "encode_member",
+    "encode_record",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -783,7 +794,7 @@ class GroupDag:
 
         def node(ww: Writer, c: bytes) -> None:
             nd = self._nodes[c]
-            _w_rec(ww, nd.rec)
+            encode_record(ww, nd.rec)
             ww.u32(nd.height)
             ww.vector(sorted(nd.clock.items()), tick)
             # a node concurrent with the cut may have commits before it in its frontier: the cut
@@ -814,7 +825,7 @@ class GroupDag:
         opaque_roots: set[bytes] = set()
 
         def node(rr: Reader) -> tuple[_Node, bool]:
-            rec = _r_rec(rr)
+            rec = decode_record(rr)
             height = rr.u32()
             clock = dict(rr.vector(lambda x: (x.opaque(), x.u64())))
             frontier = frozenset(rr.vector(Reader.opaque))
@@ -882,7 +893,7 @@ def _w_state(w: Writer, st: MergeState) -> None:
 
 def _r_state(r: Reader) -> MergeState:
     heads = frozenset(r.vector(Reader.opaque))
-    members = r.vector(lambda rr: Member(rr.opaque(), rr.u32(), rr.opaque(), rr.opaque(), rr.opaque()))
+    members = r.vector(decode_member)
     void = frozenset(r.vector(Reader.opaque))
     moved = frozenset(r.vector(Reader.opaque))
     base = r.optional(Reader.opaque)
@@ -893,41 +904,66 @@ def _r_state(r: Reader) -> MergeState:
     return MergeState(heads=heads, membership=membership, void=void, moved=moved, base=base)
 
 
-def _w_rec(w: Writer, rec: OpRecord) -> None:
+# The wire form of the engine's values, shared by its checkpoints, merge histories, provenance
+# and the replica's state at rest:
+# struct { uint8 kind; opaque member<V>; uint32 leaf; opaque data<V>; } Change;
+# struct { opaque cid<V>; opaque author<V>; uint64 seq; optional<opaque prev<V>>;
+#          opaque parents<V><V>; opaque epochs<V><V>; optional<Change changes<V>>; } OpRecord;
+# struct { opaque key<V>; uint32 leaf; opaque data<V>; opaque added_in<V>; opaque updated_in<V>; } Member;
+
+
+def _encode_change(w: Writer, ch: Change) -> None:
+    w.u8(int(ch.kind))
+    w.opaque(ch.member)
+    w.u32(ch.leaf)
+    w.opaque(ch.data)
+
+
+def _decode_change(r: Reader) -> Change:
+    kind = r.u8()
+    try:
+        k = ChangeKind(kind)
+    except ValueError:
+        raise DecodeError(f"unknown change kind {kind}") from None
+    member, leaf, data = r.opaque(), r.u32(), r.opaque()
+    try:
+        return Change(k, member, leaf, data)
+    except InvalidArgument as e:
+        raise DecodeError(f"invalid change: {e}") from None
+
+
+def encode_record(w: Writer, rec: OpRecord) -> None:
+    """Encode an `OpRecord`."""
     w.opaque(rec.cid)
     w.opaque(rec.author)
     w.u64(rec.seq)
     w.optional(rec.prev, Writer.opaque)
     w.vector(rec.parents, Writer.opaque)
     w.vector(rec.epochs, Writer.opaque)
-
-    def change(ww: Writer, ch: Change) -> None:
-        ww.u8(int(ch.kind))
-        ww.opaque(ch.member)
-        ww.u32(ch.leaf)
-        ww.opaque(ch.data)
-
-    w.optional(rec.changes, lambda ww, chs: ww.vector(chs, change))
+    w.optional(rec.changes, lambda ww, chs: ww.vector(chs, _encode_change))
 
 
-def _r_rec(r: Reader) -> OpRecord:
+def decode_record(r: Reader) -> OpRecord:
+    """Decode an `OpRecord`; `DecodeError` for anything malformed."""
     cid, author, seq = r.opaque(), r.opaque(), r.u64()
     prev = r.optional(Reader.opaque)
     parents = tuple(r.vector(Reader.opaque))
     epochs = tuple(r.vector(Reader.opaque))
-
-    def change(rr: Reader) -> Change:
-        try:
-            kind = ChangeKind(rr.u8())
-        except ValueError:
-            raise DecodeError("unknown change kind in a checkpoint") from None
-        return Change(kind, rr.opaque(), rr.u32(), rr.opaque())
-
-    changes = r.optional(lambda rr: tuple(rr.vector(change)))
+    changes = r.optional(lambda rr: tuple(rr.vector(_decode_change)))
+    if not cid or not author or any(not p for p in (*parents, *epochs)) or prev == b"":
+        raise DecodeError("empty identifier in a record")
     try:
         return OpRecord(cid, author, seq, prev, parents, epochs, changes)
     except InvalidArgument as e:
-        raise DecodeError(f"a checkpoint's record is invalid: {e}") from None
+        raise DecodeError(f"invalid record: {e}") from None
+
+
+def decode_member(r: Reader) -> Member:
+    """Decode a `Member`; `DecodeError` for an empty field."""
+    key, leaf, data, added_in, updated_in = r.opaque(), r.u32(), r.opaque(), r.opaque(), r.opaque()
+    if not key or not data or not added_in or not updated_in:
+        raise DecodeError("empty field in a member")
+    return Member(key, leaf, data, added_in, updated_in)
 
 
 def _links(rec: OpRecord) -> tuple[bytes, ...]:

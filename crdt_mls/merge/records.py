@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from crdt_mls.errors import DecodeError, InvalidArgument
-from crdt_mls.merge.dag import encode_member
+from crdt_mls.merge.dag import decode_member, decode_record, encode_member, encode_record
 from crdt_mls.merge.rules import Change, ChangeKind, Member, Membership, OpRecord
 from crdt_mls.mls import codec
 from crdt_mls.mls.codec import Reader, Writer
@@ -143,61 +143,3 @@ def membership_from_tree(tree: RatchetTree, cid: bytes) -> Membership:
     """The membership of a root epoch from its tree (for `GroupDag.add_root`): every member's
     provenance is the root's CID, the oldest point this replica knows."""
     return Membership.of(Member(lf.signature_key, i, codec.encode(lf), cid, cid) for i, lf in tree.members())
-
-
-# ----------------------------------------------------------------------------- wire encoding
-#
-# struct { uint8 kind; opaque member<V>; uint32 leaf; opaque data<V>; } Change;
-# struct { opaque cid<V>; opaque author<V>; uint64 seq; optional<opaque prev<V>>;
-#          opaque parents<V><V>; opaque epochs<V><V>; optional<Change changes<V>>; } OpRecord;
-# struct { opaque key<V>; uint32 leaf; opaque data<V>; opaque added_in<V>; opaque updated_in<V>; } Member;
-
-
-def _encode_change(w: Writer, ch: Change) -> None:
-    w.u8(int(ch.kind))
-    w.opaque(ch.member)
-    w.u32(ch.leaf)
-    w.opaque(ch.data)
-
-
-def _decode_change(r: Reader) -> Change:
-    kind = r.u8()
-    try:
-        k = ChangeKind(kind)
-    except ValueError:
-        raise DecodeError(f"unknown change kind {kind}") from None
-    member, leaf, data = r.opaque(), r.u32(), r.opaque()
-    try:
-        return Change(k, member, leaf, data)
-    except InvalidArgument as e:
-        raise DecodeError(f"invalid change: {e}") from None
-
-
-def encode_record(w: Writer, rec: OpRecord) -> None:
-    """Encode an `OpRecord` (a merge history's records, docs/merge.md 4.2)."""
-    w.opaque(rec.cid)
-    w.opaque(rec.author)
-    w.u64(rec.seq)
-    w.optional(rec.prev, lambda ww, p: ww.opaque(p))
-    w.vector(rec.parents, lambda ww, p: ww.opaque(p))
-    w.vector(rec.epochs, lambda ww, e: ww.opaque(e))
-    w.optional(rec.changes, lambda ww, chs: ww.vector(chs, _encode_change))
-
-
-def decode_record(r: Reader) -> OpRecord:
-    """Decode an `OpRecord`; `DecodeError` for anything malformed."""
-    cid, author, seq = r.opaque(), r.opaque(), r.u64()
-    prev = r.optional(lambda rr: rr.opaque())
-    parents = tuple(r.vector(lambda rr: rr.opaque()))
-    epochs = tuple(r.vector(lambda rr: rr.opaque()))
-    changes = r.optional(lambda rr: tuple(rr.vector(_decode_change)))
-    if not cid or not author or any(not p for p in (*parents, *epochs)) or prev == b"":
-        raise DecodeError("empty identifier in a record")
-    return OpRecord(cid, author, seq, prev, parents, epochs, changes)
-
-
-def decode_member(r: Reader) -> Member:
-    key, leaf, data, added_in, updated_in = r.opaque(), r.u32(), r.opaque(), r.opaque(), r.opaque()
-    if not key or not data or not added_in or not updated_in:
-        raise DecodeError("empty field in a member")
-    return Member(key, leaf, data, added_in, updated_in)
