@@ -10,68 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt_mls.errors import DecodeError, InvalidState, ProtocolError
-from crdt_mls.merge import Change, ChangeKind, GroupDag, MutualRemoval, OpRecord
-from tests.unit.test_merge_rules import KEYS, Log, _cid, histories, upd
+from crdt_mls.errors import DecodeError, InvalidState
+from crdt_mls.merge import GroupDag, MutualRemoval, OpRecord
+from tests.unit.test_merge_rules import Log, histories, upd
 
 
-@st.composite
-def active_histories(draw: st.DrawFn, mode: MutualRemoval = MutualRemoval.BOTH) -> list[OpRecord]:
-    """Like `test_merge_rules.histories` with two founders, longer, and authors that mostly
-    build on recent operations: every author acts, so cuts past the genesis appear."""
-    log = Log("AB")
-    dag = GroupDag(log.g, mutual_removal=mode)
-    recs: list[OpRecord] = []
-    for i in range(draw(st.integers(6, 30))):
-        pool = sorted([log.g.cid, *(r.cid for r in recs)][-6:])
-        seen = dag._maximal(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True)))
-        epochs = dag._maximal(c for h in seen for c in dag._nodes[h].frontier)
-        base = dag.state(seen if len(epochs) > 1 else epochs).membership
-        members = sorted(base.keys())
-        if not members:
-            break
-        a = draw(st.sampled_from(members))
-        s, prev = log.seq.get(a, -1) + 1, log.last.get(a)
-        if prev is not None and not any(prev == p or dag.in_past(prev, p) for p in seen):
-            seen = dag._maximal([*seen, prev])
-            epochs = dag._maximal(c for h in seen for c in dag._nodes[h].frontier)
-            base = dag.state(seen if len(epochs) > 1 else epochs).membership
-            if a not in base:
-                continue
-        kind = draw(st.sampled_from(["commit", "app", "app"] if len(epochs) == 1 else ["merge", "app"]))
-        changes: list[Change] | None = None
-        if kind == "merge":
-            changes = [upd(a.decode(), f"m{i}")]
-        elif kind == "commit":
-            changes = []
-            others = [k for k in members if k != a]
-            if others and draw(st.integers(0, 4)) == 0:
-                changes.append(
-                    Change(draw(st.sampled_from([ChangeKind.REMOVE, ChangeKind.EVICT])), draw(st.sampled_from(others)))
-                )
-            outside = [k for k in KEYS.encode() if bytes([k]) not in base]
-            if outside and draw(st.booleans()):
-                k = draw(st.sampled_from(outside))
-                changes.append(Change(ChangeKind.ADD, bytes([k]), draw(st.integers(0, 6)), b"l" + bytes([k])))
-            changes.append(upd(a.decode(), f"u{i}"))
-        else:
-            epochs = frozenset({max(epochs, key=dag.rank)})
-        rec = OpRecord(
-            _cid(f"h{i}"),
-            a,
-            s,
-            prev,
-            tuple(sorted(seen)),
-            tuple(sorted(epochs)),
-            None if changes is None else tuple(changes),
-        )
-        try:
-            dag.add(rec)
-        except ProtocolError:
-            continue
-        log.seq[a], log.last[a] = s, rec.cid
-        recs.append(rec)
-    return [log.g, *recs]
+def active_histories(mode: MutualRemoval = MutualRemoval.BOTH) -> st.SearchStrategy[list[OpRecord]]:
+    """`test_merge_rules.histories` with two founders, longer, and authors that mostly build on
+    recent operations: every author acts, so cuts past the genesis appear."""
+    return histories(mode, founders="AB", length=(6, 30), recent=6, app_weight=2, remove_odds=5)
 
 
 def _feed(dag: GroupDag, records: list[OpRecord]) -> None:
@@ -113,7 +60,6 @@ def test_truncated_dag_answers_like_the_full_one(case: tuple[MutualRemoval, list
 
 
 def test_checkpoint_rejects_a_cut_that_is_not_comparable_and_bad_bytes() -> None:
-    from tests.unit.test_merge_rules import Log, upd
 
     log = Log("AB")
     dag = GroupDag(log.g)

@@ -300,51 +300,58 @@ KEYS = "ABCDEFGH"
 
 
 @st.composite
-def histories(draw: st.DrawFn, mode: MutualRemoval = MutualRemoval.BOTH) -> list[OpRecord]:
-    """Random valid histories (under ``mode``): members commit having seen a random part of the past."""
-    log = Log("ABCD")
+def histories(
+    draw: st.DrawFn,
+    mode: MutualRemoval = MutualRemoval.BOTH,
+    *,
+    founders: str = "ABCD",
+    length: tuple[int, int] = (2, 14),
+    recent: int | None = None,
+    app_weight: int = 1,
+    remove_odds: int = 2,
+) -> list[OpRecord]:
+    """Random valid histories (under ``mode``): members commit having seen a random part of the
+    past (only the ``recent`` latest operations, if given), concurrency and merges included.
+    ``app_weight``: application messages per commit drawn; a commit removes someone with
+    probability 1/``remove_odds``."""
+    log = Log(founders)
     dag = GroupDag(log.g, mutual_removal=mode)
     recs: list[OpRecord] = []
-    n = draw(st.integers(2, 14))
-    for i in range(n):
+    for i in range(draw(st.integers(*length))):
         # each op has seen a random part of the history: concurrency, and merges when it saw several heads
-        pool = sorted([log.g.cid, *(r.cid for r in recs)])
-        pick = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True))
-        seen = dag._maximal(pick)
+        pool = sorted([log.g.cid, *(r.cid for r in recs)][-(recent or 0) :])
+        seen = dag._maximal(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3, unique=True)))
         epochs = dag._maximal(c for h in seen for c in dag._nodes[h].frontier)
         base = dag.state(seen if len(epochs) > 1 else epochs).membership
         members = sorted(base.keys())
-        author = draw(st.sampled_from(members)).decode()
-        a = author.encode()
-        s = log.seq.get(a, -1) + 1
-        prev = log.last.get(a)
+        if not members:
+            break
+        a = draw(st.sampled_from(members))
+        author = a.decode()
+        s, prev = log.seq.get(a, -1) + 1, log.last.get(a)
         if prev is not None and not any(prev == p or dag.in_past(prev, p) for p in seen):
             seen = dag._maximal([*seen, prev])
             epochs = dag._maximal(c for h in seen for c in dag._nodes[h].frontier)
             base = dag.state(seen if len(epochs) > 1 else epochs).membership
             if a not in base:
                 continue
-        kind = draw(st.sampled_from(["commit", "app"] if len(epochs) == 1 else ["merge", "app"]))
-        changes: list[Change] | None
-        if kind == "app":
-            changes = None
-        elif kind == "merge":
+        kind = draw(st.sampled_from(["commit", *["app"] * app_weight] if len(epochs) == 1 else ["merge", "app"]))
+        changes: list[Change] | None = None
+        if kind == "merge":
             changes = [upd(author, f"m{i}")]
-        else:
+        elif kind == "commit":
             changes = []
             others = [k for k in members if k != a]
-            want_remove: bool = draw(st.booleans())
-            if others and want_remove:
+            if others and draw(st.integers(0, remove_odds - 1)) == 0:
                 changes.append(
                     Change(draw(st.sampled_from([ChangeKind.REMOVE, ChangeKind.EVICT])), draw(st.sampled_from(others)))
                 )
             outside = [k for k in KEYS.encode() if bytes([k]) not in base]
-            want_add: bool = draw(st.booleans())
-            if outside and want_add:
+            if outside and draw(st.booleans()):
                 k = draw(st.sampled_from(outside))
                 changes.append(Change(ChangeKind.ADD, bytes([k]), draw(st.integers(0, 6)), b"l" + bytes([k])))
             changes.append(upd(author, f"u{i}"))
-        if changes is None:
+        else:
             epochs = frozenset({max(epochs, key=dag.rank)})
         rec = OpRecord(
             _cid(f"h{i}"),
@@ -359,8 +366,7 @@ def histories(draw: st.DrawFn, mode: MutualRemoval = MutualRemoval.BOTH) -> list
             dag.add(rec)
         except ProtocolError:
             continue
-        log.seq[a] = s
-        log.last[a] = rec.cid
+        log.seq[a], log.last[a] = s, rec.cid
         recs.append(rec)
     return [log.g, *recs]
 
