@@ -231,14 +231,14 @@ class Writer:
             item(self, value)
 
 
-#: The one-byte encodings (lengths below 64), shared.
-_ONE_BYTE = tuple(bytes((i,)) for i in range(0x40))
+#: The one-byte varint encodings (lengths below 64), shared by the hot encoders.
+ONE_BYTE_VARINTS = tuple(bytes((i,)) for i in range(0x40))
 
 
 def encode_varint(v: int) -> bytes:
     """Encode a length as RFC 9420 section 2.1.2 requires (shortest form)."""
     if 0 <= v < 0x40:
-        return _ONE_BYTE[v]
+        return ONE_BYTE_VARINTS[v]
     if v < 0:
         raise InvalidArgument("negative length")
     if v < 0x4000:

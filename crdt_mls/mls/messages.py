@@ -22,7 +22,7 @@ from itertools import starmap
 from typing import ClassVar, Protocol, TypeAlias, TypeVar, overload
 
 from crdt_mls.errors import DecodeError, InvalidArgument, InvalidState, OversizeError
-from crdt_mls.mls.codec import DEFAULT_MAX_VECTOR, Reader, Writer, decode_with, encode_varint
+from crdt_mls.mls.codec import DEFAULT_MAX_VECTOR, ONE_BYTE_VARINTS, Reader, Writer, decode_with, encode_varint
 
 __all__ = [
     "MLS10",
@@ -1074,7 +1074,7 @@ def _encode_ciphertexts(cts: Sequence[HPKECiphertext]) -> bytes:
     """The body of ``HPKECiphertext x<V>`` (RFC 9420 section 7.6), without per-field calls."""
     if isinstance(cts, CiphertextVector):
         return cts.body
-    small = _SMALL_VARINTS
+    small = ONE_BYTE_VARINTS
     parts: list[bytes] = []
     append = parts.append
     for ct in cts:
@@ -1232,10 +1232,6 @@ def _read_ciphertexts(r: Reader) -> Sequence[HPKECiphertext]:
     if lazy is not None:
         return lazy
     return _parse_ciphertexts(body, 0, len(body), cap)
-
-
-#: One-byte varint headers (lengths below 64).
-_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x40))
 
 
 @dataclass(frozen=True, slots=True)
@@ -2141,7 +2137,7 @@ class EncryptedGroupSecrets:
 
 def _encode_group_secrets_list(secrets: Sequence[EncryptedGroupSecrets]) -> bytes:
     """The body of ``EncryptedGroupSecrets secrets<V>`` (RFC 9420 section 12.4.3.1)."""
-    small = _SMALL_VARINTS
+    small = ONE_BYTE_VARINTS
     parts: list[bytes] = []
     append = parts.append
     for e in secrets:

@@ -225,8 +225,6 @@ def _vec(data: bytes) -> bytes:
 _LABELS: dict[str, bytes] = {}
 #: (label, length) -> the ``uint16 length || opaque label<V>`` head of a KDFLabel
 _EXPAND_HEADS: dict[tuple[str, int], bytes] = {}
-#: One-byte varint headers (lengths below 64).
-_ONE_BYTE_VARINTS = tuple(bytes((i,)) for i in range(0x40))
 #: (label, Nh) -> KDFLabel of DeriveSecret with the HKDF-Expand counter byte appended
 _DERIVE_INFO: dict[tuple[str, int], bytes] = {}
 
@@ -295,11 +293,7 @@ class CipherSuite:
             head = length.to_bytes(2, "big") + _label(label)
             if len(_EXPAND_HEADS) < 1024:
                 _EXPAND_HEADS[(label, length)] = head
-        n = len(context)
-        info = head + (_ONE_BYTE_VARINTS[n] if n < 0x40 else encode_varint(n)) + context
-        if length <= self.hash_length:
-            return _hmac_new(secret, info + b"\x01", self.hash_name).digest()[:length]
-        return self._hpke.kdf.expand(secret, info, length)
+        return self.kdf_expand(secret, head + encode_varint(len(context)) + context, length)
 
     def derive_secret(self, secret: bytes, label: str) -> bytes:
         """DeriveSecret (RFC 9420 section 5.1) = ExpandWithLabel(secret, label, "", Nh): one
